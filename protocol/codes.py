@@ -1,0 +1,54 @@
+"""Error codes and WebSocket close codes of the v1 contract.
+
+Both are part of the wire contract: clients switch on them, so a value never changes
+meaning once shipped. New codes may be added (a compatible extension).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """The ``code`` of an ``error`` message. A request-level error leaves the socket open."""
+
+    BAD_REQUEST = "bad_request"
+    """Malformed frame or wrong field type; the message (and ``field``) name what was wrong."""
+    UNKNOWN_TYPE = "unknown_type"
+    UNAUTHORIZED = "unauthorized"
+    AUTH_REQUIRED = "auth_required"
+    UNKNOWN_GAME = "unknown_game"
+    NOT_SUBSCRIBED = "not_subscribed"
+    BETTING_CLOSED = "betting_closed"
+    ROUND_MISMATCH = "round_mismatch"
+    INVALID_BET = "invalid_bet"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    RATE_LIMITED = "rate_limited"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses, with what a client should do."""
+
+    NORMAL = 1000
+    """Normal closure: stop."""
+    MESSAGE_TOO_BIG = 1009
+    """A frame exceeded the size limit: fix the client."""
+    SERVICE_RESTART = 1012
+    """Server draining: reconnect now and resume with ``since``."""
+    TRY_AGAIN_LATER = 1013
+    """Overloaded: reconnect with backoff."""
+    PROTOCOL_ABUSE = 4400
+    """Too many malformed messages: fix the client."""
+    UNAUTHORIZED = 4401
+    """Bad initData or a request before ``auth``: get fresh initData."""
+    AUTH_TIMEOUT = 4408
+    """No ``auth`` within the handshake timeout: reconnect."""
+    REPLACED = 4409
+    """Replaced by a newer connection of the same session: stop."""
+    RATE_LIMITED = 4429
+    """Rate limit exceeded repeatedly: reconnect with backoff."""
+    TOO_SLOW = 4503
+    """The send queue overflowed: reconnect and resume with ``since``."""

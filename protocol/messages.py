@@ -1,0 +1,251 @@
+"""Typed messages of the v1 wire contract (see docs/protocol.md).
+
+Every message is a map with a string ``t``. Requests carry ``id`` (an int, or a string
+of at most 64 characters) that the reply echoes. Money is always an ``int`` count of the
+smallest unit; multipliers are ints in hundredths. Unknown fields are ignored on input,
+so clients may send fields a later minor version adds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+MAX_ID_LENGTH = 64
+MAX_KEY_LENGTH = 64
+MAX_GAME_NAME_LENGTH = 64
+MAX_AMOUNT = 2**53 - 1
+"""Largest amount accepted: every JS client can hold it exactly in a Number."""
+
+RequestId = int | Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+GameName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GAME_NAME_LENGTH)]
+Amount = Annotated[int, msgspec.Meta(gt=0, le=MAX_AMOUNT)]
+IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
+RoundId = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Request(msgspec.Struct, tag_field="t", kw_only=True):
+    """Base of every client request: ``t`` is the tag, ``id`` is echoed by the reply."""
+
+    id: RequestId
+
+
+class _Reply(msgspec.Struct, tag_field="t", kw_only=True, omit_defaults=True):
+    """Base of every server message."""
+
+
+# ---------------------------------------------------------------- client requests
+
+
+class Auth(_Request, tag="auth"):
+    """First message of a connection: the raw ``Telegram.WebApp.initData`` string."""
+
+    init_data: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class StreamPosition(msgspec.Struct, frozen=True):
+    """Where a client stopped reading a channel: resume from here."""
+
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: str
+
+
+class Subscribe(_Request, tag="subscribe"):
+    game: GameName
+    since: StreamPosition | None = None
+
+
+class Unsubscribe(_Request, tag="unsubscribe"):
+    game: GameName
+
+
+class Bet(_Request, tag="bet"):
+    """Stake ``amount`` on ``round`` of ``game``. ``key`` makes retries idempotent."""
+
+    game: GameName
+    round: RoundId
+    amount: Amount
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    key: IdempotencyKey | None = None
+
+
+class Action(_Request, tag="action"):
+    """A game action during a round, e.g. ``cashout`` in crash."""
+
+    game: GameName
+    round: RoundId
+    action: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class BalanceRequest(_Request, tag="balance"):
+    """Ask for the current wallet balance."""
+
+
+class History(_Request, tag="history"):
+    game: GameName
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+
+
+class Ping(_Request, tag="ping"):
+    """Liveness probe; the reply carries the server clock in ms."""
+
+
+Request = Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping
+"""Every message a client may send."""
+
+REQUEST_TYPES: tuple[type[_Request], ...] = (Auth, Subscribe, Unsubscribe, Bet, Action, BalanceRequest, History, Ping)
+
+
+# ---------------------------------------------------------------- server replies
+
+
+class User(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The Telegram user of a session, as taken from verified initData."""
+
+    id: int
+    first_name: str
+    last_name: str | None = None
+    username: str | None = None
+    language_code: str | None = None
+    is_premium: bool = False
+
+
+class Welcome(_Reply, tag="welcome"):
+    id: RequestId
+    user: User
+    balance: int
+    session: str
+    server_time: int
+    games: list[str]
+
+
+class Error(_Reply, tag="error", omit_defaults=False):
+    """A failed request. ``id`` is the request's id, or null when it could not be read.
+
+    ``field`` (an extension of the contract) names the offending field when there is one.
+    """
+
+    id: RequestId | None
+    code: str
+    message: str
+    field: str | None = None
+
+
+class Pong(_Reply, tag="pong"):
+    id: RequestId
+    server_time: int
+
+
+class Ok(_Reply, tag="ok"):
+    id: RequestId
+
+
+class Subscribed(_Reply, tag="subscribed"):
+    id: RequestId
+    game: str
+    round: dict[str, Any] | None
+    offset: int
+    epoch: str
+    recovered: bool
+    missed: list[dict[str, Any]]
+
+
+class BetView(msgspec.Struct, kw_only=True):
+    id: int
+    game: str
+    round: int
+    amount: int
+    params: dict[str, Any]
+    status: str
+
+
+class BetOk(_Reply, tag="bet_ok"):
+    id: RequestId
+    bet: BetView
+    balance: int
+
+
+class ActionOk(_Reply, tag="action_ok"):
+    id: RequestId
+    result: dict[str, Any]
+    balance: int
+
+
+class RoundRecord(msgspec.Struct, kw_only=True):
+    round: int
+    outcome: dict[str, Any]
+    seed: str
+    seed_hash: str
+
+
+class HistoryReply(_Reply, tag="history"):
+    id: RequestId
+    rounds: list[RoundRecord]
+
+
+class Balance(_Reply, tag="balance"):
+    """The reply to a ``balance`` request (with ``id``), or a push on ``user`` (with ``ch``)."""
+
+    balance: int
+    id: RequestId | None = None
+    ch: str | None = None
+    offset: int | None = None
+    epoch: str | None = None
+    delta: int | None = None
+    reason: str | None = None
+    ref: int | str | None = None
+
+
+class BetSettled(_Reply, tag="bet_settled"):
+    """Push on ``user``: a bet of this user was settled."""
+
+    ch: str
+    offset: int
+    epoch: str
+    bet: int
+    payout: int
+    balance: int
+
+
+class RoundEvent(_Reply, tag="round"):
+    """Push on ``game:<name>``: a round changed phase. Game-specific fields are in ``extra``
+    on the schema side; on the wire the engine adds them at the top level."""
+
+    ch: str
+    offset: int
+    epoch: str
+    round: int
+    phase: str
+    seed_hash: str
+    closes_at: int | None = None
+    outcome: dict[str, Any] | None = None
+    seed: str | None = None
+
+
+class Tick(_Reply, tag="tick"):
+    """Push on ``game:<name>``: game progress (crash multiplier in hundredths). May be dropped for slow clients."""
+
+    ch: str
+    offset: int
+    epoch: str
+    round: int
+    multiplier: int | None = None
+
+
+ServerMessage = (
+    Welcome
+    | Error
+    | Pong
+    | Ok
+    | Subscribed
+    | BetOk
+    | ActionOk
+    | HistoryReply
+    | Balance
+    | BetSettled
+    | RoundEvent
+    | Tick
+)
+"""Every message the server may send."""

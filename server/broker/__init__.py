@@ -1,0 +1,22 @@
+"""Event passing between nodes: a ``Broker`` protocol with memory and Redis backends."""
+
+from __future__ import annotations
+
+from .base import Broker, Handler, Subscription
+
+
+def broker_from_url(url: str | None, *, prefix: str = "croupier:") -> Broker:
+    """The in-process broker when ``url`` is None, else the Redis broker for ``url``.
+
+    Backends are imported lazily so a single-node install never loads the Redis client.
+    """
+    if url is None:
+        from .memory import MemoryBroker
+
+        return MemoryBroker()
+    from .redis import RedisBroker
+
+    return RedisBroker(url, prefix=prefix)
+
+
+__all__ = ["Broker", "Handler", "Subscription", "broker_from_url"]

@@ -1,0 +1,40 @@
+"""The ``Broker`` interface: how nodes pass events to each other.
+
+A broker delivers each published payload to every current subscriber of its channel on
+every node, at most once, in publish order per channel from one publisher. Durability
+and resume (offsets, history) are a separate capability added on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+Handler = Callable[[str, bytes], Awaitable[None] | None]
+"""Called with (channel, payload) for each delivered message. Must not block."""
+
+
+class Subscription(Protocol):
+    """A live subscription; :meth:`close` drops it (idempotent)."""
+
+    async def close(self) -> None: ...
+
+
+class Broker(Protocol):
+    """Publish/subscribe between nodes. Upstream subscriptions are reference-counted."""
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Send ``payload`` to every subscriber of ``channel`` on every node."""
+        ...
+
+    async def subscribe(self, channel: str, handler: Handler) -> Subscription:
+        """Call ``handler`` for each message on ``channel`` until the subscription is closed."""
+        ...
+
+    async def ping(self) -> None:
+        """Return when the broker answers; raise when it does not (readiness)."""
+        ...
+
+    async def close(self) -> None:
+        """Drop every subscription and release connections."""
+        ...

@@ -1,0 +1,142 @@
+"""The ``croupier`` command: ``serve``, ``migrate`` and ``dev-initdata``.
+
+Settings come from the environment (see :mod:`server.settings`); a bad one stops the
+command with one line naming it, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .auth import sign_init_data
+from .settings import Settings, SettingsError
+
+log = logging.getLogger("croupier")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``croupier`` console script; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="croupier", description="Real-time game server for Telegram Mini Apps.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a node")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    commands.add_parser("migrate", help="apply database migrations and exit")
+
+    dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
+    dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
+    dev.add_argument("--first-name", default="Player", help="first name in the user object")
+    dev.add_argument("--username", default=None, help="optional username")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"croupier: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port, args.log_level)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    return _dev_initdata(settings, args.user_id, args.first_name, args.username)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .node import Node
+
+    _configure_logging(log_level)
+
+    def announce(node: Node) -> None:
+        lines = [
+            f"Croupier node {settings.node_id} serving on http://{host}:{port}  (WebSocket: ws://{host}:{port}/ws)",
+            "  PostgreSQL: "
+            + (f"embedded, data under {settings.data_dir}" if settings.database_is_embedded else "DATABASE_URL"),
+            f"  broker: {'Redis (REDIS_URL)' if settings.redis_url else 'in-process'}",
+        ]
+        if settings.bot_token is not None:
+            lines.append("  dev initData: make dev-initdata USER_ID=42")
+            lines.append("            or: CROUPIER_DEV=1 .venv/bin/croupier dev-initdata --user-id 42")
+        lines.append("  Ctrl-C stops the node and everything it started.")
+        print("\n".join(lines), flush=True)
+
+    config = uvicorn.Config(
+        create_app(settings, on_ready=announce),
+        host=host,
+        port=port,
+        ws="auto",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises Ctrl-C after its graceful shutdown; everything is stopped by then.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if server.started:
+        print("Croupier stopped.", flush=True)
+    return 0 if server.started else 1
+
+
+async def _migrate(settings: Settings) -> int:
+    import asyncpg
+
+    from .db.embedded import EmbeddedPostgres, default_pg_data_dir
+    from .db.migrations import migrate
+
+    _configure_logging("info")
+    embedded = None
+    dsn = settings.database_url
+    if dsn is None:
+        embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
+        dsn = await asyncio.to_thread(embedded.start)
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
+    return 0
+
+
+def _dev_initdata(settings: Settings, user_id: int, first_name: str, username: str | None) -> int:
+    if settings.bot_token is None:
+        print(
+            "croupier: dev-initdata needs CROUPIER_BOT_TOKEN (or CROUPIER_DEV=1): "
+            "Ed25519-signed initData can only come from Telegram",
+            file=sys.stderr,
+        )
+        return 2
+    if user_id <= 0:
+        print("croupier: --user-id must be a positive integer", file=sys.stderr)
+        return 2
+    print(sign_init_data(settings.bot_token, user_id=user_id, first_name=first_name, username=username))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

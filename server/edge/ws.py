@@ -1,0 +1,94 @@
+"""``GET /ws``: the Starlette WebSocket endpoint, a thin adapter around :class:`Session`.
+
+It negotiates the subprotocol, enforces the auth timeout and the frame size limit,
+feeds frames to the session and puts the session's replies, encoded once, on the
+socket's bounded :class:`SendQueue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from protocol import CloseCode, negotiate
+
+from ..node import Node
+from .sendqueue import Frame, SendQueue
+from .session import Session, State
+
+log = logging.getLogger(__name__)
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """Serve one Mini App connection from handshake to close."""
+    node: Node = websocket.app.state.node
+    negotiated = negotiate(list(websocket.scope.get("subprotocols", [])))
+    if negotiated is None:
+        # Only unknown subprotocols offered: refuse the handshake (HTTP 403).
+        await websocket.close(code=1002, reason="unsupported subprotocol; offer croupier.v1.json or .msgpack")
+        return
+    codec, subprotocol = negotiated
+    await websocket.accept(subprotocol=subprotocol)
+    session = Session(node, codec)
+
+    async def send(frame: Frame) -> None:
+        message = {"type": "websocket.send", "bytes": frame} if isinstance(frame, bytes) else {
+            "type": "websocket.send", "text": frame}  # fmt: skip
+        try:
+            await websocket.send(message)
+        except WebSocketDisconnect as exc:
+            raise ConnectionError("peer disconnected") from exc
+
+    async def close(code: int, reason: str) -> None:
+        try:
+            await websocket.close(code=code, reason=reason)
+        except WebSocketDisconnect as exc:
+            raise ConnectionError("peer disconnected") from exc
+
+    queue = SendQueue(send, close, limit=node.settings.send_queue_frames)
+    queue.start()
+    loop = asyncio.get_running_loop()
+    auth_deadline = loop.time() + node.settings.auth_timeout
+    max_frame = node.settings.max_frame_bytes
+    try:
+        while not queue.closing:
+            try:
+                if session.state is State.AWAITING_AUTH:
+                    async with asyncio.timeout_at(auth_deadline):
+                        message = await websocket.receive()
+                else:
+                    message = await websocket.receive()
+            except TimeoutError:
+                outcome = session.auth_timed_out()
+                queue.close(CloseCode.AUTH_TIMEOUT, outcome.reason)
+                break
+            if message["type"] == "websocket.disconnect":
+                break
+            frame: bytes | str | None = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            if _too_big(frame, max_frame):
+                queue.close(CloseCode.MESSAGE_TOO_BIG, f"frame over {max_frame} bytes")
+                break
+            outcome = await session.receive(frame)
+            for reply in outcome.replies:
+                data = codec.encode(reply)
+                queue.put(data if codec.binary else data.decode())
+            if outcome.close is not None:
+                queue.close(outcome.close, outcome.reason)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if not queue.closing:
+            queue.close(CloseCode.NORMAL, "")
+        await queue.wait_closed(grace=5.0)
+
+
+def _too_big(frame: bytes | str, limit: int) -> bool:
+    if len(frame) > limit:
+        return True
+    if isinstance(frame, str) and len(frame) * 4 > limit:
+        return len(frame.encode()) > limit
+    return False

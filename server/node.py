@@ -1,0 +1,99 @@
+"""A running node's shared resources, opened once in the app's lifespan and handed down.
+
+:class:`Node` owns the PostgreSQL pool (and the embedded PostgreSQL when no
+``DATABASE_URL`` is set), the broker, the initData validator and the stores. Nothing
+here is a module global: tests open as many nodes as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from .auth import Ed25519Verifier, HmacVerifier, InitDataValidator, Verifier
+from .broker import Broker, broker_from_url
+from .db.embedded import EmbeddedPostgres, default_pg_data_dir
+from .db.migrations import migrate
+from .db.users import UserStore
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def validator_for(settings: Settings) -> InitDataValidator:
+    """HMAC with the bot token when there is one, else Ed25519 with the bot id."""
+    verifier: Verifier
+    if settings.bot_token is not None:
+        verifier = HmacVerifier(settings.bot_token)
+    else:
+        verifier = Ed25519Verifier(settings.bot_id, settings.telegram_public_key)
+    return InitDataValidator(verifier, max_age=settings.initdata_max_age)
+
+
+@dataclass(slots=True)
+class Node:
+    """Everything a connection needs from the node it is on."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    broker: Broker
+    validator: InitDataValidator
+    users: UserStore
+    games: tuple[str, ...] = ()
+
+    async def balance_of(self, user_id: int) -> int:
+        """The user's wallet balance. Wallets arrive with the ledger; until then every balance is 0."""
+        del user_id
+        return 0
+
+    async def check_ready(self) -> dict[str, str]:
+        """Ask PostgreSQL and the broker whether they answer; map each to ``ok`` or the failure."""
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(2):
+                await self.pool.fetchval("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:  # readiness reports any failure, it never raises
+            checks["postgres"] = f"unavailable: {type(exc).__name__}"
+        try:
+            async with asyncio.timeout(2):
+                await self.broker.ping()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unavailable: {type(exc).__name__}"
+        return checks
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Node]:
+        """Start every resource the settings ask for, migrate the schema, and yield the node.
+
+        On exit everything is closed in reverse order, the embedded PostgreSQL included.
+        """
+        async with AsyncExitStack() as stack:
+            dsn = settings.database_url
+            if dsn is None:
+                embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
+                dsn = await asyncio.to_thread(embedded.start)
+                stack.callback(embedded.stop)
+                log.info("embedded PostgreSQL ready (data in %s)", embedded.data_dir)
+            pool = await asyncpg.create_pool(dsn, min_size=2, max_size=20, command_timeout=10)
+            stack.push_async_callback(pool.close)
+            async with pool.acquire() as conn:
+                applied = await migrate(conn)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
+            broker = broker_from_url(settings.redis_url)
+            stack.push_async_callback(broker.close)
+            yield cls(
+                settings=settings,
+                pool=pool,
+                broker=broker,
+                validator=validator_for(settings),
+                users=UserStore(pool),
+            )

@@ -1,0 +1,164 @@
+"""Settings of a Croupier node, read once from the environment at start.
+
+A missing or invalid setting raises :class:`SettingsError` whose message is one line
+naming the variable and what is wrong with it; ``croupier serve`` prints it and exits.
+Secrets (the bot token, database passwords) come only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .auth import TELEGRAM_PUBLIC_KEYS
+
+_TOKEN = re.compile(r"^(\d{1,20}):[A-Za-z0-9_-]{10,}$")
+DEV_TOKEN_FILE = "dev-bot-token"  # noqa: S105 - a file name, not a secret
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a node is configured with. Build it with :meth:`from_env`."""
+
+    bot_token: str | None
+    bot_id: int
+    telegram_public_key: str
+    initdata_max_age: int
+    database_url: str | None
+    redis_url: str | None
+    node_id: str
+    data_dir: Path
+    dev: bool
+    auth_timeout: float = 10.0
+    max_frame_bytes: int = 16 * 1024
+    send_queue_frames: int = 256
+    malformed_limit: int = 5
+    malformed_window: float = 10.0
+
+    @property
+    def database_is_embedded(self) -> bool:
+        """True when no ``DATABASE_URL`` is set and the node runs its own PostgreSQL."""
+        return self.database_url is None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting; raise :class:`SettingsError` on the first bad one."""
+        env = os.environ if env is None else env
+        dev = _flag(env, "CROUPIER_DEV")
+        data_dir = Path(env.get("CROUPIER_DATA_DIR") or ".croupier").absolute()
+        bot_token = env.get("CROUPIER_BOT_TOKEN") or None
+        raw_bot_id = env.get("CROUPIER_BOT_ID") or None
+        if bot_token is None and raw_bot_id is None:
+            if not dev:
+                raise SettingsError(
+                    "CROUPIER_BOT_TOKEN is not set: set it to your bot's token (or CROUPIER_BOT_ID for "
+                    "third-party validation, or CROUPIER_DEV=1 for a generated development token)"
+                )
+            bot_token = load_or_create_dev_token(data_dir)
+        bot_id = _bot_id(bot_token, raw_bot_id)
+        env_name = env.get("CROUPIER_TELEGRAM_ENV", "production")
+        if env_name not in TELEGRAM_PUBLIC_KEYS:
+            raise SettingsError(f"CROUPIER_TELEGRAM_ENV must be 'production' or 'test', got {env_name!r}")
+        public_key = env.get("CROUPIER_TELEGRAM_PUBLIC_KEY") or TELEGRAM_PUBLIC_KEYS[env_name]
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", public_key):
+            raise SettingsError("CROUPIER_TELEGRAM_PUBLIC_KEY must be 64 hex characters (an Ed25519 public key)")
+        database_url = env.get("DATABASE_URL") or None
+        if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("DATABASE_URL must start with postgresql:// or postgres://")
+        redis_url = env.get("REDIS_URL") or None
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return cls(
+            bot_token=bot_token,
+            bot_id=bot_id,
+            telegram_public_key=public_key.lower(),
+            initdata_max_age=_int(env, "CROUPIER_INITDATA_MAX_AGE", 86400, minimum=0),
+            database_url=database_url,
+            redis_url=redis_url,
+            node_id=env.get("CROUPIER_NODE_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            data_dir=data_dir,
+            dev=dev,
+            auth_timeout=_float(env, "CROUPIER_AUTH_TIMEOUT", 10.0),
+            max_frame_bytes=_int(env, "CROUPIER_MAX_FRAME_BYTES", 16 * 1024, minimum=256),
+            send_queue_frames=_int(env, "CROUPIER_SEND_QUEUE_FRAMES", 256, minimum=8),
+            malformed_limit=_int(env, "CROUPIER_MALFORMED_LIMIT", 5, minimum=1),
+        )
+
+
+def load_or_create_dev_token(data_dir: Path) -> str:
+    """The development bot token stored under ``data_dir``, generated on first use."""
+    path = data_dir / DEV_TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        if not _TOKEN.match(token):
+            raise SettingsError(f"{path} does not hold a bot token; delete it to generate a new one")
+        return token
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(26)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def _bot_id(token: str | None, raw_bot_id: str | None) -> int:
+    token_id: int | None = None
+    if token is not None:
+        match = _TOKEN.match(token)
+        if not match:
+            raise SettingsError("CROUPIER_BOT_TOKEN is not a bot token (expected '<bot id>:<secret>' from BotFather)")
+        token_id = int(match.group(1))
+    if raw_bot_id is not None:
+        if not raw_bot_id.isdigit() or int(raw_bot_id) <= 0:
+            raise SettingsError(f"CROUPIER_BOT_ID must be a positive integer, got {raw_bot_id!r}")
+        if token_id is not None and int(raw_bot_id) != token_id:
+            raise SettingsError(
+                f"CROUPIER_BOT_ID={raw_bot_id} names another bot than CROUPIER_BOT_TOKEN (bot {token_id})"
+            )
+        return int(raw_bot_id)
+    assert token_id is not None
+    return token_id
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, got {value!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value

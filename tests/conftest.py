@@ -1,0 +1,138 @@
+"""Suite-wide fixtures: real PostgreSQL and Redis, a fresh database per run, running nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+import uvicorn
+
+from server.app import create_app
+from server.settings import Settings
+from tests.services import free_port, postgres_server, redis_server, with_database
+
+TEST_BOT_TOKEN = "123456789:TEST-token-for-the-croupier-suite_x"
+INTEGRATION_FIXTURES = {"pg_server_url", "database_url", "redis_url", "node_server", "start_node", "db"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that talks to PostgreSQL or Redis as ``integration`` (CI runs those twice)."""
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A database created for this run and dropped after it, so runs never see each other's rows."""
+    name = f"croupier_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    except asyncpg.InsufficientPrivilegeError:
+        yield pg_server_url  # no CREATEDB right: use the given database as it is
+        return
+    finally:
+        await admin.close()
+    yield with_database(pg_server_url, name)
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+def make_settings(database_url: str | None, tmp_path: Path, **overrides: object) -> Settings:
+    settings = Settings.from_env(
+        {
+            "CROUPIER_BOT_TOKEN": TEST_BOT_TOKEN,
+            "CROUPIER_DATA_DIR": str(tmp_path / "state"),
+            "CROUPIER_NODE_ID": "test-node",
+            **({"DATABASE_URL": database_url} if database_url else {}),
+        }
+    )
+    return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+@dataclass
+class RunningNode:
+    """A node served by a real uvicorn on a free loopback port."""
+
+    url: str
+    settings: Settings
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[RunningNode]:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        ws="auto",
+        ws_max_size=settings.max_frame_bytes,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn exited at start")
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningNode(f"http://127.0.0.1:{port}", settings)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+StartNode = Callable[..., contextlib.AbstractAsyncContextManager[RunningNode]]
+
+
+@pytest.fixture
+def start_node(database_url: str, tmp_path: Path) -> StartNode:
+    """Start a node on the suite's database with settings overridden by keyword."""
+
+    def start(**overrides: object) -> contextlib.AbstractAsyncContextManager[RunningNode]:
+        return serve(make_settings(database_url, tmp_path, **overrides))
+
+    return start
+
+
+@pytest.fixture
+async def node_server(start_node: StartNode) -> AsyncIterator[RunningNode]:
+    async with start_node() as node:
+        yield node

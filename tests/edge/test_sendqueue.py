@@ -1,0 +1,68 @@
+"""The bounded send queue: order, close after pending frames, 4503 on overflow without waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.edge.sendqueue import Frame, SendQueue
+
+
+class FakeSocket:
+    """Records frames; ``blocked`` makes every send hang like a peer that never reads."""
+
+    def __init__(self, blocked: bool = False) -> None:
+        self.frames: list[Frame] = []
+        self.closed: tuple[int, str] | None = None
+        self.blocked = blocked
+
+    async def send(self, frame: Frame) -> None:
+        if self.blocked:
+            await asyncio.Event().wait()
+        self.frames.append(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+async def test_frames_go_out_in_order_then_the_close() -> None:
+    sock = FakeSocket()
+    queue = SendQueue(sock.send, sock.close, limit=10)
+    writer = queue.start()
+    for i in range(5):
+        assert queue.put(str(i))
+    queue.close(4401, "unauthorized")
+    assert not queue.put("late")
+    await asyncio.wait_for(writer, 1)
+    assert sock.frames == ["0", "1", "2", "3", "4"]
+    assert sock.closed == (4401, "unauthorized")
+
+
+async def test_overflow_closes_4503_without_waiting_for_a_stuck_peer() -> None:
+    sock = FakeSocket(blocked=True)
+    queue = SendQueue(sock.send, sock.close, limit=4)
+    queue.start()
+    assert queue.put(b"first")
+    for _ in range(3):
+        await asyncio.sleep(0)  # the writer takes "first" and hangs in send
+    results = [queue.put(b"x") for _ in range(5)]  # returns at once: put never awaits the socket
+    assert results == [True, True, True, True, False]
+    await queue.wait_closed(grace=1)
+    assert sock.closed is not None and sock.closed[0] == 4503
+    assert len(queue) == 0
+    assert not queue.put(b"y")
+
+
+async def test_a_vanished_peer_ends_the_writer_quietly() -> None:
+    async def broken(frame: Frame) -> None:
+        raise ConnectionError("gone")
+
+    closed: list[int] = []
+
+    async def close(code: int, reason: str) -> None:
+        closed.append(code)
+
+    queue = SendQueue(broken, close, limit=4)
+    writer = queue.start()
+    queue.put("x")
+    await asyncio.wait_for(writer, 1)
+    assert closed == []

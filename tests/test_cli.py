@@ -1,0 +1,109 @@
+"""The ``croupier`` command as a user runs it: real processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.services import free_port, world_traversable_tempdir
+
+
+def croupier(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    root = world_traversable_tempdir("croupier-cli-")
+    yield root / "state"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_missing_setting_fails_with_one_line(state_dir: Path) -> None:
+    result = croupier("serve", env=clean_env(CROUPIER_DATA_DIR=str(state_dir)))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CROUPIER_BOT_TOKEN" in lines[0]
+
+
+def test_bad_database_url_fails_with_one_line(state_dir: Path) -> None:
+    result = croupier("serve", env=clean_env(CROUPIER_DEV="1", CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL="x"))
+    assert result.returncode == 2 and "DATABASE_URL" in result.stderr
+
+
+def test_dev_initdata_needs_a_token(state_dir: Path) -> None:
+    result = croupier("dev-initdata", "--user-id", "1", env=clean_env(CROUPIER_BOT_ID="42"))
+    assert result.returncode == 2 and "CROUPIER_BOT_TOKEN" in result.stderr
+
+
+def test_migrate_command(database_url: str, state_dir: Path) -> None:
+    result = croupier(
+        "migrate", env=clean_env(CROUPIER_DEV="1", CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=database_url)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "migration(s)" in result.stdout
+
+
+async def test_serve_on_embedded_postgres_accepts_dev_initdata_and_stops_everything(state_dir: Path) -> None:
+    """What `make run` does: embedded PostgreSQL, dev token, a socket that authenticates, Ctrl-C cleans up."""
+    port = free_port()
+    env = clean_env(CROUPIER_DEV="1", CROUPIER_DATA_DIR=str(state_dir))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline, "node did not become ready"
+                await asyncio.sleep(0.1)
+        minted = croupier("dev-initdata", "--user-id", "4242", "--first-name", "Dev", env=env)
+        assert minted.returncode == 0, minted.stderr
+        async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["croupier.v1.json"]) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps({"t": "auth", "id": 1, "init_data": minted.stdout.strip()}))
+            welcome = json.loads(await ws.recv())
+        assert welcome["t"] == "welcome" and welcome["user"]["id"] == 4242
+
+        pg_dir = state_dir / "pg" if (state_dir / "pg").exists() else None
+        pidfile_text = (pg_dir / "postmaster.pid").read_text() if pg_dir else ""
+        postgres_pid = int(pidfile_text.splitlines()[0]) if pidfile_text else None
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "serving on http://127.0.0.1" in output
+        assert minted.stdout.strip() not in output  # the credential is never logged
+        if postgres_pid is not None:
+            assert not Path(f"/proc/{postgres_pid}").exists(), "embedded PostgreSQL left running"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
