@@ -66,8 +66,7 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
     def announce(node: Node) -> None:
         lines = [
             f"Croupier node {settings.node_id} serving on http://{host}:{port}  (WebSocket: ws://{host}:{port}/ws)",
-            "  PostgreSQL: "
-            + (f"embedded, data under {settings.data_dir}" if settings.database_is_embedded else "DATABASE_URL"),
+            f"  PostgreSQL: {node.database}",
             f"  broker: {'Redis (REDIS_URL)' if settings.redis_url else 'in-process'}",
         ]
         if settings.bot_token is not None:

@@ -44,6 +44,8 @@ class Node:
     broker: Broker
     validator: InitDataValidator
     users: UserStore
+    database: str = "DATABASE_URL"
+    """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
     games: tuple[str, ...] = ()
 
     async def balance_of(self, user_id: int) -> int:
@@ -77,10 +79,12 @@ class Node:
         """
         async with AsyncExitStack() as stack:
             dsn = settings.database_url
+            database = "DATABASE_URL"
             if dsn is None:
                 embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
                 dsn = await asyncio.to_thread(embedded.start)
                 stack.callback(embedded.stop)
+                database = f"embedded, data in {embedded.data_dir}"
                 log.info("embedded PostgreSQL ready (data in %s)", embedded.data_dir)
             pool = await asyncpg.create_pool(dsn, min_size=2, max_size=20, command_timeout=10)
             stack.push_async_callback(pool.close)
@@ -96,4 +100,5 @@ class Node:
                 broker=broker,
                 validator=validator_for(settings),
                 users=UserStore(pool),
+                database=database,
             )
