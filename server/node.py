@@ -20,6 +20,9 @@ from .broker import Broker, broker_from_url
 from .db.embedded import EmbeddedPostgres, default_pg_data_dir
 from .db.migrations import migrate
 from .db.users import UserStore
+from .edge.user_sockets import UserSockets
+from .ledger import Ledger
+from .rounds import PlaceholderRounds, RoundSource
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,14 +47,15 @@ class Node:
     broker: Broker
     validator: InitDataValidator
     users: UserStore
+    ledger: Ledger
+    rounds: RoundSource
+    sockets: UserSockets
     database: str = "DATABASE_URL"
     """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
-    games: tuple[str, ...] = ()
 
-    async def balance_of(self, user_id: int) -> int:
-        """The user's wallet balance. Wallets arrive with the ledger; until then every balance is 0."""
-        del user_id
-        return 0
+    @property
+    def games(self) -> tuple[str, ...]:
+        return self.rounds.games()
 
     async def check_ready(self) -> dict[str, str]:
         """Ask PostgreSQL and the broker whether they answer; map each to ``ok`` or the failure."""
@@ -94,11 +98,22 @@ class Node:
                 log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
             broker = broker_from_url(settings.redis_url)
             stack.push_async_callback(broker.close)
+            ledger = Ledger(
+                pool,
+                welcome_credit=settings.welcome_credit,
+                batch_max=settings.bet_batch_max,
+                batch_wait=settings.bet_batch_wait,
+            )
+            await ledger.start()
+            stack.push_async_callback(ledger.close)
             yield cls(
                 settings=settings,
                 pool=pool,
                 broker=broker,
                 validator=validator_for(settings),
                 users=UserStore(pool),
+                ledger=ledger,
+                rounds=PlaceholderRounds(min_bet=settings.min_bet, max_bet=settings.max_bet),
+                sockets=UserSockets(),
                 database=database,
             )

@@ -43,6 +43,11 @@ class Settings:
     send_queue_frames: int = 256
     malformed_limit: int = 5
     malformed_window: float = 10.0
+    welcome_credit: int = 0
+    min_bet: int = 1
+    max_bet: int = 1_000_000
+    bet_batch_max: int = 500
+    bet_batch_wait: float = 0.002
 
     @property
     def database_is_embedded(self) -> bool:
@@ -77,6 +82,10 @@ class Settings:
         redis_url = env.get("REDIS_URL") or None
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        min_bet = _int(env, "CROUPIER_MIN_BET", 1, minimum=1)
+        max_bet = _int(env, "CROUPIER_MAX_BET", 1_000_000, minimum=1)
+        if max_bet < min_bet:
+            raise SettingsError(f"CROUPIER_MAX_BET ({max_bet}) is below CROUPIER_MIN_BET ({min_bet})")
         return cls(
             bot_token=bot_token,
             bot_id=bot_id,
@@ -91,6 +100,11 @@ class Settings:
             max_frame_bytes=_int(env, "CROUPIER_MAX_FRAME_BYTES", 16 * 1024, minimum=256),
             send_queue_frames=_int(env, "CROUPIER_SEND_QUEUE_FRAMES", 256, minimum=8),
             malformed_limit=_int(env, "CROUPIER_MALFORMED_LIMIT", 5, minimum=1),
+            welcome_credit=_int(env, "CROUPIER_WELCOME_CREDIT", 1000 if dev else 0, minimum=0),
+            min_bet=min_bet,
+            max_bet=max_bet,
+            bet_batch_max=_int(env, "CROUPIER_BET_BATCH_MAX", 500, minimum=1),
+            bet_batch_wait=_int(env, "CROUPIER_BET_BATCH_WAIT_US", 2000, minimum=0) / 1e6,
         )
 
 

@@ -15,14 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from protocol import CloseCode, Codec, ErrorCode, ProtocolError
+import orjson
+
+from protocol import CloseCode, ErrorCode, ProtocolError
 from protocol import messages as m
 
 from ..auth import InitDataError, TelegramUser
 from ..db import UNAVAILABLE_ERRORS
+from ..ledger import BetRequest, LedgerError
 from ..node import Node
+from .user_sockets import Peer
 
 log = logging.getLogger(__name__)
+
+
+_STORE_FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, LedgerError)
 
 
 class State(Enum):
@@ -33,11 +40,13 @@ class State(Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """What the endpoint must do after one frame: send ``replies`` in order, then close if ``close`` is set."""
+    """What the endpoint must do after one frame: send ``replies`` in order, then ``pushes``
+    (user id, message) to every socket of that user on this node, then close if ``close`` is set."""
 
     replies: list[m.ServerMessage] = field(default_factory=list)
     close: CloseCode | None = None
     reason: str = ""
+    pushes: list[tuple[int, m.ServerMessage]] = field(default_factory=list)
 
 
 def _error(request_id: m.RequestId | None, code: ErrorCode, message: str, field: str | None = None) -> m.Error:
@@ -51,14 +60,22 @@ def now_ms() -> int:
 class Session:
     """One authenticated (or authenticating) WebSocket client."""
 
-    def __init__(self, node: Node, codec: Codec, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, node: Node, peer: Peer, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
-        self.codec = codec
+        self.peer = peer
+        self.codec = peer.codec
         self.state = State.AWAITING_AUTH
         self.user: TelegramUser | None = None
         self.session_id = secrets.token_urlsafe(12)
+        self.subscriptions: set[str] = set()
         self._clock = clock
         self._malformed: deque[float] = deque()
+
+    def detach(self) -> None:
+        """The socket is gone: stop receiving pushes."""
+        if self.user is not None:
+            self.node.sockets.remove(self.user.id, self.peer)
+        self.state = State.CLOSED
 
     async def receive(self, frame: bytes | str) -> Outcome:
         """Handle one frame and say what to send back."""
@@ -123,12 +140,13 @@ class Session:
             )
         try:
             await self.node.users.upsert(user)
-            balance = await self.node.balance_of(user.id)
-        except UNAVAILABLE_ERRORS as exc:
+            wallet = await self.node.ledger.open_wallet(user.id)
+        except _STORE_FAILURES as exc:
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)
             return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry auth shortly")])
         self.user = user
         self.state = State.READY
+        self.node.sockets.add(user.id, self.peer)
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
         welcome = m.Welcome(
             id=request.id,
@@ -140,7 +158,7 @@ class Session:
                 language_code=user.language_code,
                 is_premium=user.is_premium,
             ),
-            balance=balance,
+            balance=wallet.balance,
             session=self.session_id,
             server_time=now_ms(),
             games=list(self.node.games),
@@ -149,16 +167,84 @@ class Session:
 
     async def _dispatch(self, request: m.Request) -> Outcome:
         assert self.user is not None
+        if isinstance(request, m.Subscribe | m.Unsubscribe | m.Bet | m.Action | m.History) and (
+            self.node.rounds.rules(request.game) is None
+        ):
+            return Outcome([self._unknown_game(request.id, request.game)])
         match request:
             case m.Ping():
                 return Outcome([m.Pong(id=request.id, server_time=now_ms())])
+            case m.Bet():
+                return await self._bet(request, self.user.id)
             case m.BalanceRequest():
-                return Outcome([m.Balance(id=request.id, balance=await self.node.balance_of(self.user.id))])
+                return await self._balance(request, self.user.id)
+            case m.Subscribe():
+                self.subscriptions.add(request.game)
+                snapshot = self.node.rounds.snapshot(request.game)
+                return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=0,
+                                             epoch="placeholder", recovered=False, missed=[])])  # fmt: skip
+            case m.Unsubscribe():
+                if request.game not in self.subscriptions:
+                    return Outcome([_error(request.id, ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {request.game}")])
+                self.subscriptions.discard(request.game)
+                return Outcome([m.Ok(id=request.id)])
+            case m.History():
+                return Outcome([m.HistoryReply(id=request.id, rounds=[])])  # no round has settled yet
+            case m.Action():
+                message = f"{request.game} has no action {request.action!r} in the current round"
+                return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, message, "action")])
             case m.Auth():
                 return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, "this socket is already authenticated", "t")])
-            case m.Subscribe() | m.Unsubscribe() | m.Bet() | m.Action() | m.History():
-                return Outcome([self._unknown_game(request.id, request.game)])
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
+
+    async def _balance(self, request: m.BalanceRequest, user_id: int) -> Outcome:
+        try:
+            wallet = await self.node.ledger.balance(user_id)
+        except UNAVAILABLE_ERRORS:
+            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+        return Outcome([m.Balance(id=request.id, balance=wallet.balance)])
+
+    async def _bet(self, request: m.Bet, user_id: int) -> Outcome:
+        invalid = self._invalid_bet(request)
+        if invalid is not None:
+            return Outcome([invalid])
+        bet = BetRequest(user_id, request.game, request.round, request.amount, request.params, request.key)
+        try:
+            placed = await self.node.ledger.place_bet(bet)
+        except LedgerError as exc:
+            return Outcome([_error(request.id, exc.code, str(exc))])
+        view = m.BetView(id=placed.bet_id, game=placed.game, round=placed.round_id, amount=placed.amount,
+                         params=placed.params, status=placed.status)  # fmt: skip
+        reply = m.BetOk(id=request.id, bet=view, balance=placed.balance)
+        if placed.replayed:
+            return Outcome([reply])
+        push = m.Balance(ch="user", offset=placed.version, epoch=self.node.ledger.epoch, balance=placed.balance,
+                         delta=-placed.amount, reason="bet", ref=placed.bet_id)  # fmt: skip
+        return Outcome([reply], pushes=[(user_id, push)])
+
+    def _invalid_bet(self, request: m.Bet) -> m.Error | None:
+        rules = self.node.rounds.rules(request.game)
+        assert rules is not None
+        if request.amount < rules.min_bet:
+            return _error(request.id, ErrorCode.INVALID_BET, f"amount is below the minimum bet of {rules.min_bet}",
+                          "amount")  # fmt: skip
+        if request.amount > rules.max_bet:
+            return _error(request.id, ErrorCode.INVALID_BET, f"amount is above the maximum bet of {rules.max_bet}",
+                          "amount")  # fmt: skip
+        try:
+            size = len(orjson.dumps(request.params))
+        except TypeError:
+            return _error(request.id, ErrorCode.INVALID_BET, "params must hold JSON values only", "params")
+        if size > rules.max_params_bytes:
+            return _error(request.id, ErrorCode.INVALID_BET,
+                          f"params take {size} bytes; the limit is {rules.max_params_bytes}", "params")  # fmt: skip
+        current = self.node.rounds.betting_round(request.game)
+        if current is None:
+            return _error(request.id, ErrorCode.BETTING_CLOSED, f"betting on {request.game} is closed", "round")
+        if request.round != current:
+            return _error(request.id, ErrorCode.ROUND_MISMATCH,
+                          f"round {request.round} is not taking bets; round {current} is", "round")  # fmt: skip
+        return None
 
     def _unknown_game(self, request_id: m.RequestId, game: str) -> m.Error:
         games = ", ".join(self.node.games) or "none yet"

@@ -12,7 +12,7 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from protocol import CloseCode, negotiate
+from protocol import CloseCode, Codec, negotiate
 
 from ..node import Node
 from .sendqueue import Frame, SendQueue
@@ -31,7 +31,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     codec, subprotocol = negotiated
     await websocket.accept(subprotocol=subprotocol)
-    session = Session(node, codec)
 
     async def send(frame: Frame) -> None:
         message = {"type": "websocket.send", "bytes": frame} if isinstance(frame, bytes) else {
@@ -49,6 +48,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
     queue = SendQueue(send, close, limit=node.settings.send_queue_frames)
     queue.start()
+    session = Session(node, _Peer(codec, queue))
     loop = asyncio.get_running_loop()
     auth_deadline = loop.time() + node.settings.auth_timeout
     max_frame = node.settings.max_frame_bytes
@@ -76,14 +76,27 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             for reply in outcome.replies:
                 data = codec.encode(reply)
                 queue.put(data if codec.binary else data.decode())
+            for user_id, push in outcome.pushes:
+                node.sockets.push(user_id, push)
             if outcome.close is not None:
                 queue.close(outcome.close, outcome.reason)
     except WebSocketDisconnect:
         pass
     finally:
+        session.detach()
         if not queue.closing:
             queue.close(CloseCode.NORMAL, "")
         await queue.wait_closed(grace=5.0)
+
+
+class _Peer:
+    """This socket as the per-user registry sees it: its codec and its send queue."""
+
+    __slots__ = ("codec", "put")
+
+    def __init__(self, codec: Codec, queue: SendQueue) -> None:
+        self.codec = codec
+        self.put = queue.put
 
 
 def _too_big(frame: bytes | str, limit: int) -> bool:

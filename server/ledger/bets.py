@@ -1,0 +1,293 @@
+"""Placing bets with group commit: concurrent bets share one PostgreSQL transaction.
+
+Each bet still gets its own answer: accepted (with the wallet balance right after it),
+``InsufficientFunds``, ``IdempotencyConflict``, or a replay of the bet first placed with
+the same (user, key). One bet's refusal never fails its neighbours. The answer is given only
+after the transaction committed, so an acknowledged bet is durable.
+
+Correctness under concurrency rests on row locks: a batch locks its house account and the
+wallets of its users in id order (``FOR UPDATE``) before reading balances or idempotency
+keys, so batches touching the same user, on this node or another, run one after the other
+and see each other's committed bets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+import orjson
+
+from .errors import IdempotencyConflict, InsufficientFunds, LedgerError
+from .transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BetRequest:
+    """A validated bet: the ledger checks only money and idempotency."""
+
+    user_id: int
+    game: str
+    round_id: int
+    amount: int
+    params: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+
+    def same_bet(self, game: str, round_id: int, amount: int, params: dict[str, Any]) -> bool:
+        return (self.game, self.round_id, self.amount, self.params) == (game, round_id, amount, params)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedBet:
+    """A committed bet, with the wallet balance and version right after its stake was taken."""
+
+    bet_id: int
+    user_id: int
+    game: str
+    round_id: int
+    amount: int
+    params: dict[str, Any]
+    status: str
+    balance: int
+    version: int
+    replayed: bool = False
+    """True when this is the answer to a retry of an already placed bet (nothing was charged now)."""
+
+
+BetOutcome = PlacedBet | LedgerError
+
+_LOCK = """
+SELECT id, user_id, balance, version FROM accounts
+WHERE user_id = ANY($1::bigint[]) OR id = $2
+ORDER BY id FOR UPDATE
+"""
+
+_PRIOR = """
+SELECT b.id, b.user_id, b.game, b.round_id, b.amount, b.params, b.idem_key, b.status, b.balance_after, b.version_after
+FROM bets b JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
+  ON b.user_id = k.user_id AND b.idem_key = k.idem_key
+"""
+
+_IDS = """
+SELECT array_agg(nextval('bets_id_seq')), array_agg(nextval('ledger_txns_id_seq')) FROM generate_series(1, $1)
+"""
+
+_WRITE = """
+WITH txns AS (
+    INSERT INTO ledger_txns (id, kind, ref)
+    SELECT t, 'bet', b::text FROM unnest($1::bigint[], $2::bigint[]) AS x(t, b)
+), legs AS (
+    INSERT INTO ledger_legs (txn_id, account_id, amount)
+    SELECT t, w, -a FROM unnest($1::bigint[], $3::bigint[], $4::bigint[]) AS x(t, w, a)
+    UNION ALL
+    SELECT t, $5::bigint, a FROM unnest($1::bigint[], $4::bigint[]) AS y(t, a)
+), wallets AS (
+    UPDATE accounts SET balance = d.balance, version = d.version
+    FROM unnest($11::bigint[], $12::bigint[], $13::bigint[]) AS d(id, balance, version)
+    WHERE accounts.id = d.id
+), house AS (
+    UPDATE accounts SET balance = balance + $14::bigint, version = version + cardinality($1::bigint[])
+    WHERE id = $5
+)
+INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn)
+SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::bigint[], $9::jsonb[], $10::text[],
+                     $15::bigint[], $16::bigint[], $1::bigint[])
+"""
+
+
+async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> list[BetOutcome]:
+    """Decide and write a batch of bets in the caller's transaction; one outcome per request, in order."""
+    user_ids = sorted({r.user_id for r in batch})
+    wallets: dict[int, list[int]] = {}  # user -> [account id, balance, version]
+    for row in await conn.fetch(_LOCK, user_ids, house):
+        if row["user_id"] is not None:
+            wallets[row["user_id"]] = [row["id"], row["balance"], row["version"]]
+    prior: dict[tuple[int, str], asyncpg.Record] = {}
+    keyed = [r for r in batch if r.key is not None]
+    if keyed:
+        rows = await conn.fetch(_PRIOR, [r.user_id for r in keyed], [r.key for r in keyed])
+        prior = {(row["user_id"], row["idem_key"]): row for row in rows}
+
+    outcomes: list[BetOutcome | int | None] = [None] * len(batch)  # int: same as that earlier index
+    first_in_batch: dict[tuple[int, str], int] = {}
+    accepted: list[tuple[int, BetRequest, int, int]] = []  # (index, request, balance, version)
+    for index, request in enumerate(batch):
+        if request.key is not None:
+            identity = (request.user_id, request.key)
+            earlier = prior.get(identity)
+            if earlier is not None:
+                outcomes[index] = _replay(request, earlier)
+                continue
+            if identity in first_in_batch:
+                first = batch[first_in_batch[identity]]
+                same = request.same_bet(first.game, first.round_id, first.amount, first.params)
+                outcomes[index] = first_in_batch[identity] if same else _conflict(request)
+                continue
+        wallet = wallets.get(request.user_id)
+        if wallet is None or wallet[1] < request.amount:
+            available = 0 if wallet is None else wallet[1]
+            outcomes[index] = InsufficientFunds(f"balance {available} is less than the bet amount {request.amount}")
+            continue
+        wallet[1] -= request.amount
+        wallet[2] += 1
+        accepted.append((index, request, wallet[1], wallet[2]))
+        if request.key is not None:
+            first_in_batch[(request.user_id, request.key)] = index
+
+    if accepted:
+        ids = await conn.fetchrow(_IDS, len(accepted))
+        assert ids is not None
+        bet_ids, txn_ids = ids
+        touched = sorted({wallets[r.user_id][0]: r.user_id for _, r, _, _ in accepted}.items())
+        await conn.execute(
+            _WRITE,
+            txn_ids,
+            bet_ids,
+            [wallets[r.user_id][0] for _, r, _, _ in accepted],
+            [r.amount for _, r, _, _ in accepted],
+            house,
+            [r.user_id for _, r, _, _ in accepted],
+            [r.game for _, r, _, _ in accepted],
+            [r.round_id for _, r, _, _ in accepted],
+            [orjson.dumps(r.params).decode() for _, r, _, _ in accepted],
+            [r.key for _, r, _, _ in accepted],
+            [account for account, _ in touched],
+            [wallets[user][1] for _, user in touched],
+            [wallets[user][2] for _, user in touched],
+            sum(r.amount for _, r, _, _ in accepted),
+            [balance for _, _, balance, _ in accepted],
+            [version for _, _, _, version in accepted],
+        )
+        for (index, request, balance, version), bet_id in zip(accepted, bet_ids, strict=True):
+            outcomes[index] = PlacedBet(
+                bet_id, request.user_id, request.game, request.round_id, request.amount, request.params,
+                "accepted", balance, version,
+            )  # fmt: skip
+
+    final: list[BetOutcome] = []
+    for outcome in outcomes:
+        if isinstance(outcome, int):
+            original = outcomes[outcome]
+            assert isinstance(original, PlacedBet)
+            final.append(replace(original, replayed=True))
+        else:
+            assert outcome is not None
+            final.append(outcome)
+    return final
+
+
+def _replay(request: BetRequest, row: asyncpg.Record) -> BetOutcome:
+    params = orjson.loads(row["params"])
+    if not request.same_bet(row["game"], row["round_id"], row["amount"], params):
+        return _conflict(request)
+    return PlacedBet(
+        row["id"], row["user_id"], row["game"], row["round_id"], row["amount"], params, row["status"],
+        row["balance_after"], row["version_after"], replayed=True,
+    )  # fmt: skip
+
+
+def _conflict(request: BetRequest) -> IdempotencyConflict:
+    return IdempotencyConflict(f"key {request.key!r} was already used for a different bet")
+
+
+class BetBatcher:
+    """Coalesces concurrent :meth:`place` calls into shared transactions.
+
+    A batch closes when ``max_batch`` bets wait or ``max_wait`` seconds passed since the
+    first; up to ``concurrency`` batches commit at once (each on its own connection and house
+    shard), and bets keep gathering while they do, so batches grow with load.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        house_accounts: list[int],
+        *,
+        max_batch: int = 500,
+        max_wait: float = 0.002,
+        concurrency: int = 2,
+    ) -> None:
+        self._pool = pool
+        self._houses = itertools.cycle(house_accounts)
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._slots = asyncio.Semaphore(concurrency)
+        self._pending: list[tuple[BetRequest, asyncio.Future[PlacedBet]]] = []
+        self._wakeup = asyncio.Event()
+        self._commits: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.bets = 0
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="bet-batcher")
+
+    async def close(self) -> None:
+        """Stop taking batches and wait for those in flight to commit."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(LedgerError("the node is shutting down; retry with the same key"))
+        self._pending.clear()
+
+    async def place(self, request: BetRequest) -> PlacedBet:
+        """Place one bet; returns after its transaction committed, or raises a :class:`LedgerError`."""
+        future: asyncio.Future[PlacedBet] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if len(self._pending) < self._max_batch:
+                await asyncio.sleep(self._max_wait)
+            await self._slots.acquire()
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            if not self._pending:
+                self._wakeup.clear()
+            task = asyncio.create_task(self._commit(batch))
+            self._commits.add(task)
+            task.add_done_callback(self._committed)
+
+    def _committed(self, task: asyncio.Task[None]) -> None:
+        self._commits.discard(task)
+        self._slots.release()
+
+    async def _commit(self, batch: list[tuple[BetRequest, asyncio.Future[PlacedBet]]]) -> None:
+        requests = [request for request, _ in batch]
+        house = next(self._houses)
+        try:
+            # 23505: a key inserted by a transaction that committed after our read; the retry replays it.
+            outcomes = await in_transaction(
+                self._pool,
+                lambda conn: commit_bets(conn, requests, house),
+                retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+            )
+        except Exception as exc:
+            if not isinstance(exc, LedgerError):
+                log.exception("bet batch of %d failed", len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.batches += 1
+        self.bets += len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, PlacedBet):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)

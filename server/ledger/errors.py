@@ -1,0 +1,35 @@
+"""Why the ledger refused an operation; each maps to a protocol error code."""
+
+from __future__ import annotations
+
+from protocol import ErrorCode
+
+
+class LedgerError(Exception):
+    """Base of ledger refusals. ``code`` is the protocol error code to answer with."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+
+class InsufficientFunds(LedgerError):
+    """The wallet holds less than the operation would take. Nothing was charged."""
+
+    code = ErrorCode.INSUFFICIENT_FUNDS
+
+
+class IdempotencyConflict(LedgerError):
+    """The idempotency key was already used for a different request. Nothing was charged."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+class LedgerUnavailable(LedgerError):
+    """PostgreSQL did not answer. The operation was not committed (nothing charged)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class UnknownAccount(LedgerError):
+    """No wallet for that user: the user never authenticated."""
+
+    code = ErrorCode.BAD_REQUEST

@@ -1,0 +1,128 @@
+"""The :class:`Ledger`: the only code that writes money.
+
+Every operation is one PostgreSQL transaction whose ledger transactions balance to zero.
+Bets go through the group-commit :class:`~server.ledger.bets.BetBatcher`; the rarer
+operations (deposits, adjustments, settlement, refunds) run directly.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from .bets import BetBatcher, BetRequest, PlacedBet
+from .errors import InsufficientFunds, UnknownAccount
+from .postings import post, transfer
+from .settlement import ClosedBet, refund_bets, settle_bets
+from .transactions import Connection, in_transaction
+from .wallets import WalletState, open_wallet, system_account, wallet_id
+
+HOUSE_SHARDS = 8
+
+
+class Ledger:
+    """Wallets, bets and transfers over one asyncpg pool. Call :meth:`start` before use."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        welcome_credit: int = 0,
+        batch_max: int = 500,
+        batch_wait: float = 0.002,
+        batch_concurrency: int = 2,
+    ) -> None:
+        self._pool = pool
+        self._welcome_credit = welcome_credit
+        self._batch_options = {"max_batch": batch_max, "max_wait": batch_wait, "concurrency": batch_concurrency}
+        self._batcher: BetBatcher | None = None
+        self._houses: list[int] = []
+        self._bank = 0
+        self.epoch = ""
+        """The epoch of every user's balance stream (offsets are wallet versions)."""
+
+    async def start(self) -> None:
+        """Load the system accounts and start the bet batcher."""
+        async with self._pool.acquire() as conn:
+            self._houses = [await system_account(conn, "house", shard) for shard in range(HOUSE_SHARDS)]
+            self._bank = await system_account(conn, "bank")
+            self.epoch = await conn.fetchval("SELECT epoch FROM ledger_meta")
+        self._batcher = BetBatcher(self._pool, self._houses, **self._batch_options)  # type: ignore[arg-type]
+        self._batcher.start()
+
+    async def close(self) -> None:
+        """Wait for bets in flight to commit, then stop taking bets."""
+        if self._batcher is not None:
+            await self._batcher.close()
+
+    @property
+    def batcher(self) -> BetBatcher:
+        assert self._batcher is not None, "Ledger.start() was not called"
+        return self._batcher
+
+    async def open_wallet(self, user_id: int) -> WalletState:
+        """Open the user's wallet (with the configured welcome credit) unless it exists; return its state."""
+        return await in_transaction(
+            self._pool, lambda conn: open_wallet(conn, user_id, welcome_credit=self._welcome_credit)
+        )
+
+    async def balance(self, user_id: int) -> WalletState:
+        """The wallet's committed balance and version; zero for a user without a wallet."""
+        row = await self._pool.fetchrow("SELECT balance, version FROM accounts WHERE user_id = $1", user_id)
+        return WalletState(0, 0) if row is None else WalletState(row["balance"], row["version"])
+
+    async def place_bet(self, request: BetRequest) -> PlacedBet:
+        """Take the stake of a bet; returns once committed. See :mod:`server.ledger.bets`."""
+        return await self.batcher.place(request)
+
+    async def settle(self, payouts: list[tuple[int, int]]) -> list[ClosedBet]:
+        """Settle bets (id, payout) in one transaction; bets already closed are skipped."""
+        house = self._houses[0]
+        return await in_transaction(self._pool, lambda conn: settle_bets(conn, payouts, house))
+
+    async def refund(self, bet_ids: list[int]) -> list[ClosedBet]:
+        """Void bets and return their stakes, in one transaction; bets already closed are skipped."""
+        house = self._houses[0]
+        return await in_transaction(self._pool, lambda conn: refund_bets(conn, bet_ids, house))
+
+    async def deposit(self, user_id: int, amount: int, *, ref: str) -> WalletState:
+        """Credit ``amount`` from the bank for an external payment ``ref``; a repeated ``ref`` is a no-op."""
+        if amount <= 0:
+            raise ValueError("a deposit is a positive amount")
+
+        async def work(conn: Connection) -> WalletState:
+            wallet = await self._wallet(conn, user_id)
+            if await conn.fetchval("SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1", ref) is None:
+                await post(conn, [transfer("deposit", self._bank, wallet, amount, ref=ref)])
+            return await self._state(conn, wallet)
+
+        return await in_transaction(self._pool, work, retry_sqlstates=frozenset({"40001", "40P01", "23505"}))
+
+    async def adjust(self, user_id: int, amount: int, *, reason: str) -> WalletState:
+        """Admin credit (``amount`` > 0) or debit (< 0) against the bank, with a reason for people.
+
+        A debit larger than the balance raises :class:`InsufficientFunds` and changes nothing.
+        """
+        if amount == 0 or not reason.strip():
+            raise ValueError("an adjustment needs a non-zero amount and a reason")
+
+        async def work(conn: Connection) -> WalletState:
+            wallet = await self._wallet(conn, user_id)
+            source, target = (self._bank, wallet) if amount > 0 else (wallet, self._bank)
+            try:
+                await post(conn, [transfer("adjust", source, target, abs(amount), reason=reason)])
+            except asyncpg.CheckViolationError:
+                raise InsufficientFunds(f"the wallet of user {user_id} holds less than {-amount}") from None
+            return await self._state(conn, wallet)
+
+        return await in_transaction(self._pool, work)
+
+    async def _wallet(self, conn: Connection, user_id: int) -> int:
+        account = await wallet_id(conn, user_id)
+        if account is None:
+            raise UnknownAccount(f"user {user_id} has no wallet (has the user ever authenticated?)")
+        return account
+
+    async def _state(self, conn: Connection, account: int) -> WalletState:
+        row = await conn.fetchrow("SELECT balance, version FROM accounts WHERE id = $1", account)
+        assert row is not None
+        return WalletState(row["balance"], row["version"])

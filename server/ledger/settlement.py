@@ -1,0 +1,77 @@
+"""Closing bets: settle with payouts, or refund the stake. Idempotent: a bet closes once.
+
+Only bets still ``accepted`` are closed; closing an already closed bet does nothing and pays
+nothing, so settling a round twice pays once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .postings import Posting, post, transfer
+from .transactions import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedBet:
+    """A bet this call closed, with the user's wallet balance and version after it."""
+
+    bet_id: int
+    user_id: int
+    status: str
+    payout: int
+    balance: int
+    version: int
+
+
+_SETTLE = """
+UPDATE bets SET status = CASE WHEN o.payout > 0 THEN 'won' ELSE 'lost' END, payout = o.payout, settled_at = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS o(id, payout)
+WHERE bets.id = o.id AND bets.status = 'accepted'
+RETURNING bets.id, bets.user_id, bets.payout, bets.status
+"""
+
+_REFUND = """
+UPDATE bets SET status = 'refunded', payout = bets.amount, settled_at = now()
+WHERE bets.id = ANY($1::bigint[]) AND bets.status = 'accepted'
+RETURNING bets.id, bets.user_id, bets.payout, bets.status
+"""
+
+
+async def settle_bets(conn: Connection, payouts: list[tuple[int, int]], house: int) -> list[ClosedBet]:
+    """Settle bets (id, payout >= 0): winners are paid from ``house`` in the caller's transaction."""
+    if any(payout < 0 for _, payout in payouts):
+        raise ValueError("a payout is never negative")
+    rows = await conn.fetch(_SETTLE, [bet for bet, _ in payouts], [payout for _, payout in payouts])
+    return await _pay(conn, [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows], house, "payout")
+
+
+async def refund_bets(conn: Connection, bet_ids: list[int], house: int) -> list[ClosedBet]:
+    """Void bets and return their stakes from ``house``, in the caller's transaction."""
+    rows = await conn.fetch(_REFUND, bet_ids)
+    return await _pay(conn, [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows], house, "refund")
+
+
+async def _pay(conn: Connection, closed: list[tuple[int, int, int, str]], house: int, kind: str) -> list[ClosedBet]:
+    if not closed:
+        return []
+    users = sorted({user for _, user, _, _ in closed})
+    wallets = {r["user_id"]: r["id"] for r in await conn.fetch(
+        "SELECT id, user_id FROM accounts WHERE user_id = ANY($1::bigint[])", users)}  # fmt: skip
+    paid = [(bet, user, amount) for bet, user, amount, _ in closed if amount > 0]
+    postings: list[Posting] = [transfer(kind, house, wallets[user], amount, ref=str(bet)) for bet, user, amount in paid]
+    txn_ids, states = await post(conn, postings)
+    if paid:
+        await conn.execute(
+            "UPDATE bets SET settle_txn = t.txn FROM unnest($1::bigint[], $2::bigint[]) AS t(bet, txn) "
+            "WHERE id = t.bet",
+            [bet for bet, _, _ in paid],
+            txn_ids,
+        )
+    missing = [user for user in users if wallets[user] not in states]
+    if missing:
+        for row in await conn.fetch(
+            "SELECT id, balance, version FROM accounts WHERE user_id = ANY($1::bigint[])", missing
+        ):
+            states[row["id"]] = (row["balance"], row["version"])
+    return [ClosedBet(bet, user, status, amount, *states[wallets[user]]) for bet, user, amount, status in closed]
