@@ -1,4 +1,4 @@
-"""The ``croupier`` command: ``serve``, ``migrate`` and ``dev-initdata``.
+"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit`` and ``dev-initdata``.
 
 Settings come from the environment (see :mod:`server.settings`); a bad one stops the
 command with one line naming it, and exit status 2.
@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from .auth import sign_init_data
 from .settings import Settings, SettingsError
@@ -31,6 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("migrate", help="apply database migrations and exit")
 
+    credit = commands.add_parser("credit", help="credit (or, with a negative AMOUNT, debit) a user's wallet")
+    credit.add_argument("user_id", type=int, metavar="USER_ID", help="Telegram user id (must have authenticated once)")
+    credit.add_argument("amount", type=int, metavar="AMOUNT", help="integer amount; negative to debit")
+    credit.add_argument("--reason", required=True, help="why, for the ledger and the people who read it")
+
+    commands.add_parser("audit", help="check the ledger: zero-sum transactions, balances, no negative wallets")
+
     dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
     dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
     dev.add_argument("--first-name", default="Player", help="first name in the user object")
@@ -46,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args.host, args.port, args.log_level)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "credit":
+        return asyncio.run(_credit(settings, args.user_id, args.amount, args.reason))
+    if args.command == "audit":
+        return asyncio.run(_audit(settings))
     return _dev_initdata(settings, args.user_id, args.first_name, args.username)
 
 
@@ -97,29 +108,87 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
     return 0 if server.started else 1
 
 
-async def _migrate(settings: Settings) -> int:
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[str]:
+    """The DSN of a migrated database: DATABASE_URL, or the embedded PostgreSQL (started if it
+    is not running, and then stopped after; a server a running node uses is left alone)."""
     import asyncpg
 
     from .db.embedded import EmbeddedPostgres, default_pg_data_dir
     from .db.migrations import migrate
 
-    _configure_logging("info")
     embedded = None
     dsn = settings.database_url
     if dsn is None:
         embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
-        dsn = await asyncio.to_thread(embedded.start)
+        dsn = await asyncio.to_thread(embedded.start, take_over=False)
     try:
         conn = await asyncpg.connect(dsn)
         try:
-            applied = await migrate(conn)
+            await migrate(conn)
         finally:
             await conn.close()
+        yield dsn
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
-    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
+
+
+async def _migrate(settings: Settings) -> int:
+    import asyncpg
+
+    from .db.migrations import available
+
+    _configure_logging("warning")
+    async with _database(settings) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+        finally:
+            await conn.close()
+    print(f"schema at migration {rows[-1]['version']:04d}_{rows[-1]['name']} ({len(available())} known)")
     return 0
+
+
+async def _credit(settings: Settings, user_id: int, amount: int, reason: str) -> int:
+    import asyncpg
+
+    from .ledger import Ledger, LedgerError
+
+    _configure_logging("warning")
+    if amount == 0 or not reason.strip():
+        print("croupier: AMOUNT must be non-zero and --reason must say why", file=sys.stderr)
+        return 2
+    async with _database(settings) as dsn:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        ledger = Ledger(pool)
+        try:
+            await ledger.start()
+            wallet = await ledger.adjust(user_id, amount, reason=reason)
+        except LedgerError as exc:
+            print(f"croupier: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await ledger.close()
+            await pool.close()
+    print(f"user {user_id}: {'credited' if amount > 0 else 'debited'} {abs(amount)}; balance {wallet.balance}")
+    return 0
+
+
+async def _audit(settings: Settings) -> int:
+    import asyncpg
+
+    from .ledger import audit
+
+    _configure_logging("warning")
+    async with _database(settings) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            report = await audit(conn)
+        finally:
+            await conn.close()
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _dev_initdata(settings: Settings, user_id: int, first_name: str, username: str | None) -> int:

@@ -63,7 +63,32 @@ def test_migrate_command(database_url: str, state_dir: Path) -> None:
         "migrate", env=clean_env(CROUPIER_DEV="1", CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=database_url)
     )
     assert result.returncode == 0, result.stderr
-    assert "migration(s)" in result.stdout
+    assert "schema at migration" in result.stdout
+
+
+async def test_credit_and_audit_commands(database_url: str, state_dir: Path) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("INSERT INTO users (id, first_name) VALUES (777001, 'cli') ON CONFLICT DO NOTHING")
+    await conn.execute("INSERT INTO accounts (kind, user_id) VALUES ('wallet', 777001) ON CONFLICT DO NOTHING")
+    await conn.close()
+    token = "1:abcdefghijklmnop"
+    env = clean_env(CROUPIER_BOT_TOKEN=token, CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=database_url)
+    credited = croupier("credit", "777001", "500", "--reason", "launch promo", env=env)
+    assert credited.returncode == 0, credited.stderr
+    assert "balance 500" in credited.stdout
+    debited = croupier("credit", "777001", "-200", "--reason", "correction", env=env)
+    assert "balance 300" in debited.stdout
+    overdraw = croupier("credit", "777001", "-301", "--reason", "too much", env=env)
+    assert overdraw.returncode == 1 and "less than 301" in overdraw.stderr
+    unknown = croupier("credit", "999999999", "5", "--reason", "who", env=env)
+    assert unknown.returncode == 1 and "no wallet" in unknown.stderr
+    no_reason = croupier("credit", "777001", "5", env=env)
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    audit = croupier("audit", env=env)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "audit: OK" in audit.stdout
 
 
 async def test_serve_on_embedded_postgres_accepts_dev_initdata_and_stops_everything(state_dir: Path) -> None:

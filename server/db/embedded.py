@@ -129,16 +129,22 @@ class EmbeddedPostgres:
         """PID of the postmaster, once started."""
         return self._pid
 
-    def start(self, timeout: float = 30.0) -> str:
-        """Initialise the data dir if needed, start (or adopt) the server and wait until it accepts connections."""
+    def start(self, timeout: float = 30.0, *, take_over: bool = True) -> str:
+        """Initialise the data dir if needed, start the server and wait until it accepts connections.
+
+        A server already running on this data dir (its owner was killed, or another command
+        uses it) is reused. With ``take_over`` this object then owns it and :meth:`stop` stops
+        it; without (one-off admin commands beside a running node), :meth:`stop` leaves it.
+        """
         self._prepare_dir()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         running = self._running_postmaster()
         if running is not None:
             pid, socket_dir = running
-            log.info("adopting embedded PostgreSQL already running on %s (pid %d)", self.data_dir, pid)
-            self._pid, self._socket_dir = pid, socket_dir
+            log.info("using embedded PostgreSQL already running on %s (pid %d)", self.data_dir, pid)
+            self._pid = pid if take_over else None
+            self._socket_dir = socket_dir
             return self.dsn
         self._socket_dir = self._choose_socket_dir()
         args = [

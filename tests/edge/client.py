@@ -35,8 +35,12 @@ async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
 
 
 async def request(ws: ClientConnection, message: dict[str, Any] | str | bytes) -> dict[str, Any]:
+    """Send ``message`` and return the next reply, passing over pushes (messages with ``ch``)."""
     await send(ws, message)
-    return await recv(ws)
+    while True:
+        reply = await recv(ws)
+        if "ch" not in reply:
+            return reply
 
 
 async def authed(node: RunningNode, user_id: int = 1001, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:

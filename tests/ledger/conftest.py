@@ -1,0 +1,57 @@
+"""Fixtures for ledger tests: a migrated database, ledgers (one per simulated node), funded users."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from server.auth import TelegramUser
+from server.db.migrations import migrate
+from server.db.users import UserStore
+from server.ledger import Ledger
+
+_ids = itertools.count(secrets.randbelow(10**9) * 1000 + 10**12)
+
+
+def next_user_id() -> int:
+    """A user id no other test of this run uses."""
+    return next(_ids)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
+    ledger = Ledger(pool)
+    await ledger.start()
+    yield ledger
+    await ledger.close()
+
+
+NewUser = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+def new_user(pool: asyncpg.Pool, ledger: Ledger) -> NewUser:
+    """Create a user with a wallet holding ``balance`` (deposited from the bank); return its id."""
+
+    async def create(balance: int = 0) -> int:
+        user_id = next_user_id()
+        await UserStore(pool).upsert(TelegramUser(id=user_id, first_name=f"u{user_id}"))
+        await ledger.open_wallet(user_id)
+        if balance:
+            await ledger.deposit(user_id, balance, ref=f"seed-{user_id}")
+        return user_id
+
+    return create

@@ -1,0 +1,70 @@
+"""`croupier audit` finds every kind of drift, and passes on a clean ledger."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from server.auth import TelegramUser
+from server.db.migrations import migrate
+from server.db.users import UserStore
+from server.ledger import Ledger, audit
+from tests.services import with_database
+
+
+@pytest.fixture
+async def scratch(pg_server_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A database of its own: these tests corrupt it on purpose."""
+    name = f"croupier_audit_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(pg_server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    pool = await asyncpg.create_pool(with_database(pg_server_url, name), min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    yield pool
+    await pool.close()
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def run_audit(pool: asyncpg.Pool) -> list[str]:
+    async with pool.acquire() as conn:
+        report = await audit(conn)
+    return [*report.problems] + ([] if report.total == 0 else ["total"])
+
+
+async def test_audit_catches_each_kind_of_drift(scratch: asyncpg.Pool) -> None:
+    from server.ledger import BetRequest
+
+    ledger = Ledger(scratch)
+    await ledger.start()
+    await UserStore(scratch).upsert(TelegramUser(id=1, first_name="a"))
+    await ledger.open_wallet(1)
+    await ledger.deposit(1, 100, ref="d1")
+    placed = await ledger.place_bet(BetRequest(1, "dice", 1, 10))
+    await ledger.settle([(placed.bet_id, 20)])
+    await ledger.close()
+    assert await run_audit(scratch) == []
+
+    await scratch.execute("UPDATE accounts SET balance = balance + 1 WHERE user_id = 1")
+    problems = await run_audit(scratch)
+    assert "accounts whose balance differs from the sum of their legs" in problems and "total" in problems
+    await scratch.execute("UPDATE accounts SET balance = balance - 1 WHERE user_id = 1")
+
+    txn = await scratch.fetchval("SELECT stake_txn FROM bets WHERE id = $1", placed.bet_id)
+    await scratch.execute("UPDATE ledger_legs SET amount = amount - 1 WHERE txn_id = $1 AND amount > 0", txn)
+    problems = await run_audit(scratch)
+    assert "transactions whose legs do not sum to zero or have fewer than two legs" in problems
+    await scratch.execute("UPDATE ledger_legs SET amount = amount + 1 WHERE txn_id = $1 AND amount > 0", txn)
+
+    await scratch.execute("UPDATE bets SET amount = 11 WHERE id = $1", placed.bet_id)
+    assert "bets whose stake transaction does not take the bet amount from the bettor's wallet" in await run_audit(
+        scratch
+    )
+    await scratch.execute("UPDATE bets SET amount = 10, payout = 21 WHERE id = $1", placed.bet_id)
+    assert "closed bets whose payout does not match their settlement transaction" in await run_audit(scratch)
+    await scratch.execute("UPDATE bets SET payout = 20 WHERE id = $1", placed.bet_id)
+    assert await run_audit(scratch) == []

@@ -1,0 +1,216 @@
+"""The ledger on real PostgreSQL: money is never lost, duplicated or overdrawn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from server.ledger import (
+    BetRequest,
+    IdempotencyConflict,
+    InsufficientFunds,
+    Ledger,
+    PlacedBet,
+    UnknownAccount,
+    audit,
+)
+from server.ledger.postings import Posting, transfer
+from tests.ledger.conftest import NewUser, next_user_id
+
+
+def bet(user_id: int, amount: int = 10, key: str | None = None, **params: object) -> BetRequest:
+    return BetRequest(user_id, "dice", 1, amount, dict(params), key)
+
+
+async def assert_audit_ok(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        report = await audit(conn)
+    assert report.ok, report.summary()
+
+
+async def test_bet_takes_the_stake_and_records_balanced_legs(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool
+) -> None:
+    user = await new_user(100)
+    placed = await ledger.place_bet(bet(user, 30, target=5000))
+    assert (placed.amount, placed.balance, placed.status, placed.replayed) == (30, 70, "accepted", False)
+    assert (await ledger.balance(user)).balance == 70
+    row = await pool.fetchrow("SELECT amount, params, status, stake_txn FROM bets WHERE id = $1", placed.bet_id)
+    assert row["amount"] == 30 and row["status"] == "accepted" and '"target": 5000' in row["params"]
+    legs = await pool.fetch("SELECT amount FROM ledger_legs WHERE txn_id = $1 ORDER BY amount", row["stake_txn"])
+    assert [leg["amount"] for leg in legs] == [-30, 30]
+    await assert_audit_ok(pool)
+
+
+async def test_insufficient_funds_charges_nothing_and_spares_neighbours(ledger: Ledger, new_user: NewUser) -> None:
+    rich, poor = await new_user(1000), await new_user(5)
+    outcomes = await asyncio.gather(
+        *(ledger.place_bet(bet(u, 10)) for u in [rich, poor, rich, poor, rich]), return_exceptions=True
+    )
+    assert [type(o).__name__ for o in outcomes] == [
+        "PlacedBet", "InsufficientFunds", "PlacedBet", "InsufficientFunds", "PlacedBet"
+    ]  # fmt: skip
+    assert ledger.batcher.batches >= 1
+    assert (await ledger.balance(rich)).balance == 970
+    assert (await ledger.balance(poor)).balance == 5
+
+
+async def test_balances_within_a_batch_are_sequential(ledger: Ledger, new_user: NewUser) -> None:
+    user = await new_user(25)
+    outcomes = await asyncio.gather(*(ledger.place_bet(bet(user, 10)) for _ in range(3)), return_exceptions=True)
+    placed = [o for o in outcomes if isinstance(o, PlacedBet)]
+    assert sorted(p.balance for p in placed) == [5, 15]
+    assert len({p.version for p in placed}) == 2
+    assert sum(isinstance(o, InsufficientFunds) for o in outcomes) == 1
+
+
+async def test_same_key_returns_the_first_bet_and_charges_once(ledger: Ledger, new_user: NewUser) -> None:
+    user = await new_user(100)
+    first = await ledger.place_bet(bet(user, 10, key="k-1", side="over"))
+    again = await ledger.place_bet(bet(user, 10, key="k-1", side="over"))
+    assert again.replayed and again.bet_id == first.bet_id and again.balance == first.balance == 90
+    assert (await ledger.balance(user)).balance == 90
+    with pytest.raises(IdempotencyConflict):
+        await ledger.place_bet(bet(user, 11, key="k-1", side="over"))
+    with pytest.raises(IdempotencyConflict):
+        await ledger.place_bet(bet(user, 10, key="k-1", side="under"))
+    other = await new_user(100)  # keys are per user
+    assert not (await ledger.place_bet(bet(other, 10, key="k-1", side="over"))).replayed
+
+
+async def test_racing_retries_in_one_batch_and_across_nodes_charge_once(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool, database_url: str
+) -> None:
+    user = await new_user(1000)
+    other_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    other_node = Ledger(other_pool)
+    await other_node.start()
+    try:
+        tries = [node.place_bet(bet(user, 7, key="race")) for node in [ledger, other_node] * 10]
+        outcomes = await asyncio.gather(*tries)
+    finally:
+        await other_node.close()
+        await other_pool.close()
+    assert len({o.bet_id for o in outcomes}) == 1
+    assert sum(not o.replayed for o in outcomes) == 1
+    assert (await ledger.balance(user)).balance == 993
+    await assert_audit_ok(pool)
+
+
+async def test_hundreds_of_concurrent_bets_from_three_nodes_never_overdraw(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool, database_url: str
+) -> None:
+    users = [await new_user(1000) for _ in range(3)]
+    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=5) for _ in range(2)]
+    nodes = [ledger]
+    for extra in pools:
+        node = Ledger(extra, batch_wait=0.001)
+        await node.start()
+        nodes.append(node)
+    try:
+        requests = [
+            nodes[i % 3].place_bet(bet(users[i % 3 if i % 5 else 0], 10, key=f"b{i % 350}")) for i in range(450)
+        ]
+        outcomes = await asyncio.gather(*requests, return_exceptions=True)
+    finally:
+        for node in nodes[1:]:
+            await node.close()
+        for extra in pools:
+            await extra.close()
+    unexpected = [o for o in outcomes if not isinstance(o, PlacedBet | InsufficientFunds | IdempotencyConflict)]
+    assert unexpected == []
+    for user in users:
+        charged = await pool.fetchval("SELECT coalesce(sum(amount), 0) FROM bets WHERE user_id = $1", user)
+        balance = (await ledger.balance(user)).balance
+        assert balance >= 0 and balance + charged == 1000
+    await assert_audit_ok(pool)
+
+
+async def test_group_commit_coalesces_concurrent_bets(ledger: Ledger, new_user: NewUser) -> None:
+    users = [await new_user(100) for _ in range(50)]
+    before = ledger.batcher.batches
+    await asyncio.gather(*(ledger.place_bet(bet(u, 1)) for u in users))
+    assert ledger.batcher.batches - before < 10
+
+
+async def test_deposit_is_idempotent_by_reference(ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool) -> None:
+    user = await new_user()
+    assert (await ledger.deposit(user, 50, ref="charge-1")).balance == 50
+    assert (await ledger.deposit(user, 50, ref="charge-1")).balance == 50
+    assert (await ledger.deposit(user, 5, ref="charge-2")).balance == 55
+    with pytest.raises(ValueError):
+        await ledger.deposit(user, 0, ref="charge-3")
+    with pytest.raises(UnknownAccount):
+        await ledger.deposit(next_user_id(), 5, ref="charge-4")
+    await assert_audit_ok(pool)
+
+
+async def test_adjustments_credit_debit_and_never_overdraw(ledger: Ledger, new_user: NewUser) -> None:
+    user = await new_user()
+    assert (await ledger.adjust(user, 40, reason="support ticket 7")).balance == 40
+    assert (await ledger.adjust(user, -15, reason="chargeback")).balance == 25
+    with pytest.raises(InsufficientFunds):
+        await ledger.adjust(user, -26, reason="too much")
+    assert (await ledger.balance(user)).balance == 25
+    with pytest.raises(ValueError):
+        await ledger.adjust(user, 5, reason="  ")
+
+
+async def test_welcome_credit_is_given_once(pool: asyncpg.Pool, new_user: NewUser) -> None:
+    generous = Ledger(pool, welcome_credit=1000)
+    await generous.start()
+    try:
+        user = await new_user()  # opened without credit by the default ledger
+        assert (await generous.open_wallet(user)).balance == 0
+        from server.auth import TelegramUser
+        from server.db.users import UserStore
+
+        fresh = next_user_id()
+        await UserStore(pool).upsert(TelegramUser(id=fresh, first_name="new"))
+        assert (await generous.open_wallet(fresh)).balance == 1000
+        assert (await generous.open_wallet(fresh)).balance == 1000
+    finally:
+        await generous.close()
+
+
+async def test_settle_pays_winners_once_and_refund_returns_stakes(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool
+) -> None:
+    alice, bob = await new_user(100), await new_user(100)
+    a = await ledger.place_bet(bet(alice, 10))
+    b = await ledger.place_bet(bet(bob, 20))
+    c = await ledger.place_bet(bet(bob, 30))
+    closed = await ledger.settle([(a.bet_id, 25), (b.bet_id, 0)])
+    assert {(x.bet_id, x.status, x.payout) for x in closed} == {(a.bet_id, "won", 25), (b.bet_id, "lost", 0)}
+    assert (await ledger.balance(alice)).balance == 115
+    assert await ledger.settle([(a.bet_id, 25), (b.bet_id, 0)]) == []  # settling twice pays once
+    assert (await ledger.balance(alice)).balance == 115
+    refunded = await ledger.refund([c.bet_id, a.bet_id])  # a is already settled: skipped
+    assert [(x.bet_id, x.status, x.payout, x.balance) for x in refunded] == [(c.bet_id, "refunded", 30, 80)]
+    assert await ledger.refund([c.bet_id]) == []
+    assert (await ledger.balance(bob)).balance == 80
+    with pytest.raises(ValueError):
+        await ledger.settle([(c.bet_id, -1)])
+    await assert_audit_ok(pool)
+
+
+async def test_wallet_cannot_go_negative_even_by_hand(pool: asyncpg.Pool, new_user: NewUser) -> None:
+    user = await new_user(5)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute("UPDATE accounts SET balance = -1 WHERE user_id = $1", user)
+
+
+def test_postings_refuse_unbalanced_legs() -> None:
+    with pytest.raises(ValueError):
+        Posting("adjust", ((1, -5), (2, 4)))
+    with pytest.raises(ValueError):
+        Posting("adjust", ((1, -5),))
+    with pytest.raises(ValueError):
+        Posting("adjust", ((1, 0), (2, 0)))
+    with pytest.raises(ValueError):
+        Posting("mint", ((1, -5), (2, 5)))
+    with pytest.raises(ValueError):
+        transfer("adjust", 1, 2, 0)
+    assert transfer("adjust", 1, 2, 5).legs == ((1, -5), (2, 5))
