@@ -92,6 +92,9 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
         port=port,
         ws="auto",
         ws_max_size=settings.max_frame_bytes,
+        # Frames here are small JSON/MessagePack maps: permessage-deflate costs more CPU than it saves
+        # bandwidth (16% of the server's CPU in the bet benchmark's profile, see docs/performance.md).
+        ws_per_message_deflate=False,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         lifespan="on",

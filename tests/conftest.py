@@ -100,6 +100,7 @@ async def serve(settings: Settings) -> AsyncIterator[RunningNode]:
         port=port,
         ws="auto",
         ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,
         lifespan="on",
         log_level="warning",
         access_log=False,

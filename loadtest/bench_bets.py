@@ -1,0 +1,177 @@
+"""Benchmark: durable bets per second through the server, against a naive baseline.
+
+N sockets authenticate on a real ``croupier serve`` process and bet as fast as acks allow
+(each socket sends its next bet when the previous ``bet_ok`` arrives) for T seconds. An ack
+means the bet's transaction committed (fsync and synchronous_commit on). Then, on the same
+database, the naive baseline: one transaction per bet from plain asyncpg, first as a single
+loop, then with as many concurrent connections as the pool allows.
+
+    .venv/bin/python -m loadtest.bench_bets --sockets 200 --seconds 10
+    .venv/bin/python -m loadtest.bench_bets --database-url postgresql://postgres@127.0.0.1:5432/test
+
+Prints bets/s, ack latency (p50/p99/max), the baselines and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import time
+
+from dataclasses import dataclass
+
+import asyncpg
+import psutil
+from websockets.asyncio.client import connect
+
+from loadtest.common import bench_database, latency_summary, node_process, process_cpu_seconds
+from server.auth import sign_init_data
+
+BET_AMOUNT = 1
+
+
+async def bettor(url: str, token: str, user_id: int, stop_at: float, latencies: list[float]) -> int:
+    async with connect(url, subprotocols=["croupier.v1.json"], max_queue=None) as ws:  # type: ignore[list-item]
+        await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
+        welcome = json.loads(await ws.recv())
+        assert welcome["t"] == "welcome", welcome
+        acked = 0
+        request_id = 0
+        while time.monotonic() < stop_at:
+            request_id += 1
+            sent = time.perf_counter()
+            await ws.send(json.dumps({"t": "bet", "id": request_id, "game": "dice", "round": 1,
+                                      "amount": BET_AMOUNT, "params": {"target": 5000, "side": "over"},
+                                      "key": f"{user_id}-{request_id}"}))  # fmt: skip
+            while True:
+                reply = json.loads(await ws.recv())
+                if reply.get("id") == request_id:
+                    break
+            if reply["t"] != "bet_ok":
+                raise RuntimeError(f"bet refused: {reply}")
+            latencies.append((time.perf_counter() - sent) * 1000)
+            acked += 1
+        return acked
+
+
+@dataclass
+class SocketRun:
+    rate: float
+    latencies: list[float]
+    cpu: dict[str, float]  # cores used during the measured window, by process group
+
+
+async def run_sockets(url: str, server_pid: int, token: str, sockets: int, seconds: float) -> SocketRun:
+    latencies: list[float] = []
+    base = 10**9 + secrets.randbelow(10**6) * 10**3
+    warm_stop = time.monotonic() + 2
+    await asyncio.gather(*(bettor(url, token, base + i, warm_stop, []) for i in range(sockets)))  # warm-up
+    before = cpu_snapshot(server_pid)
+    start = time.monotonic()
+    counts = await asyncio.gather(*(bettor(url, token, base + i, start + seconds, latencies) for i in range(sockets)))
+    elapsed = time.monotonic() - start
+    after = cpu_snapshot(server_pid)
+    cpu = {name: (after[name] - before[name]) / elapsed for name in before}
+    return SocketRun(sum(counts) / elapsed, latencies, cpu)
+
+
+def cpu_snapshot(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server, this load generator, and every PostgreSQL process."""
+    postgres = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
+            postgres += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return {"server": process_cpu_seconds(server_pid), "load generator": time.process_time(), "postgres": postgres}
+
+
+NAIVE_BET = """
+WITH w AS (
+    UPDATE accounts SET balance = balance - $2, version = version + 1 WHERE user_id = $1 AND balance >= $2
+    RETURNING id, balance
+), t AS (
+    INSERT INTO ledger_txns (kind, ref) SELECT 'bet', 'naive' FROM w RETURNING id
+), legs AS (
+    INSERT INTO ledger_legs (txn_id, account_id, amount)
+    SELECT t.id, w.id, -$2 FROM t, w UNION ALL SELECT t.id, $3, $2 FROM t
+), h AS (
+    UPDATE accounts SET balance = balance + $2, version = version + 1 WHERE id = $3 AND EXISTS (SELECT 1 FROM w)
+)
+INSERT INTO bets (user_id, game, round_id, amount, params, balance_after, version_after, stake_txn)
+SELECT $1, 'dice', 1, $2, '{}', w.balance, 0, t.id FROM w, t
+"""
+
+
+async def naive(database_url: str, user_ids: list[int], seconds: float, connections: int) -> float:
+    """One transaction per bet: lock-free conditional debit, txn, legs, house, bet; then commit."""
+    pool = await asyncpg.create_pool(database_url, min_size=connections, max_size=connections)
+    house = await pool.fetchval("SELECT id FROM accounts WHERE kind = 'house' AND shard = 0")
+    stop_at = time.monotonic() + seconds
+    done = 0
+
+    async def loop(user_id: int) -> None:
+        nonlocal done
+        async with pool.acquire() as conn:
+            while time.monotonic() < stop_at:
+                async with conn.transaction():
+                    await conn.execute(NAIVE_BET, user_id, BET_AMOUNT, house)
+                done += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(loop(user_ids[i % len(user_ids)]) for i in range(connections)))
+    rate = done / (time.monotonic() - start)
+    await pool.close()
+    return rate
+
+
+async def settings_line(database_url: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        fsync = await conn.fetchval("SHOW fsync")
+        sync = await conn.fetchval("SHOW synchronous_commit")
+        version = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    return f"PostgreSQL {version}, fsync={fsync}, synchronous_commit={sync}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sockets", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--database-url", default=None, help="server to create the bench database on "
+                        "(default: an embedded PostgreSQL with fsync on)")  # fmt: skip
+    parser.add_argument("--naive-connections", type=int, default=16)
+    args = parser.parse_args()
+    token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
+    with bench_database(args.database_url) as database_url:
+        print(asyncio.run(settings_line(database_url)))
+        env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000"}
+        with node_process(database_url, token, **env) as (url, pid):
+            run = asyncio.run(run_sockets(url, pid, token, args.sockets, args.seconds))
+        rate = run.rate
+        print(f"server: {args.sockets} sockets, {args.seconds:.0f} s: {rate:,.0f} acknowledged durable bets/s; "
+              f"ack latency {latency_summary(run.latencies)}")  # fmt: skip
+        print("  cores used: " + ", ".join(f"{name} {cores:.2f}" for name, cores in run.cpu.items())
+              + f" (machine: {psutil.cpu_count()} cores)")  # fmt: skip
+        user_ids = asyncio.run(_bench_users(database_url))
+        loop_rate = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), 1))
+        print(f"naive baseline, one asyncpg loop, one transaction per bet: {loop_rate:,.0f} bets/s "
+              f"(server is {rate / loop_rate:.1f}x)")  # fmt: skip
+        wide_rate = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), args.naive_connections))
+        print(f"naive baseline, {args.naive_connections} concurrent connections: {wide_rate:,.0f} bets/s "
+              f"(server is {rate / wide_rate:.1f}x)")  # fmt: skip
+
+
+async def _bench_users(database_url: str) -> list[int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT user_id FROM accounts WHERE kind = 'wallet' ORDER BY balance DESC LIMIT 64")
+    finally:
+        await conn.close()
+    return [row["user_id"] for row in rows]
+
+
+if __name__ == "__main__":
+    main()

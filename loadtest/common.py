@@ -1,0 +1,114 @@
+"""Shared pieces of the benchmarks: a PostgreSQL to run on, a node process, latency summaries."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+
+from server.db.embedded import EmbeddedPostgres
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def bench_database(server_url: str | None) -> Iterator[str]:
+    """A fresh database for one run: on ``server_url`` (created, then dropped) or on an embedded
+    PostgreSQL with fsync on, in a temp dir removed afterwards."""
+    import asyncio
+
+    if server_url is None:
+        root = Path(tempfile.mkdtemp(prefix="croupier-bench-"))
+        root.chmod(0o755)
+        server = EmbeddedPostgres(root / "pg", fsync=True)
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)
+        return
+    name = f"croupier_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    head, sep, query = server_url.partition("?")
+    try:
+        yield f"{head.rsplit('/', 1)[0]}/{name}{sep}{query}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tuple[str, int]]:
+    """Run ``croupier serve`` on a free port; yield its ws:// URL and PID; stop it after."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CROUPIER_BOT_TOKEN": bot_token,
+        "CROUPIER_DATA_DIR": tempfile.mkdtemp(prefix="croupier-bench-state-"),
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
+        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node did not start: {process.stderr.read().decode() if process.stderr else ''}")
+            time.sleep(0.1)
+        yield f"ws://127.0.0.1:{port}/ws", process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (and its waited children) used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def latency_summary(samples_ms: list[float]) -> str:
+    if not samples_ms:
+        return "no samples"
+    ordered = sorted(samples_ms)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
