@@ -19,7 +19,6 @@ import asyncio
 import json
 import secrets
 import time
-
 from dataclasses import dataclass
 
 import asyncpg

@@ -41,26 +41,29 @@ LOOKUPS: list[tuple[str, str, tuple[object, ...]]] = [
         "SELECT id FROM bets WHERE id = ANY($1::bigint[]) AND status = 'accepted'",
         ([10, 20, 30],),
     ),
-    ("deposit: was this payment already credited?", "SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1",
-     ("charge-42",)),  # fmt: skip
+    (
+        "deposit: was this payment already credited?",
+        "SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1",
+        ("charge-42",),
+    ),
     ("history: a user's recent bets", "SELECT id FROM bets WHERE user_id = $1 ORDER BY id DESC LIMIT 20", (1000,)),
 ]
 
 
 async def populate(conn: asyncpg.Connection, users: int, bets: int) -> None:
     await migrate(conn)
+    await conn.execute("INSERT INTO users (id, first_name) SELECT g, 'u' || g FROM generate_series(1, $1) AS g", users)
     await conn.execute(
-        "INSERT INTO users (id, first_name) SELECT g, 'u' || g FROM generate_series(1, $1) AS g", users
+        "INSERT INTO accounts (kind, user_id, balance) SELECT 'wallet', g, 0 FROM generate_series(1, $1) g", users
     )
-    await conn.execute("INSERT INTO accounts (kind, user_id, balance) SELECT 'wallet', g, 0 FROM generate_series(1, $1) g",
-                       users)  # fmt: skip
     await conn.execute(
         """INSERT INTO ledger_txns (id, kind, ref) SELECT g, 'bet', g::text FROM generate_series(1, $1) g;""", bets
     )
     await conn.execute(
         """INSERT INTO bets (id, user_id, game, round_id, amount, idem_key, status, balance_after, version_after,
                              stake_txn)
-           SELECT g, 1 + g % $2, (ARRAY['crash','dice','roulette'])[1 + g % 3], g / 300, 1, 'k-' || (1 + g % $2) || '-' || g,
+           SELECT g, 1 + g % $2, (ARRAY['crash','dice','roulette'])[1 + g % 3], g / 300, 1,
+                  'k-' || (1 + g % $2) || '-' || g,
                   CASE WHEN g > $1 - 900 THEN 'accepted' ELSE 'lost' END, 0, 0, g
            FROM generate_series(1, $1) g""",
         bets,

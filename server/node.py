@@ -103,6 +103,7 @@ class Node:
                 welcome_credit=settings.welcome_credit,
                 batch_max=settings.bet_batch_max,
                 batch_wait=settings.bet_batch_wait,
+                batch_concurrency=settings.bet_batch_concurrency,
             )
             await ledger.start()
             stack.push_async_callback(ledger.close)

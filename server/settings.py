@@ -48,6 +48,7 @@ class Settings:
     max_bet: int = 1_000_000
     bet_batch_max: int = 500
     bet_batch_wait: float = 0.002
+    bet_batch_concurrency: int = 2
 
     @property
     def database_is_embedded(self) -> bool:
@@ -105,6 +106,7 @@ class Settings:
             max_bet=max_bet,
             bet_batch_max=_int(env, "CROUPIER_BET_BATCH_MAX", 500, minimum=1),
             bet_batch_wait=_int(env, "CROUPIER_BET_BATCH_WAIT_US", 2000, minimum=0) / 1e6,
+            bet_batch_concurrency=_int(env, "CROUPIER_BET_BATCH_CONCURRENCY", 2, minimum=1),
         )
 
 

@@ -132,3 +132,85 @@ async def test_serve_on_embedded_postgres_accepts_dev_initdata_and_stops_everyth
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_node_killed_between_commit_and_reply_loses_nothing(database_url: str, state_dir: Path) -> None:
+    """SIGKILL the node while bets are in flight; after a restart, retries with the same keys
+    return the committed bets or place them now, and every bet is charged exactly once."""
+    import asyncpg
+
+    from server.auth import sign_init_data
+
+    token = "1:abcdefghijklmnop"
+    env = clean_env(CROUPIER_BOT_TOKEN=token, CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=database_url,
+                    CROUPIER_WELCOME_CREDIT="1000")  # fmt: skip
+    user_id = 880000 + os.getpid() % 1000
+
+    def start() -> tuple[subprocess.Popen[str], int]:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        return process, port
+
+    async def ready(port: int) -> None:
+        async with httpx.AsyncClient() as client:
+            for _ in range(300):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError("node did not become ready")
+
+    def bet(i: int) -> str:
+        return json.dumps({"t": "bet", "id": i, "game": "dice", "round": 1, "amount": 7,
+                           "params": {"target": 5000, "side": "over"}, "key": f"crash-{i}"})  # fmt: skip
+
+    process, port = start()
+    try:
+        await ready(port)
+        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
+            assert json.loads(await ws.recv())["t"] == "welcome"
+            for i in range(1, 31):
+                await ws.send(bet(i))
+            acked = 0
+            while acked < 5:  # some bets answered, more committed unanswered, the rest never read
+                acked += json.loads(await ws.recv())["t"] == "bet_ok"
+            process.kill()
+            process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    process, port = start()
+    try:
+        await ready(port)
+        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
+            assert json.loads(await ws.recv())["t"] == "welcome"
+            bet_ids = set()
+            for i in range(1, 31):
+                await ws.send(bet(i))
+                while True:
+                    reply = json.loads(await ws.recv())
+                    if reply.get("id") == i:
+                        break
+                assert reply["t"] == "bet_ok", reply
+                bet_ids.add(reply["bet"]["id"])
+            assert len(bet_ids) == 30
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM bets WHERE user_id = $1", user_id) == 30
+        assert await conn.fetchval("SELECT balance FROM accounts WHERE user_id = $1", user_id) == 1000 - 30 * 7
+    finally:
+        await conn.close()
+    audit = croupier("audit", env=env)
+    assert audit.returncode == 0 and "audit: OK" in audit.stdout
