@@ -1,4 +1,5 @@
-"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit`` and ``dev-initdata``.
+"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``simulate``, ``verify``
+and ``dev-initdata``.
 
 Settings come from the environment (see :mod:`server.settings`); a bad one stops the
 command with one line naming it, and exit status 2.
@@ -12,9 +13,13 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from .auth import sign_init_data
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from .rounds.handler import RoundHandler
 
 log = logging.getLogger("croupier")
 
@@ -38,12 +43,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("audit", help="check the ledger: zero-sum transactions, balances, no negative wallets")
 
+    sim = commands.add_parser("simulate", help="Monte Carlo of a game's handler: RTP with a confidence interval")
+    sim.add_argument("game")
+    sim.add_argument("--rounds", type=int, default=1_000_000)
+    sim.add_argument("--strategy", default=None, help="bet params as JSON, e.g. '{\"auto_cashout\": 150}'")
+    sim.add_argument("--amount", type=int, default=100, help="stake per round (default 100)")
+    sim.add_argument("--seed", default="0" * 64, help="start of the simulation's seed chain (64 hex)")
+
+    verify = commands.add_parser("verify", help="recompute a round's outcome from its revealed seed")
+    verify.add_argument("game")
+    verify.add_argument("--seed", required=True, help="the seed revealed when the round settled (64 hex)")
+    verify.add_argument("--salt", required=True, help="the round's salt (its chain's terminating hash)")
+
     dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
     dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
     dev.add_argument("--first-name", default="Player", help="first name in the user object")
     dev.add_argument("--username", default=None, help="optional username")
 
     args = parser.parse_args(argv)
+    if args.command in ("simulate", "verify"):  # pure computations: no settings, no database
+        return _simulate(args) if args.command == "simulate" else _verify(args.game, args.seed, args.salt)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -192,6 +211,54 @@ async def _audit(settings: Settings) -> int:
             await conn.close()
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def _handler(game: str) -> RoundHandler | None:
+    from .games import registered_games
+
+    games = registered_games()
+    if game not in games:
+        print(f"croupier: no game {game!r}; registered: {', '.join(games)}", file=sys.stderr)
+        return None
+    return games[game]()
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .rounds.handler import InvalidBet
+    from .rounds.simulator import simulate
+
+    handler = _handler(args.game)
+    if handler is None:
+        return 2
+    try:
+        params = None if args.strategy is None else orjson.loads(args.strategy)
+        report = simulate(handler, args.rounds, params, amount=args.amount, start_seed=args.seed)
+    except orjson.JSONDecodeError:
+        print("croupier: --strategy must be JSON bet params", file=sys.stderr)
+        return 2
+    except (InvalidBet, ValueError) as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+def _verify(game: str, seed: str, salt: str) -> int:
+    import re
+
+    from .rounds.fair import FairRng, sha256_hex
+
+    handler = _handler(game)
+    if handler is None:
+        return 2
+    if not re.fullmatch(r"[0-9a-f]{64}", seed) or not re.fullmatch(r"[0-9a-f]{64}", salt):
+        print("croupier: --seed and --salt are 64 lowercase hex characters", file=sys.stderr)
+        return 2
+    outcome = handler.public_outcome(handler.outcome(FairRng(seed, salt, game)))
+    print(f"game {game}\nseed_hash {sha256_hex(seed)}\noutcome {outcome}")
+    return 0
 
 
 def _dev_initdata(settings: Settings, user_id: int, first_name: str, username: str | None) -> int:

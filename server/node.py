@@ -20,9 +20,10 @@ from .broker import Broker, broker_from_url
 from .db.embedded import EmbeddedPostgres, default_pg_data_dir
 from .db.migrations import migrate
 from .db.users import UserStore
-from .edge.user_sockets import UserSockets
+from .edge.audience import Audience
+from .games import configure_games
 from .ledger import Ledger
-from .rounds import PlaceholderRounds, RoundSource
+from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ class Node:
     validator: InitDataValidator
     users: UserStore
     ledger: Ledger
-    rounds: RoundSource
-    sockets: UserSockets
+    rounds: RoundEngine
+    audience: Audience
     database: str = "DATABASE_URL"
     """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
 
@@ -107,6 +108,31 @@ class Node:
             )
             await ledger.start()
             stack.push_async_callback(ledger.close)
+            audience = Audience()
+            handlers, rules = configure_games(
+                settings.games,
+                settings.game_params,
+                min_bet=settings.min_bet,
+                max_bet=settings.max_bet,
+                max_payout=settings.max_payout,
+            )
+            engine = RoundEngine(
+                dsn=dsn,
+                pool=pool,
+                ledger=ledger,
+                broker=broker,
+                audience=audience,
+                handlers=handlers,
+                rules=rules,
+                settings=EngineSettings(
+                    betting_ms=settings.betting_ms,
+                    pause_ms=settings.round_pause_ms,
+                    max_payout=settings.max_payout,
+                    chain_length=settings.seed_chain_length,
+                ),
+            )
+            await engine.start()
+            stack.push_async_callback(engine.close)
             yield cls(
                 settings=settings,
                 pool=pool,
@@ -114,7 +140,7 @@ class Node:
                 validator=validator_for(settings),
                 users=UserStore(pool),
                 ledger=ledger,
-                rounds=PlaceholderRounds(min_bet=settings.min_bet, max_bet=settings.max_bet),
-                sockets=UserSockets(),
+                rounds=engine,
+                audience=audience,
                 database=database,
             )

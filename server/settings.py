@@ -12,8 +12,11 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from .auth import TELEGRAM_PUBLIC_KEYS
 
@@ -49,6 +52,13 @@ class Settings:
     bet_batch_max: int = 500
     bet_batch_wait: float = 0.002
     bet_batch_concurrency: int = 2
+    games: tuple[str, ...] | None = None
+    """Games this node runs; None: every registered game."""
+    game_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    betting_ms: int = 10_000
+    round_pause_ms: int = 3_000
+    max_payout: int = 100_000_000
+    seed_chain_length: int = 100_000
 
     @property
     def database_is_embedded(self) -> bool:
@@ -87,6 +97,8 @@ class Settings:
         max_bet = _int(env, "CROUPIER_MAX_BET", 1_000_000, minimum=1)
         if max_bet < min_bet:
             raise SettingsError(f"CROUPIER_MAX_BET ({max_bet}) is below CROUPIER_MIN_BET ({min_bet})")
+        max_payout = _int(env, "CROUPIER_MAX_PAYOUT", 100_000_000, minimum=1)
+        games, game_params = _games(env, min_bet=min_bet, max_bet=max_bet, max_payout=max_payout)
         return cls(
             bot_token=bot_token,
             bot_id=bot_id,
@@ -107,6 +119,12 @@ class Settings:
             bet_batch_max=_int(env, "CROUPIER_BET_BATCH_MAX", 500, minimum=1),
             bet_batch_wait=_int(env, "CROUPIER_BET_BATCH_WAIT_US", 2000, minimum=0) / 1e6,
             bet_batch_concurrency=_int(env, "CROUPIER_BET_BATCH_CONCURRENCY", 2, minimum=1),
+            games=games,
+            game_params=game_params,
+            betting_ms=_int(env, "CROUPIER_BETTING_MS", 10_000, minimum=50),
+            round_pause_ms=_int(env, "CROUPIER_ROUND_PAUSE_MS", 3_000, minimum=0),
+            max_payout=max_payout,
+            seed_chain_length=_int(env, "CROUPIER_SEED_CHAIN_LENGTH", 100_000, minimum=10),
         )
 
 
@@ -143,6 +161,27 @@ def _bot_id(token: str | None, raw_bot_id: str | None) -> int:
         return int(raw_bot_id)
     assert token_id is not None
     return token_id
+
+
+def _games(
+    env: Mapping[str, str], *, min_bet: int, max_bet: int, max_payout: int
+) -> tuple[tuple[str, ...] | None, dict[str, dict[str, Any]]]:
+    from .games import configure_games
+
+    raw_games = env.get("CROUPIER_GAMES", "").strip()
+    games = tuple(g.strip() for g in raw_games.split(",") if g.strip()) if raw_games else None
+    try:
+        params = orjson.loads(env.get("CROUPIER_GAME_PARAMS") or "{}")
+    except orjson.JSONDecodeError:
+        raise SettingsError('CROUPIER_GAME_PARAMS must be JSON, e.g. {"crash": {"house_edge_bp": 100}}') from None
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise SettingsError("CROUPIER_GAME_PARAMS must map game names to objects of params")
+    try:
+        configure_games(games, params, min_bet=min_bet, max_bet=max_bet, max_payout=max_payout)
+    except (ValueError, TypeError) as exc:
+        name = "CROUPIER_GAMES" if "unknown game" in str(exc) else "CROUPIER_GAME_PARAMS"
+        raise SettingsError(f"{name}: {exc}") from None
+    return games, params
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -73,6 +73,9 @@ def make_settings(database_url: str | None, tmp_path: Path, **overrides: object)
             "CROUPIER_BOT_TOKEN": TEST_BOT_TOKEN,
             "CROUPIER_DATA_DIR": str(tmp_path / "state"),
             "CROUPIER_NODE_ID": "test-node",
+            "CROUPIER_SEED_CHAIN_LENGTH": "500",
+            "CROUPIER_BETTING_MS": "60000",
+            "CROUPIER_ROUND_PAUSE_MS": "0",
             **({"DATABASE_URL": database_url} if database_url else {}),
         }
     )

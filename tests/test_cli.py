@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -134,16 +135,35 @@ async def test_serve_on_embedded_postgres_accepts_dev_initdata_and_stops_everyth
             process.wait()
 
 
-async def test_a_node_killed_between_commit_and_reply_loses_nothing(database_url: str, state_dir: Path) -> None:
+@pytest.fixture
+async def own_database(pg_server_url: str) -> AsyncIterator[str]:
+    """A database no other test's rounds live in."""
+    import secrets
+
+    import asyncpg
+
+    from tests.services import with_database
+
+    name = f"croupier_cli_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(pg_server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    yield with_database(pg_server_url, name)
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def test_a_node_killed_between_commit_and_reply_loses_nothing(own_database: str, state_dir: Path) -> None:
     """SIGKILL the node while bets are in flight; after a restart, retries with the same keys
-    return the committed bets or place them now, and every bet is charged exactly once."""
+    return the committed bets (refunded with their voided round) or are refused, and nothing is
+    charged twice or lost."""
     import asyncpg
 
     from server.auth import sign_init_data
 
     token = "1:abcdefghijklmnop"
-    env = clean_env(CROUPIER_BOT_TOKEN=token, CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=database_url,
-                    CROUPIER_WELCOME_CREDIT="1000")  # fmt: skip
+    env = clean_env(CROUPIER_BOT_TOKEN=token, CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=own_database,
+                    CROUPIER_WELCOME_CREDIT="1000", CROUPIER_SEED_CHAIN_LENGTH="500",
+                    CROUPIER_BETTING_MS="60000")  # fmt: skip
     user_id = 880000 + os.getpid() % 1000
 
     def start() -> tuple[subprocess.Popen[str], int]:
@@ -165,9 +185,15 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(database_url
                 await asyncio.sleep(0.05)
         raise AssertionError("node did not become ready")
 
-    def bet(i: int) -> str:
-        return json.dumps({"t": "bet", "id": i, "game": "dice", "round": 1, "amount": 7,
+    def bet(i: int, round_id: int) -> str:
+        return json.dumps({"t": "bet", "id": i, "game": "dice", "round": round_id, "amount": 7,
                            "params": {"target": 5000, "side": "over"}, "key": f"crash-{i}"})  # fmt: skip
+
+    async def reply_to(ws: Any, request_id: object) -> dict[str, Any]:
+        while True:
+            reply: dict[str, Any] = json.loads(await ws.recv())
+            if reply.get("id") == request_id:
+                return reply
 
     process, port = start()
     try:
@@ -175,11 +201,21 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(database_url
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
             assert json.loads(await ws.recv())["t"] == "welcome"
+            for attempt in range(100):  # the driver opens the first round just after the node is ready
+                await ws.send(json.dumps({"t": "subscribe", "id": attempt, "game": "dice"}))
+                snapshot = (await reply_to(ws, attempt))["round"]
+                if snapshot is not None:
+                    break
+                await asyncio.sleep(0.05)
+            round_id = snapshot["round"]
             for i in range(1, 31):
-                await ws.send(bet(i))
-            acked = 0
-            while acked < 5:  # some bets answered, more committed unanswered, the rest never read
-                acked += json.loads(await ws.recv())["t"] == "bet_ok"
+                await ws.send(bet(i, round_id))
+            acked = answered = 0
+            while acked < 5 and answered < 30:  # some bets answered, more committed unanswered, the rest unread
+                reply = json.loads(await ws.recv())
+                answered += "id" in reply
+                acked += reply["t"] == "bet_ok"
+            assert acked == 5, reply
             process.kill()
             process.wait()
     finally:
@@ -187,29 +223,31 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(database_url
             process.kill()
             process.wait()
 
+    # The restarted node finds the round unfinished in `betting` and voids it, refunding every bet.
     process, port = start()
     try:
         await ready(port)
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
             assert json.loads(await ws.recv())["t"] == "welcome"
-            bet_ids = set()
+            replayed = 0
             for i in range(1, 31):
-                await ws.send(bet(i))
-                while True:
-                    reply = json.loads(await ws.recv())
-                    if reply.get("id") == i:
-                        break
-                assert reply["t"] == "bet_ok", reply
-                bet_ids.add(reply["bet"]["id"])
-            assert len(bet_ids) == 30
+                await ws.send(bet(i, round_id))
+                reply = await reply_to(ws, i)
+                if reply["t"] == "bet_ok":  # committed before the kill: the same bet comes back, refunded
+                    assert reply["bet"]["status"] == "refunded", reply
+                    replayed += 1
+                else:  # never committed: its round is gone, nothing was charged
+                    assert reply["code"] in ("betting_closed", "round_mismatch"), reply
+            assert replayed >= 5
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(15)
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(own_database)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM bets WHERE user_id = $1", user_id) == 30
-        assert await conn.fetchval("SELECT balance FROM accounts WHERE user_id = $1", user_id) == 1000 - 30 * 7
+        assert await conn.fetchval("SELECT count(*) FROM bets WHERE user_id = $1", user_id) == replayed
+        assert await conn.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) == "voided"
+        assert await conn.fetchval("SELECT balance FROM accounts WHERE user_id = $1", user_id) == 1000
     finally:
         await conn.close()
     audit = croupier("audit", env=env)

@@ -46,6 +46,11 @@ class SendQueue:
     def __len__(self) -> int:
         return len(self._frames)
 
+    @property
+    def fill(self) -> float:
+        """How full the queue is: 0.0 empty, 1.0 at the limit."""
+        return len(self._frames) / self._limit
+
     def start(self) -> asyncio.Task[None]:
         """Start the writer task; it ends after the close was sent or the socket failed."""
         self._writer = asyncio.create_task(self._run(), name="ws-writer")

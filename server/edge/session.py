@@ -22,9 +22,11 @@ from protocol import messages as m
 
 from ..auth import InitDataError, TelegramUser
 from ..db import UNAVAILABLE_ERRORS
-from ..ledger import BetRequest, LedgerError
+from ..ledger import BetRequest, LedgerError, PlacedBet
 from ..node import Node
-from .user_sockets import Peer
+from ..rounds.engine import RoundRefused
+from ..rounds.handler import InvalidBet
+from .audience import Peer, game_channel, user_channel
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,10 @@ class Session:
     def detach(self) -> None:
         """The socket is gone: stop receiving pushes."""
         if self.user is not None:
-            self.node.sockets.remove(self.user.id, self.peer)
+            self.node.audience.remove(user_channel(self.user.id), self.peer)
+        for game in self.subscriptions:
+            self.node.audience.remove(game_channel(game), self.peer)
+        self.subscriptions.clear()
         self.state = State.CLOSED
 
     async def receive(self, frame: bytes | str) -> Outcome:
@@ -146,7 +151,7 @@ class Session:
             return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry auth shortly")])
         self.user = user
         self.state = State.READY
-        self.node.sockets.add(user.id, self.peer)
+        self.node.audience.add(user_channel(user.id), self.peer)
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
         welcome = m.Welcome(
             id=request.id,
@@ -179,20 +184,17 @@ class Session:
             case m.BalanceRequest():
                 return await self._balance(request, self.user.id)
             case m.Subscribe():
-                self.subscriptions.add(request.game)
-                snapshot = self.node.rounds.snapshot(request.game)
-                return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=0,
-                                             epoch="placeholder", recovered=False, missed=[])])  # fmt: skip
+                return self._subscribe(request)
             case m.Unsubscribe():
                 if request.game not in self.subscriptions:
                     return Outcome([_error(request.id, ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {request.game}")])
                 self.subscriptions.discard(request.game)
+                self.node.audience.remove(game_channel(request.game), self.peer)
                 return Outcome([m.Ok(id=request.id)])
             case m.History():
-                return Outcome([m.HistoryReply(id=request.id, rounds=[])])  # no round has settled yet
+                return await self._history(request)
             case m.Action():
-                message = f"{request.game} has no action {request.action!r} in the current round"
-                return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, message, "action")])
+                return await self._action(request, self.user.id)
             case m.Auth():
                 return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, "this socket is already authenticated", "t")])
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
@@ -205,14 +207,33 @@ class Session:
         return Outcome([m.Balance(id=request.id, balance=wallet.balance)])
 
     async def _bet(self, request: m.Bet, user_id: int) -> Outcome:
-        invalid = self._invalid_bet(request)
-        if invalid is not None:
-            return Outcome([invalid])
-        bet = BetRequest(user_id, request.game, request.round, request.amount, request.params, request.key)
+        params = self._checked_params(request)
+        if isinstance(params, m.Error):
+            if request.key is not None and params.code in (ErrorCode.BETTING_CLOSED, ErrorCode.ROUND_MISMATCH):
+                # A retry of a bet placed before its round moved on must still get its first answer.
+                return await self._replay_or(request, user_id, params)
+            return Outcome([params])
+        bet = BetRequest(user_id, request.game, request.round, request.amount, params, request.key)
         try:
             placed = await self.node.ledger.place_bet(bet)
         except LedgerError as exc:
             return Outcome([_error(request.id, exc.code, str(exc))])
+        return self._bet_ok(request, placed)
+
+    async def _replay_or(self, request: m.Bet, user_id: int, refusal: m.Error) -> Outcome:
+        params = self.node.rounds.handler_params(request.game, request.params)
+        bet = BetRequest(user_id, request.game, request.round, request.amount, params, request.key)
+        try:
+            prior = await self.node.ledger.replay(bet)
+        except UNAVAILABLE_ERRORS:
+            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+        if prior is None:
+            return Outcome([refusal])
+        if isinstance(prior, LedgerError):
+            return Outcome([_error(request.id, prior.code, str(prior))])
+        return self._bet_ok(request, prior)
+
+    def _bet_ok(self, request: m.Bet, placed: PlacedBet) -> Outcome:
         view = m.BetView(id=placed.bet_id, game=placed.game, round=placed.round_id, amount=placed.amount,
                          params=placed.params, status=placed.status)  # fmt: skip
         reply = m.BetOk(id=request.id, bet=view, balance=placed.balance)
@@ -220,9 +241,42 @@ class Session:
             return Outcome([reply])
         push = m.Balance(ch="user", offset=placed.version, epoch=self.node.ledger.epoch, balance=placed.balance,
                          delta=-placed.amount, reason="bet", ref=placed.bet_id)  # fmt: skip
-        return Outcome([reply], pushes=[(user_id, push)])
+        return Outcome([reply], pushes=[(placed.user_id, push)])
 
-    def _invalid_bet(self, request: m.Bet) -> m.Error | None:
+    def _subscribe(self, request: m.Subscribe) -> Outcome:
+        self.subscriptions.add(request.game)
+        self.node.audience.add(game_channel(request.game), self.peer)
+        snapshot, offset, epoch = self.node.rounds.snapshot(request.game)
+        # Resume from history arrives with the scale-out work; until then a snapshot is the recovery.
+        return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=offset, epoch=epoch,
+                                     recovered=False, missed=[])])  # fmt: skip
+
+    async def _history(self, request: m.History) -> Outcome:
+        try:
+            rounds = await self.node.rounds.history(request.game, request.limit)
+        except UNAVAILABLE_ERRORS:
+            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+        return Outcome([m.HistoryReply(id=request.id, rounds=rounds)])
+
+    async def _action(self, request: m.Action, user_id: int) -> Outcome:
+        try:
+            result = await self.node.rounds.action(request.game, request.round, user_id, request.action,
+                                                   request.params)  # fmt: skip
+            wallet = await self.node.ledger.balance(user_id)
+        except RoundRefused as exc:
+            return Outcome([_error(request.id, exc.code, str(exc), exc.field)])
+        except LedgerError as exc:
+            return Outcome([_error(request.id, exc.code, str(exc))])
+        except UNAVAILABLE_ERRORS:
+            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+        return Outcome([m.ActionOk(id=request.id, result=result, balance=wallet.balance)])
+
+    def _unknown_game(self, request_id: m.RequestId, game: str) -> m.Error:
+        games = ", ".join(self.node.games) or "none"
+        return _error(request_id, ErrorCode.UNKNOWN_GAME, f"no game named {game!r} (games: {games})", "game")
+
+    def _checked_params(self, request: m.Bet) -> dict[str, object] | m.Error:
+        """The bet's params as the game normalised them, or the error to answer with."""
         rules = self.node.rounds.rules(request.game)
         assert rules is not None
         if request.amount < rules.min_bet:
@@ -238,14 +292,9 @@ class Session:
         if size > rules.max_params_bytes:
             return _error(request.id, ErrorCode.INVALID_BET,
                           f"params take {size} bytes; the limit is {rules.max_params_bytes}", "params")  # fmt: skip
-        current = self.node.rounds.betting_round(request.game)
-        if current is None:
-            return _error(request.id, ErrorCode.BETTING_CLOSED, f"betting on {request.game} is closed", "round")
-        if request.round != current:
-            return _error(request.id, ErrorCode.ROUND_MISMATCH,
-                          f"round {request.round} is not taking bets; round {current} is", "round")  # fmt: skip
-        return None
-
-    def _unknown_game(self, request_id: m.RequestId, game: str) -> m.Error:
-        games = ", ".join(self.node.games) or "none yet"
-        return _error(request_id, ErrorCode.UNKNOWN_GAME, f"no game named {game!r} (games: {games})", "game")
+        try:
+            return self.node.rounds.validate_bet(request.game, request.round, request.params)
+        except RoundRefused as exc:
+            return _error(request.id, exc.code, str(exc), exc.field)
+        except InvalidBet as exc:
+            return _error(request.id, ErrorCode.INVALID_BET, str(exc), exc.field)

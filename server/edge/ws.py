@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from protocol import CloseCode, Codec, negotiate
 
 from ..node import Node
+from .audience import user_channel
 from .sendqueue import Frame, SendQueue
 from .session import Session, State
 
@@ -77,7 +78,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 data = codec.encode(reply)
                 queue.put(data if codec.binary else data.decode())
             for user_id, push in outcome.pushes:
-                node.sockets.push(user_id, push)
+                node.audience.push(user_channel(user_id), push)
             if outcome.close is not None:
                 queue.close(outcome.close, outcome.reason)
     except WebSocketDisconnect:
@@ -92,11 +93,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 class _Peer:
     """This socket as the per-user registry sees it: its codec and its send queue."""
 
-    __slots__ = ("codec", "put")
+    __slots__ = ("_queue", "codec", "put")
 
     def __init__(self, codec: Codec, queue: SendQueue) -> None:
         self.codec = codec
         self.put = queue.put
+        self._queue = queue
+
+    def backlog(self) -> float:
+        return self._queue.fill
 
 
 def _too_big(frame: bytes | str, limit: int) -> bool:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from .audit import AuditReport, audit
 from .bets import BetRequest, PlacedBet
-from .errors import IdempotencyConflict, InsufficientFunds, LedgerError, LedgerUnavailable, UnknownAccount
+from .errors import (
+    BettingClosed,
+    IdempotencyConflict,
+    InsufficientFunds,
+    LedgerError,
+    LedgerUnavailable,
+    UnknownAccount,
+)
 from .ledger import Ledger
 from .settlement import ClosedBet
 from .wallets import WalletState
@@ -17,6 +24,7 @@ from .wallets import WalletState
 __all__ = [
     "AuditReport",
     "BetRequest",
+    "BettingClosed",
     "ClosedBet",
     "IdempotencyConflict",
     "InsufficientFunds",

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from .errors import IdempotencyConflict, InsufficientFunds, LedgerError
+from .errors import BettingClosed, IdempotencyConflict, InsufficientFunds, LedgerError
 from .transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ WHERE user_id = ANY($1::bigint[]) OR id = $2
 ORDER BY id FOR UPDATE
 """
 
+_OPEN_ROUNDS = """
+SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting' FOR SHARE
+"""
+
 _PRIOR = """
 SELECT b.id, b.user_id, b.game, b.round_id, b.amount, b.params, b.idem_key, b.status, b.balance_after, b.version_after
 FROM bets b JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
@@ -108,6 +112,9 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> 
     for row in await conn.fetch(_LOCK, user_ids, house):
         if row["user_id"] is not None:
             wallets[row["user_id"]] = [row["id"], row["balance"], row["version"]]
+    # FOR SHARE on the rounds: the round engine's switch to `running` waits for this batch, and a batch
+    # after the switch sees the round closed. A bet can never land in a round that stopped betting.
+    open_rounds = {row["id"] for row in await conn.fetch(_OPEN_ROUNDS, sorted({r.round_id for r in batch}))}
     prior: dict[tuple[int, str], asyncpg.Record] = {}
     keyed = [r for r in batch if r.key is not None]
     if keyed:
@@ -129,6 +136,9 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> 
                 same = request.same_bet(first.game, first.round_id, first.amount, first.params)
                 outcomes[index] = first_in_batch[identity] if same else _conflict(request)
                 continue
+        if request.round_id not in open_rounds:
+            outcomes[index] = BettingClosed(f"round {request.round_id} of {request.game} is not taking bets")
+            continue
         wallet = wallets.get(request.user_id)
         if wallet is None or wallet[1] < request.amount:
             available = 0 if wallet is None else wallet[1]
@@ -180,6 +190,15 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> 
             assert outcome is not None
             final.append(outcome)
     return final
+
+
+async def find_replay(conn: Connection, request: BetRequest) -> BetOutcome | None:
+    """The answer to a retry of ``request`` if a bet with its (user, key) exists: a replay of that bet,
+    or an :class:`IdempotencyConflict` when the key was used for other content. None: no such bet."""
+    if request.key is None:
+        return None
+    rows = await conn.fetch(_PRIOR, [request.user_id], [request.key])
+    return _replay(request, rows[0]) if rows else None
 
 
 def _replay(request: BetRequest, row: asyncpg.Record) -> BetOutcome:

@@ -23,6 +23,12 @@ class IdempotencyConflict(LedgerError):
     code = ErrorCode.IDEMPOTENCY_CONFLICT
 
 
+class BettingClosed(LedgerError):
+    """The bet's round stopped taking bets before the bet could commit. Nothing was charged."""
+
+    code = ErrorCode.BETTING_CLOSED
+
+
 class LedgerUnavailable(LedgerError):
     """PostgreSQL did not answer. The operation was not committed (nothing charged)."""
 

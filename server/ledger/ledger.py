@@ -7,9 +7,11 @@ operations (deposits, adjustments, settlement, refunds) run directly.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
-from .bets import BetBatcher, BetRequest, PlacedBet
+from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
 from .errors import InsufficientFunds, UnknownAccount
 from .postings import post, transfer
 from .settlement import ClosedBet, refund_bets, settle_bets
@@ -74,10 +76,49 @@ class Ledger:
         """Take the stake of a bet; returns once committed. See :mod:`server.ledger.bets`."""
         return await self.batcher.place(request)
 
-    async def settle(self, payouts: list[tuple[int, int]]) -> list[ClosedBet]:
-        """Settle bets (id, payout) in one transaction; bets already closed are skipped."""
+    async def replay(self, request: BetRequest) -> BetOutcome | None:
+        """For a bet refused before reaching the ledger (its round moved on): the first result of a
+        bet already placed with the same key, a conflict if the key was used for another bet, or None."""
+        async with self._pool.acquire() as conn:
+            return await find_replay(conn, request)
+
+    async def settle(
+        self,
+        payouts: list[tuple[int, int]],
+        *,
+        refunds: list[int] | None = None,
+        also: Callable[[Connection], Awaitable[None]] | None = None,
+    ) -> list[ClosedBet]:
+        """Settle bets (id, payout) and refund ``refunds``, all in one transaction; bets already
+        closed are skipped, so settling twice pays once. ``also`` runs in the same transaction
+        (the round engine marks the round settled there)."""
         house = self._houses[0]
-        return await in_transaction(self._pool, lambda conn: settle_bets(conn, payouts, house))
+
+        async def work(conn: Connection) -> list[ClosedBet]:
+            closed = await settle_bets(conn, payouts, house)
+            if refunds:
+                closed += await refund_bets(conn, refunds, house)
+            if also is not None:
+                await also(conn)
+            return closed
+
+        return await in_transaction(self._pool, work)
+
+    async def record_cashout(self, bet_ids: list[int], multiplier: int) -> list[int]:
+        """Record a cash-out at ``multiplier`` on bets still open and not cashed out; return those ids.
+
+        No money moves here: the payout is made when the round settles.
+        """
+        rows = await in_transaction(
+            self._pool,
+            lambda conn: conn.fetch(
+                "UPDATE bets SET cashout = $2 WHERE id = ANY($1::bigint[]) AND status = 'accepted' "
+                "AND cashout IS NULL RETURNING id",
+                bet_ids,
+                multiplier,
+            ),
+        )
+        return [row["id"] for row in rows]
 
     async def refund(self, bet_ids: list[int]) -> list[ClosedBet]:
         """Void bets and return their stakes, in one transaction; bets already closed are skipped."""

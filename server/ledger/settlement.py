@@ -14,7 +14,11 @@ from .transactions import Connection
 
 @dataclass(frozen=True, slots=True)
 class ClosedBet:
-    """A bet this call closed, with the user's wallet balance and version after it."""
+    """A bet this call closed, with the user's wallet balance and version after the whole call.
+
+    Each closed bet bumps its wallet's version once (its ``bet_settled`` event) and once more when
+    it paid (its ``balance`` event), so a user's events of one settlement have consecutive offsets
+    ending at ``version``."""
 
     bet_id: int
     user_id: int
@@ -58,6 +62,15 @@ async def _pay(conn: Connection, closed: list[tuple[int, int, int, str]], house:
     users = sorted({user for _, user, _, _ in closed})
     wallets = {r["user_id"]: r["id"] for r in await conn.fetch(
         "SELECT id, user_id FROM accounts WHERE user_id = ANY($1::bigint[])", users)}  # fmt: skip
+    # Each closed bet is one more event on its user's stream (bet_settled): bump the wallet version for it.
+    per_user: dict[int, int] = {}
+    for _, user, _, _ in closed:
+        per_user[user] = per_user.get(user, 0) + 1
+    await conn.execute(
+        "UPDATE accounts SET version = version + d.n FROM unnest($1::bigint[], $2::bigint[]) AS d(user_id, n) "
+        "WHERE accounts.user_id = d.user_id",
+        list(per_user), list(per_user.values()),
+    )  # fmt: skip
     paid = [(bet, user, amount) for bet, user, amount, _ in closed if amount > 0]
     postings: list[Posting] = [transfer(kind, house, wallets[user], amount, ref=str(bet)) for bet, user, amount in paid]
     txn_ids, states = await post(conn, postings)
@@ -68,10 +81,6 @@ async def _pay(conn: Connection, closed: list[tuple[int, int, int, str]], house:
             [bet for bet, _, _ in paid],
             txn_ids,
         )
-    missing = [user for user in users if wallets[user] not in states]
-    if missing:
-        for row in await conn.fetch(
-            "SELECT id, balance, version FROM accounts WHERE user_id = ANY($1::bigint[])", missing
-        ):
-            states[row["id"]] = (row["balance"], row["version"])
+    for row in await conn.fetch("SELECT id, balance, version FROM accounts WHERE user_id = ANY($1::bigint[])", users):
+        states[row["id"]] = (row["balance"], row["version"])
     return [ClosedBet(bet, user, status, amount, *states[wallets[user]]) for bet, user, amount, status in closed]

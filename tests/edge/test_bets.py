@@ -37,8 +37,20 @@ async def funded(node: RunningNode, bank: Ledger, amount: int) -> tuple[Any, int
     return ws, user_id
 
 
+ROUND = {"dice": 0}
+
+
+async def dice_round(ws: Any) -> int:
+    """The dice round taking bets now, from a subscribe snapshot (also remembered for bet())."""
+    reply = await request(ws, {"t": "subscribe", "id": "sub", "game": "dice"})
+    assert reply["t"] == "subscribed" and reply["round"]["phase"] == "betting", reply
+    ROUND["dice"] = reply["round"]["round"]
+    await request(ws, {"t": "unsubscribe", "id": "unsub", "game": "dice"})
+    return ROUND["dice"]
+
+
 def bet(request_id: object, amount: object = 10, **extra: object) -> dict[str, object]:
-    return {"t": "bet", "id": request_id, "game": "dice", "round": 1, "amount": amount,
+    return {"t": "bet", "id": request_id, "game": "dice", "round": ROUND["dice"], "amount": amount,
             "params": {"target": 5000, "side": "over"}, **extra}  # fmt: skip
 
 
@@ -51,12 +63,13 @@ async def test_bet_ok_then_balance_pushed_to_every_socket_of_the_user(
     node_server: RunningNode, db: asyncpg.Connection, bank: Ledger
 ) -> None:
     ws, user_id = await funded(node_server, bank, 100)
+    await dice_round(ws)
     second, _ = await authed(node_server, user_id)
     other_user, _ = await authed(node_server, next_user_id())
     reply = await request(ws, bet(1, 30, key="first"))
     assert reply["t"] == "bet_ok" and reply["id"] == 1 and reply["balance"] == 70
     assert reply["bet"]["amount"] == 30 and reply["bet"]["status"] == "accepted"
-    assert reply["bet"]["params"] == {"target": 5000, "side": "over"} and reply["bet"]["round"] == 1
+    assert reply["bet"]["params"] == {"target": 5000, "side": "over"} and reply["bet"]["round"] == ROUND["dice"]
     push = await recv(ws)
     assert push["t"] == "balance" and push["ch"] == "user" and "id" not in push
     assert (push["balance"], push["delta"], push["reason"], push["ref"]) == (70, -30, "bet", reply["bet"]["id"])
@@ -71,6 +84,7 @@ async def test_bet_ok_then_balance_pushed_to_every_socket_of_the_user(
 
 async def test_welcome_carries_the_balance(node_server: RunningNode, db: asyncpg.Connection, bank: Ledger) -> None:
     ws, user_id = await funded(node_server, bank, 42)
+    await dice_round(ws)
     await ws.close()  # type: ignore[attr-defined]
     again, welcome = await authed(node_server, user_id)
     assert welcome["balance"] == 42
@@ -87,7 +101,7 @@ async def test_welcome_carries_the_balance(node_server: RunningNode, db: asyncpg
         (2**53 + 1, {}, "bad_request", "amount"),
         (10, {"key": "k" * 65}, "bad_request", "key"),
         (10, {"game": "poker"}, "unknown_game", "game"),
-        (10, {"round": 2}, "round_mismatch", "round"),
+        (10, {"round": 10**9}, "round_mismatch", "round"),
         (10, {"round": "one"}, "bad_request", "round"),
         (10, {"params": {"pad": "x" * 600}}, "invalid_bet", "params"),
         (10, {"params": [1]}, "bad_request", "params"),
@@ -100,6 +114,7 @@ async def test_bad_bets_are_refused_and_charge_nothing(
     field: str | None,
 ) -> None:  # fmt: skip
     ws, user_id = await funded(node_server, bank, 100)
+    await dice_round(ws)
     error = await request(ws, bet(7, amount, **extra))
     assert (error["t"], error["code"], error["id"]) == ("error", code, 7)
     if field is not None:
@@ -112,6 +127,7 @@ async def test_bad_bets_are_refused_and_charge_nothing(
 async def test_min_bet_is_enforced(start_node: StartNode, db: asyncpg.Connection, bank: Ledger) -> None:
     async with start_node(min_bet=5) as node:
         ws, _ = await funded(node, bank, 100)
+        await dice_round(ws)
         error = await request(ws, bet(1, 4))
         assert (error["code"], error["field"]) == ("invalid_bet", "amount") and "minimum" in error["message"]
         await ws.close()  # type: ignore[attr-defined]
@@ -121,6 +137,7 @@ async def test_retry_with_the_same_key_on_another_socket_charges_once(
     node_server: RunningNode, db: asyncpg.Connection, bank: Ledger
 ) -> None:
     ws, user_id = await funded(node_server, bank, 100)
+    await dice_round(ws)
     first = await request(ws, bet(1, 10, key="retry-me"))
     assert (await recv(ws))["t"] == "balance"
     other, _ = await authed(node_server, user_id)
@@ -139,6 +156,7 @@ async def test_reply_lost_in_a_disconnect_is_recovered_by_retrying_the_key(
     node_server: RunningNode, db: asyncpg.Connection, bank: Ledger
 ) -> None:
     ws, user_id = await funded(node_server, bank, 100)
+    await dice_round(ws)
     await ws.send(json.dumps(bet(1, 25, key="lost-reply")))  # type: ignore[attr-defined]
     await ws.close()  # type: ignore[attr-defined]  # gone before the reply could arrive
     retry, _ = await authed(node_server, user_id)
@@ -150,10 +168,12 @@ async def test_reply_lost_in_a_disconnect_is_recovered_by_retrying_the_key(
 
 
 async def test_concurrent_bets_and_retries_from_two_nodes_then_audit(
-    start_node: StartNode, db: asyncpg.Connection, bank: Ledger
+    start_node: StartNode, db: asyncpg.Connection, bank: Ledger, redis_url: str
 ) -> None:
-    async with start_node() as node_a, start_node() as node_b:
+    # Two nodes on one database and one Redis: one drives the rounds, the other follows them.
+    async with start_node(redis_url=redis_url) as node_a, start_node(redis_url=redis_url) as node_b:
         ws, user_id = await funded(node_a, bank, 500)
+        await dice_round(ws)
         sockets = [ws] + [(await authed(node, user_id))[0] for node in (node_a, node_b, node_b)]
 
         async def bettor(sock: object, offset: int) -> list[dict[str, object]]:
@@ -200,6 +220,7 @@ async def test_postgres_outage_answers_unavailable_keeps_sockets_and_recovers(tm
     async with own_postgres() as (dsn, server), serve(make_settings(dsn, tmp_path, welcome_credit=100)) as node:
         ws, welcome = await authed(node, 4242)
         assert welcome["balance"] == 100
+        await dice_round(ws)
         server.stop()  # type: ignore[attr-defined]
         error = await request(
             ws,

@@ -39,6 +39,25 @@ async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
     await ledger.close()
 
 
+@pytest.fixture
+async def open_round(pool: asyncpg.Pool) -> int:
+    """A dice round in ``betting`` (no engine runs in ledger tests), for bets to land in."""
+    return await create_open_round(pool, "dice")
+
+
+async def create_open_round(pool: asyncpg.Pool, game: str) -> int:
+    chain = await pool.fetchval(
+        "INSERT INTO seed_chains (game, terminating_hash, length) VALUES ($1, repeat('0', 64), 1) RETURNING id", game
+    )
+    round_id: int = await pool.fetchval(
+        "INSERT INTO rounds (game, phase, chain_id, chain_idx, seed_hash, closes_at) "
+        "VALUES ($1, 'betting', $2, 1, repeat('0', 64), now() + interval '1 hour') RETURNING id",
+        game,
+        chain,
+    )
+    return round_id
+
+
 NewUser = Callable[..., Awaitable[int]]
 
 

@@ -12,6 +12,7 @@ from server.auth import TelegramUser
 from server.db.migrations import migrate
 from server.db.users import UserStore
 from server.ledger import Ledger, audit
+from tests.ledger.conftest import create_open_round
 from tests.services import with_database
 
 
@@ -44,7 +45,8 @@ async def test_audit_catches_each_kind_of_drift(scratch: asyncpg.Pool) -> None:
     await UserStore(scratch).upsert(TelegramUser(id=1, first_name="a"))
     await ledger.open_wallet(1)
     await ledger.deposit(1, 100, ref="d1")
-    placed = await ledger.place_bet(BetRequest(1, "dice", 1, 10))
+    round_id = await create_open_round(scratch, "dice")
+    placed = await ledger.place_bet(BetRequest(1, "dice", round_id, 10))
     await ledger.settle([(placed.bet_id, 20)])
     await ledger.close()
     assert await run_audit(scratch) == []

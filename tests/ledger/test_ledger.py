@@ -9,6 +9,7 @@ import pytest
 
 from server.ledger import (
     BetRequest,
+    BettingClosed,
     IdempotencyConflict,
     InsufficientFunds,
     Ledger,
@@ -19,9 +20,16 @@ from server.ledger import (
 from server.ledger.postings import Posting, transfer
 from tests.ledger.conftest import NewUser, next_user_id
 
+OPEN_ROUND = {"id": 0}
+
+
+@pytest.fixture(autouse=True)
+def _bets_land_in_an_open_round(open_round: int) -> None:
+    OPEN_ROUND["id"] = open_round
+
 
 def bet(user_id: int, amount: int = 10, key: str | None = None, **params: object) -> BetRequest:
-    return BetRequest(user_id, "dice", 1, amount, dict(params), key)
+    return BetRequest(user_id, "dice", OPEN_ROUND["id"], amount, dict(params), key)
 
 
 async def assert_audit_ok(pool: asyncpg.Pool) -> None:
@@ -200,6 +208,25 @@ async def test_wallet_cannot_go_negative_even_by_hand(pool: asyncpg.Pool, new_us
     user = await new_user(5)
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute("UPDATE accounts SET balance = -1 WHERE user_id = $1", user)
+
+
+async def test_bets_on_a_round_that_stopped_betting_are_refused(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool
+) -> None:
+    user = await new_user(100)
+    await pool.execute("UPDATE rounds SET phase = 'running' WHERE id = $1", OPEN_ROUND["id"])
+    with pytest.raises(BettingClosed):
+        await ledger.place_bet(bet(user, 10))
+    with pytest.raises(BettingClosed):
+        await ledger.place_bet(BetRequest(user, "dice", 10**12, 10))  # no such round
+    assert (await ledger.balance(user)).balance == 100
+
+
+async def test_cashouts_are_recorded_once(ledger: Ledger, new_user: NewUser) -> None:
+    user = await new_user(100)
+    placed = await ledger.place_bet(bet(user, 10))
+    assert await ledger.record_cashout([placed.bet_id], 150) == [placed.bet_id]
+    assert await ledger.record_cashout([placed.bet_id], 170) == []
 
 
 def test_postings_refuse_unbalanced_legs() -> None:

@@ -1,0 +1,112 @@
+"""Crash: a multiplier climbs from 1.00x until it crashes; cash out before it does.
+
+The crash point is drawn before betting opens (bustabit's formula with the house edge as a
+parameter): ``max(1.00, ceil(100 * (1 - edge) / (1 - X)) / 100)`` for a uniform X, so a bet
+that cashes out at any multiplier m wins with probability (1 - edge) / m: the RTP is 1 - edge
+whatever the target. A bet pays ``amount * cashout // 100`` if it cashed out below the crash
+point, else 0. The multiplier at t ms is ``floor(100 * e^(growth * t))``.
+
+Exposure cap (bustabit's forcePoint): when betting closes, if the round's total stake times the
+multiplier could exceed ``max_exposure``, everyone still in is cashed out at the multiplier
+where it would, ``force_point``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..rounds.fair import FairRng
+from ..rounds.handler import (
+    ActionRefused,
+    ActionResult,
+    BetInfo,
+    InvalidBet,
+    RoundContext,
+    RoundHandler,
+    RunState,
+    TickResult,
+)
+from .registry import register
+
+MAX_CRASH_POINT = 100_000_000  # 1,000,000.00x
+
+
+@register
+class Crash(RoundHandler):
+    name = "crash"
+    tick_ms = 100
+    default_params: ClassVar[Mapping[str, Any]] = {
+        "house_edge_bp": 100,  # 1%
+        "growth_per_ms": 0.00006,  # bustabit's curve: 2.00x after ~11.6 s
+        "max_exposure": 100_000_000,  # the most one round may pay out in total
+    }
+
+    def validate_bet(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(params) - {"auto_cashout"}
+        if unknown:
+            raise InvalidBet(f"crash takes only auto_cashout, not {sorted(unknown)}", "params")
+        auto = params.get("auto_cashout")
+        if auto is None:
+            return {}
+        if not isinstance(auto, int) or isinstance(auto, bool) or not 101 <= auto <= MAX_CRASH_POINT:
+            raise InvalidBet("auto_cashout must be an integer multiplier in hundredths, at least 101 (1.01x)",
+                             "params.auto_cashout")  # fmt: skip
+        return {"auto_cashout": auto}
+
+    def outcome(self, rng: FairRng) -> dict[str, Any]:
+        x = rng.unit()
+        keep = (10_000 - self.params["house_edge_bp"]) / 10_000
+        point = math.ceil(100 * keep / (1 - x) - 1e-9)
+        return {"crash_point": max(100, min(point, MAX_CRASH_POINT))}
+
+    def multiplier(self, elapsed_ms: int) -> int:
+        """The curve's multiplier (hundredths) ``elapsed_ms`` after running started."""
+        return int(100 * math.exp(self.params["growth_per_ms"] * max(elapsed_ms, 0)))
+
+    def elapsed_for(self, multiplier: int) -> int:
+        """When the curve reaches ``multiplier`` (ms after start)."""
+        return math.ceil(math.log(multiplier / 100) / self.params["growth_per_ms"]) if multiplier > 100 else 0
+
+    def start(self, ctx: RoundContext, state: RunState) -> dict[str, Any]:
+        stake = sum(bet.amount for bet in state.bets)
+        if stake and stake * state.outcome["crash_point"] // 100 > self.params["max_exposure"]:
+            return {"force_point": max(101, self.params["max_exposure"] * 100 // stake)}
+        return {}
+
+    def tick(self, ctx: RoundContext, state: RunState) -> TickResult:
+        crash_point = state.outcome["crash_point"]
+        current = self.multiplier(ctx.now_ms() - state.started_ms)
+        if current >= crash_point:
+            return TickResult({"multiplier": crash_point, "crashed": True}, done=True)
+        return TickResult({"multiplier": current})
+
+    def action(self, ctx: RoundContext, state: RunState, bet: BetInfo, action: str,
+               params: Mapping[str, Any]) -> ActionResult:  # fmt: skip
+        if action != "cashout":
+            raise ActionRefused(f"crash has no action {action!r}; use cashout")
+        current = self.multiplier(ctx.now_ms() - state.started_ms)
+        crash_point = state.outcome["crash_point"]
+        if current >= crash_point:
+            raise ActionRefused(f"too late: the round crashed at {crash_point / 100:.2f}x")
+        if bet.cashout is not None:
+            raise ActionRefused(f"already cashed out at {bet.cashout / 100:.2f}x")
+        earlier = [m for m in (bet.params.get("auto_cashout"), state.outcome.get("force_point")) if m is not None]
+        if earlier and min(earlier) <= current:
+            raise ActionRefused(f"already cashed out automatically at {min(earlier) / 100:.2f}x")
+        return ActionResult({"multiplier": current, "payout": bet.amount * current // 100}, cashout=current)
+
+    def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
+        exits = [m for m in (bet.cashout, bet.params.get("auto_cashout"), outcome.get("force_point")) if m is not None]
+        if not exits:
+            return 0
+        exit_at = min(exits)
+        return bet.amount * exit_at // 100 if exit_at < outcome["crash_point"] else 0
+
+    def recover(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int | None:
+        # Players could not cash out while the node was down: recorded cash-outs are paid, the rest refunded.
+        return self.payout(bet, outcome) if bet.cashout is not None else None
+
+    def public_outcome(self, outcome: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: outcome[key] for key in ("crash_point", "force_point") if key in outcome}

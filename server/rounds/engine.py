@@ -1,0 +1,444 @@
+"""The round engine: one driver per game runs rounds; every node follows them through the broker.
+
+Driver (on the one node holding the game's PostgreSQL advisory lock)::
+
+    open round (next seed of the chain, outcome drawn now) -> publish `round` betting
+    -> at closes_at: mark running (waits for bet batches on the round) -> handler.start
+    -> handler.tick every tick_ms, publishing `tick` -> done
+    -> payouts; ledger.settle(all bets + mark round settled, one transaction)
+    -> publish `round` settled with the seed -> bet_settled / balance to the players
+
+Every node (the driver included) subscribes to each game's channel on the broker, keeps a
+view of the current round from the events (for bet validation and ``subscribe`` snapshots),
+and fans events out to its subscribed sockets, encoded once per subprotocol.
+
+A handler that raises voids its round: every bet is refunded, the seed is revealed, the next
+round starts. A driver that stops mid-round (crash, restart) leaves the round unfinished in
+PostgreSQL; the next driver settles it by its outcome, or refunds it (see
+:meth:`RoundHandler.recover`), before opening a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+import orjson
+
+from protocol import ErrorCode
+from protocol import messages as m
+
+from ..broker import Broker
+from ..edge.audience import Audience, game_channel, user_channel
+from ..ledger import ClosedBet, Ledger, LedgerError
+from . import GameRules
+from .fair import FairRng
+from .handler import ActionRefused, BetInfo, InvalidBet, RoundContext, RoundHandler, RunState
+from .store import RoundStore, StoredRound
+
+log = logging.getLogger(__name__)
+_LOCK_CLASS = 0x43524F55  # advisory lock namespace "CROU"; the game name's hash is the second key
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RoundRefused(Exception):
+    """A request about a round cannot be served; ``code`` and ``field`` go into the error reply."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    betting_ms: int = 10_000
+    pause_ms: int = 3_000
+    max_payout: int = 100_000_000
+    chain_length: int = 100_000
+
+
+@dataclass(slots=True)
+class _Running:
+    round_id: int
+    state: RunState
+    ctx: RoundContext
+
+
+@dataclass(slots=True)
+class GameTable:
+    """One game on this node: its handler and rules, the current round as the events tell it,
+    and (on the driver) the running round's state."""
+
+    handler: RoundHandler
+    rules: GameRules
+    view: dict[str, Any] | None = None
+    offset: int = 0
+    epoch: str = ""
+    published: int = 0
+    """The driver's own count of events it published on this game's channel (their offsets)."""
+    running: _Running | None = None
+    driving: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.handler.name
+
+
+class RoundEngine:
+    """Runs the rounds of every configured game. Open with :meth:`start`, stop with :meth:`close`."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        pool: asyncpg.Pool,
+        ledger: Ledger,
+        broker: Broker,
+        audience: Audience,
+        handlers: Mapping[str, RoundHandler],
+        rules: Mapping[str, GameRules],
+        settings: EngineSettings,
+    ) -> None:
+        self._dsn = dsn
+        self._ledger = ledger
+        self._broker = broker
+        self._audience = audience
+        self._settings = settings
+        self._store = RoundStore(pool, chain_length=settings.chain_length)
+        self._tables = {name: GameTable(handler, rules[name]) for name, handler in handlers.items()}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscriptions: list[Any] = []
+        self._lock_conn: asyncpg.Connection | None = None
+        self._lock_guard = asyncio.Lock()
+        self._held: set[str] = set()
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Follow every game's channel and start a driver task per game (it waits for the game's lock)."""
+        for table in self._tables.values():
+            self._subscriptions.append(await self._broker.subscribe(game_channel(table.name), self._on_event))
+            if table.view is None:  # a round already under way (driven by another node): show it until its next event
+                table.view = await self._store.current_view(table.name)
+            self._tasks.append(asyncio.create_task(self._drive(table), name=f"round-driver-{table.name}"))
+
+    async def close(self) -> None:
+        """Stop driving (a round in flight is left for the next driver to settle or refund)."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for subscription in self._subscriptions:
+            await subscription.close()
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lock_conn.close()
+
+    # ------------------------------------------------------------------ queries from sessions
+
+    def games(self) -> tuple[str, ...]:
+        return tuple(self._tables)
+
+    def rules(self, game: str) -> GameRules | None:
+        table = self._tables.get(game)
+        return None if table is None else table.rules
+
+    def validate_bet(self, game: str, round_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Normalised params of a bet on ``round_id``, or :class:`RoundRefused` / :class:`InvalidBet`."""
+        table = self._tables[game]
+        view = table.view
+        if view is None or view["phase"] != "betting" or now_ms() >= view["closes_at"]:
+            raise RoundRefused(ErrorCode.BETTING_CLOSED, f"betting on {game} is closed; wait for the next round",
+                               "round")  # fmt: skip
+        if view["round"] != round_id:
+            raise RoundRefused(ErrorCode.ROUND_MISMATCH,
+                               f"round {round_id} is not taking bets; round {view['round']} is", "round")  # fmt: skip
+        return table.handler.validate_bet(params)
+
+    def handler_params(self, game: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` as the game normalises them, or as sent when the game refuses them."""
+        try:
+            return self._tables[game].handler.validate_bet(params)
+        except InvalidBet:
+            return dict(params)
+
+    def snapshot(self, game: str) -> tuple[dict[str, Any] | None, int, str]:
+        """The current round as last announced, the channel offset and epoch."""
+        table = self._tables[game]
+        return (None if table.view is None else dict(table.view)), table.offset, table.epoch
+
+    async def action(self, game: str, round_id: int, user_id: int, action: str,
+                     params: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """Apply a player action to the running round (on the node driving the game)."""
+        table = self._tables[game]
+        running = table.running
+        if running is None or running.round_id != round_id:
+            view = table.view
+            if view is not None and view["round"] == round_id and not table.driving:
+                raise RoundRefused(ErrorCode.UNAVAILABLE, f"{game} rounds are driven by another node; retry there")
+            if view is None or view["round"] != round_id:
+                raise RoundRefused(ErrorCode.ROUND_MISMATCH, f"round {round_id} is not the current round", "round")
+            raise RoundRefused(ErrorCode.BAD_REQUEST, f"round {round_id} is {view['phase']}, not running", "round")
+        state = running.state
+        mine = [(i, bet) for i, bet in enumerate(state.bets) if bet.user_id == user_id]
+        if not mine:
+            raise RoundRefused(ErrorCode.BAD_REQUEST, f"you have no bet in round {round_id}", "round")
+        results: list[dict[str, Any]] = []
+        recorded: list[tuple[int, BetInfo]] = []
+        try:
+            for index, bet in mine:
+                outcome = table.handler.action(running.ctx, state, bet, action, params)
+                if outcome.cashout is not None:
+                    # Into the state at once (no await in between): a settlement from here on pays it.
+                    state.bets[index] = replace(bet, cashout=outcome.cashout)
+                    recorded.append((index, bet))
+                results.append({"bet": bet.bet_id, **outcome.result})
+        except ActionRefused as exc:
+            if not results:
+                raise RoundRefused(ErrorCode.BAD_REQUEST, str(exc), "action") from None
+        for multiplier in {state.bets[i].cashout for i, _ in recorded}:
+            ids = [state.bets[i].bet_id for i, _ in recorded if state.bets[i].cashout == multiplier]
+            try:
+                assert multiplier is not None
+                await self._ledger.record_cashout(ids, multiplier)
+            except LedgerError:
+                for index, bet in recorded:
+                    state.bets[index] = bet
+                raise
+        if len(results) == 1:
+            return results[0]
+        return {"bets": results}
+
+    async def history(self, game: str, limit: int) -> list[m.RoundRecord]:
+        rounds = await self._store.history(game, limit)
+        handler = self._tables[game].handler
+        return [m.RoundRecord(round=r.round_id, outcome=handler.public_outcome(r.outcome or {}), seed=r.seed,
+                              seed_hash=r.seed_hash) for r in rounds]  # fmt: skip
+
+    # ------------------------------------------------------------------ events
+
+    async def _on_event(self, channel: str, payload: bytes) -> None:
+        game = channel.removeprefix("game:")
+        table = self._tables.get(game)
+        if table is None:
+            return
+        event = orjson.loads(payload)
+        table.offset, table.epoch = event["offset"], event["epoch"]
+        kind = event["t"]
+        if kind == "round":
+            table.view = {k: v for k, v in event.items() if k not in ("t", "ch", "offset", "epoch")}
+        elif kind == "tick" and table.view is not None and table.view.get("round") == event.get("round"):
+            table.view["multiplier"] = event.get("multiplier")
+        self._audience.push_json(channel, payload, droppable=kind == "tick")
+
+    async def _publish(self, table: GameTable, event: dict[str, Any]) -> None:
+        table.published += 1
+        event = {**event, "ch": game_channel(table.name), "offset": table.published, "epoch": table.epoch}
+        try:
+            await self._broker.publish(game_channel(table.name), orjson.dumps(event))
+        except Exception as exc:  # the round goes on; subscribers recover with a snapshot
+            log.warning("could not publish %s event of %s: %s", event["t"], table.name, exc)
+
+    # ------------------------------------------------------------------ driving
+
+    async def _drive(self, table: GameTable) -> None:
+        while not self._stopping:
+            try:
+                if not await self._hold_lock(table.name):
+                    table.driving = False
+                    await asyncio.sleep(1.0)
+                    continue
+                if not table.driving:
+                    table.driving = True
+                    table.epoch, table.published = secrets.token_hex(4), 0
+                    log.info("driving %s rounds on this node", table.name)
+                await self._recover(table)
+                await self._play_round(table)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s round driver failed; retrying", table.name)
+                table.running = None
+                await asyncio.sleep(1.0)
+
+    async def _hold_lock(self, game: str) -> bool:
+        """True while this node holds ``game``'s advisory lock (taking it when free).
+
+        The locks live on one dedicated connection: if it drops, PostgreSQL releases them and
+        another node may take over, so every game this node drove starts over as a standby.
+        """
+        async with self._lock_guard:
+            try:
+                if self._lock_conn is None or self._lock_conn.is_closed():
+                    self._held.clear()
+                    self._lock_conn = await asyncpg.connect(self._dsn)
+                if game in self._held:
+                    await self._lock_conn.fetchval("SELECT 1")
+                    return True
+                if await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _LOCK_CLASS, game):
+                    self._held.add(game)
+                    return True
+                return False
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("round lock for %s unavailable: %s", game, exc)
+                if self._lock_conn is not None:
+                    self._lock_conn.terminate()
+                self._lock_conn = None
+                self._held.clear()
+                return False
+
+    def _context(self, round_id: int, rng: FairRng, handler: RoundHandler) -> RoundContext:
+        return RoundContext(round_id, now_ms, rng, handler.params, log.getChild(handler.name))
+
+    async def _play_round(self, table: GameTable) -> None:
+        handler = table.handler
+        new = await self._store.open_round(table.name, self._settings.betting_ms)
+        rng = FairRng(new.seed, new.salt, table.name)
+        base = {"t": "round", "game": table.name, "round": new.round_id, "seed_hash": new.seed_hash,
+                "salt": new.salt, "closes_at": new.closes_at_ms}  # fmt: skip
+        voided = False
+        outcome: dict[str, Any] = {}
+        bets: list[BetInfo] = []
+        try:
+            outcome = handler.outcome(rng)
+        except Exception:
+            log.exception("%s outcome failed: round %d voided", table.name, new.round_id)
+            voided = True
+        await self._publish(table, {**base, "phase": "betting"})
+        await asyncio.sleep(max(0.0, (new.closes_at_ms - now_ms()) / 1000))
+        started = await self._store.start_running(new.round_id) or now_ms()
+        bets = await self._store.open_bets(new.round_id)
+        if not voided:
+            try:
+                await self._run(table, new.round_id, rng, outcome, bets, started, base)
+            except Exception:
+                log.exception("%s handler failed in round %d: voided, bets refunded", table.name, new.round_id)
+                voided = True
+            running, table.running = table.running, None
+            if running is not None:
+                bets = running.state.bets
+        closed = await self._close_round(table, new.round_id, outcome, bets, voided=voided)
+        settled = {**base, "phase": "settled", "seed": new.seed}
+        if voided:
+            settled["voided"] = True
+        else:
+            settled["outcome"] = handler.public_outcome(outcome)
+        await self._publish(table, settled)
+        self._notify_players(closed)
+        await asyncio.sleep(self._settings.pause_ms / 1000)
+
+    async def _run(self, table: GameTable, round_id: int, rng: FairRng, outcome: dict[str, Any],
+                   bets: list[BetInfo], started: int, base: dict[str, Any]) -> None:  # fmt: skip
+        handler = table.handler
+        ctx = self._context(round_id, rng, handler)
+        state = RunState(started, outcome, bets)
+        outcome.update(handler.start(ctx, state))
+        table.running = _Running(round_id, state, ctx)
+        await self._publish(table, {**base, "phase": "running", "started_at": started})
+        while True:
+            result = handler.tick(ctx, state)
+            if result.event is not None:
+                await self._publish(table, {"t": "tick", "game": table.name, "round": round_id, **result.event})
+            if result.done:
+                return
+            await asyncio.sleep(handler.tick_ms / 1000)
+
+    async def _close_round(self, table: GameTable, round_id: int, outcome: dict[str, Any], bets: list[BetInfo],
+                           *, voided: bool) -> list[ClosedBet]:  # fmt: skip
+        cap = self._settings.max_payout
+        if voided:
+            payouts: list[tuple[int, int]] = []
+            refunds = [bet.bet_id for bet in bets]
+        else:
+            payouts = [(bet.bet_id, min(table.handler.payout(bet, outcome), cap)) for bet in bets]
+            refunds = []
+        phase, stored = ("voided", None) if voided else ("settled", outcome)
+
+        async def mark(conn: Any) -> None:
+            await RoundStore.mark_closed(conn, round_id, phase, stored)
+
+        return await self._ledger.settle(payouts, refunds=refunds, also=mark)
+
+    async def _recover(self, table: GameTable) -> None:
+        """Settle or refund rounds a previous driver left unfinished, revealing their seeds."""
+        for stored in await self._store.unfinished(table.name):
+            await self._recover_round(table, stored)
+
+    async def _recover_round(self, table: GameTable, stored: StoredRound) -> None:
+        handler = table.handler
+        bets = await self._store.open_bets(stored.round_id)
+        payouts: list[tuple[int, int]] = []
+        refunds: list[int] = []
+        outcome: dict[str, Any] | None = None
+        if stored.phase == "running":
+            try:
+                rng = FairRng(stored.seed, stored.salt, table.name)
+                outcome = handler.outcome(rng)
+                state = RunState(stored.started_at_ms or now_ms(), outcome, bets)
+                outcome.update(handler.start(self._context(stored.round_id, rng, handler), state))
+                for bet in bets:
+                    paid = handler.recover(bet, outcome)
+                    if paid is None:
+                        refunds.append(bet.bet_id)
+                    else:
+                        payouts.append((bet.bet_id, min(paid, self._settings.max_payout)))
+            except Exception:
+                log.exception("%s recovery of round %d failed: refunding", table.name, stored.round_id)
+                outcome, payouts, refunds = None, [], [bet.bet_id for bet in bets]
+        else:
+            refunds = [bet.bet_id for bet in bets]
+        phase = "settled" if outcome is not None else "voided"
+
+        async def mark(conn: Any) -> None:
+            await RoundStore.mark_closed(conn, stored.round_id, phase, outcome)
+
+        closed = await self._ledger.settle(payouts, refunds=refunds, also=mark)
+        log.info("%s round %d left unfinished: %s (%d paid, %d refunded)", table.name, stored.round_id, phase,
+                 len(payouts), len(refunds))  # fmt: skip
+        event: dict[str, Any] = {"t": "round", "game": table.name, "round": stored.round_id, "phase": "settled",
+                                 "seed_hash": stored.seed_hash, "salt": stored.salt, "seed": stored.seed}  # fmt: skip
+        if outcome is None:
+            event["voided"] = True
+        else:
+            event["outcome"] = handler.public_outcome(outcome)
+        await self._publish(table, event)
+        self._notify_players(closed)
+
+    def _notify_players(self, closed: list[ClosedBet]) -> None:
+        """``bet_settled`` (and ``balance`` when money moved) to every socket of each player on this node."""
+        by_user: dict[int, list[ClosedBet]] = {}
+        for bet in closed:
+            by_user.setdefault(bet.user_id, []).append(bet)
+        epoch = self._ledger.epoch
+        for user_id, bets in by_user.items():
+            events = sum(1 + (bet.payout > 0) for bet in bets)
+            offset = bets[-1].version - events
+            balance = bets[-1].balance - sum(bet.payout for bet in bets)
+            channel = user_channel(user_id)
+            for bet in bets:
+                balance += bet.payout
+                offset += 1
+                self._audience.push(channel, m.BetSettled(ch="user", offset=offset, epoch=epoch, bet=bet.bet_id,
+                                                          payout=bet.payout, balance=balance))  # fmt: skip
+                if bet.payout > 0:
+                    offset += 1
+                    reason = "refund" if bet.status == "refunded" else "win"
+                    push = m.Balance(ch="user", offset=offset, epoch=epoch, balance=balance, delta=bet.payout,
+                                     reason=reason, ref=bet.bet_id)  # fmt: skip
+                    self._audience.push(channel, push)
+
+
+__all__ = ["EngineSettings", "GameTable", "InvalidBet", "RoundEngine", "RoundRefused"]

@@ -1,0 +1,154 @@
+"""Rounds and seed chains in PostgreSQL. Used by the round engine only."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..ledger.transactions import Connection, in_transaction
+from .fair import generate_chain, sha256_hex
+from .handler import BetInfo
+
+
+@dataclass(frozen=True, slots=True)
+class NewRound:
+    """A round just opened for betting, with its (still secret) seed."""
+
+    round_id: int
+    seed: str
+    seed_hash: str
+    salt: str
+    closes_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRound:
+    round_id: int
+    phase: str
+    seed: str
+    seed_hash: str
+    salt: str
+    outcome: dict[str, Any] | None
+    started_at_ms: int | None
+
+
+def _ms(value: dt.datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+class RoundStore:
+    """Parameterized queries over ``rounds``, ``seed_chains`` and ``seeds``."""
+
+    def __init__(self, pool: asyncpg.Pool, *, chain_length: int) -> None:
+        self._pool = pool
+        self._chain_length = chain_length
+
+    async def open_round(self, game: str, betting_ms: int) -> NewRound:
+        """Take the game's next seed (starting a new chain when the last is used up) and open a round."""
+
+        async def work(conn: Connection) -> NewRound:
+            chain = await conn.fetchrow(
+                "SELECT id, terminating_hash, length, next_index FROM seed_chains WHERE game = $1 "
+                "ORDER BY id DESC LIMIT 1 FOR UPDATE",
+                game,
+            )
+            if chain is None or chain["next_index"] > chain["length"]:
+                chain = await self._new_chain(conn, game)
+            index = chain["next_index"]
+            seed = await conn.fetchval("SELECT seed FROM seeds WHERE chain_id = $1 AND idx = $2", chain["id"], index)
+            await conn.execute("UPDATE seed_chains SET next_index = next_index + 1 WHERE id = $1", chain["id"])
+            row = await conn.fetchrow(
+                "INSERT INTO rounds (game, phase, chain_id, chain_idx, seed_hash, closes_at) "
+                "VALUES ($1, 'betting', $2, $3, $4, now() + make_interval(secs => $5::float8 / 1000)) "
+                "RETURNING id, closes_at",
+                game, chain["id"], index, sha256_hex(seed), betting_ms,
+            )  # fmt: skip
+            assert row is not None
+            closes = _ms(row["closes_at"])
+            assert closes is not None
+            return NewRound(row["id"], seed, sha256_hex(seed), chain["terminating_hash"], closes)
+
+        return await in_transaction(self._pool, work)
+
+    async def _new_chain(self, conn: Connection, game: str) -> asyncpg.Record:
+        seeds = generate_chain(self._chain_length)
+        chain = await conn.fetchrow(
+            "INSERT INTO seed_chains (game, terminating_hash, length) VALUES ($1, $2, $3) "
+            "RETURNING id, terminating_hash, length, next_index",
+            game, sha256_hex(seeds[0]), len(seeds),
+        )  # fmt: skip
+        assert chain is not None
+        record: asyncpg.Record = chain
+        await conn.copy_records_to_table(
+            "seeds", records=[(chain["id"], i + 1, s) for i, s in enumerate(seeds)], columns=["chain_id", "idx", "seed"]
+        )
+        return record
+
+    async def start_running(self, round_id: int) -> int | None:
+        """Close betting (waits for bet batches holding the round) and mark it running; returns start ms."""
+        started = await self._pool.fetchval(
+            "UPDATE rounds SET phase = 'running', started_at = now() WHERE id = $1 AND phase = 'betting' "
+            "RETURNING started_at",
+            round_id,
+        )
+        return _ms(started)
+
+    async def open_bets(self, round_id: int) -> list[BetInfo]:
+        rows = await self._pool.fetch(
+            "SELECT id, user_id, amount, params, cashout FROM bets WHERE round_id = $1 AND status = 'accepted' "
+            "ORDER BY id",
+            round_id,
+        )
+        return [BetInfo(r["id"], r["user_id"], r["amount"], orjson.loads(r["params"]), r["cashout"]) for r in rows]
+
+    @staticmethod
+    async def mark_closed(conn: Connection, round_id: int, phase: str, outcome: dict[str, Any] | None) -> None:
+        """Mark a round settled or voided (inside the settlement transaction)."""
+        await conn.execute(
+            "UPDATE rounds SET phase = $2, outcome = $3::jsonb, settled_at = now() WHERE id = $1",
+            round_id, phase, None if outcome is None else orjson.dumps(outcome).decode(),
+        )  # fmt: skip
+
+    async def current_view(self, game: str) -> dict[str, Any] | None:
+        """The game's latest round as a ``round`` event would describe it (no seed), or None."""
+        row = await self._pool.fetchrow(
+            "SELECT r.id, r.phase, r.seed_hash, c.terminating_hash, r.closes_at, r.started_at FROM rounds r "
+            "JOIN seed_chains c ON c.id = r.chain_id WHERE r.game = $1 AND r.phase IN ('betting', 'running') "
+            "ORDER BY r.id DESC LIMIT 1",
+            game,
+        )
+        if row is None:
+            return None
+        view = {"game": game, "round": row["id"], "phase": row["phase"], "seed_hash": row["seed_hash"],
+                "salt": row["terminating_hash"], "closes_at": _ms(row["closes_at"])}  # fmt: skip
+        if row["started_at"] is not None:
+            view["started_at"] = _ms(row["started_at"])
+        return view
+
+    async def unfinished(self, game: str) -> list[StoredRound]:
+        """Rounds of ``game`` left in betting or running (their driver stopped)."""
+        return await self._rounds(game, ("betting", "running"), 1000)
+
+    async def history(self, game: str, limit: int) -> list[StoredRound]:
+        """The most recent settled rounds of ``game``, newest first."""
+        return await self._rounds(game, ("settled",), limit)
+
+    async def _rounds(self, game: str, phases: tuple[str, ...], limit: int) -> list[StoredRound]:
+        rows = await self._pool.fetch(
+            "SELECT r.id, r.phase, s.seed, r.seed_hash, c.terminating_hash, r.outcome, r.started_at "
+            "FROM rounds r JOIN seeds s ON s.chain_id = r.chain_id AND s.idx = r.chain_idx "
+            "JOIN seed_chains c ON c.id = r.chain_id WHERE r.game = $1 AND r.phase = ANY($3::text[]) "
+            "ORDER BY r.id DESC LIMIT $2",
+            game,
+            limit,
+            list(phases),
+        )
+        return [
+            StoredRound(r["id"], r["phase"], r["seed"], r["seed_hash"], r["terminating_hash"],
+                        None if r["outcome"] is None else orjson.loads(r["outcome"]), _ms(r["started_at"]))
+            for r in rows
+        ]  # fmt: skip
