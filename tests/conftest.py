@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 
 from server.app import create_app
+from server.db.migrations import migrate
 from server.settings import Settings
 from tests.services import free_port, postgres_server, redis_server, with_database
 
@@ -46,7 +47,13 @@ async def database_url(pg_server_url: str) -> AsyncIterator[str]:
         return
     finally:
         await admin.close()
-    yield with_database(pg_server_url, name)
+    url = with_database(pg_server_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield url
     admin = await asyncpg.connect(pg_server_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -76,6 +83,7 @@ def make_settings(database_url: str | None, tmp_path: Path, **overrides: object)
             "CROUPIER_SEED_CHAIN_LENGTH": "500",
             "CROUPIER_BETTING_MS": "60000",
             "CROUPIER_ROUND_PAUSE_MS": "0",
+            "CROUPIER_GAMES": "crash,dice,roulette",
             **({"DATABASE_URL": database_url} if database_url else {}),
         }
     )

@@ -252,3 +252,27 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(own_database
         await conn.close()
     audit = croupier("audit", env=env)
     assert audit.returncode == 0 and "audit: OK" in audit.stdout
+
+
+def test_simulate_prints_rtp_within_the_declared_interval() -> None:
+    result = croupier("simulate", "dice", "--rounds", "100000", "--strategy", '{"target": 3000, "side": "over"}',
+                      env=clean_env())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "within the interval" in result.stdout and "hit rate" in result.stdout
+    bad = croupier("simulate", "dice", "--strategy", '{"target": 0, "side": "over"}', env=clean_env())
+    assert bad.returncode == 2 and "target" in bad.stderr
+    unknown = croupier("simulate", "poker", env=clean_env())
+    assert unknown.returncode == 2 and "no game" in unknown.stderr
+
+
+def test_verify_recomputes_an_outcome_from_the_seed() -> None:
+    from server.games.roulette import Roulette
+    from server.rounds.fair import FairRng, sha256_hex
+
+    seed, salt = "ab" * 32, "cd" * 32
+    result = croupier("verify", "roulette", "--seed", seed, "--salt", salt, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    expected = Roulette().outcome(FairRng(seed, salt, "roulette"))
+    assert f"outcome {expected}" in result.stdout and sha256_hex(seed) in result.stdout
+    bad = croupier("verify", "roulette", "--seed", "xyz", "--salt", salt, env=clean_env())
+    assert bad.returncode == 2 and "64 lowercase hex" in bad.stderr

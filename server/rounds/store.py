@@ -36,6 +36,9 @@ class StoredRound:
     started_at_ms: int | None
 
 
+_SEED = "SELECT seed FROM seeds WHERE chain_id = $1 AND idx = $2"
+
+
 def _ms(value: dt.datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
@@ -59,7 +62,11 @@ class RoundStore:
             if chain is None or chain["next_index"] > chain["length"]:
                 chain = await self._new_chain(conn, game)
             index = chain["next_index"]
-            seed = await conn.fetchval("SELECT seed FROM seeds WHERE chain_id = $1 AND idx = $2", chain["id"], index)
+            seed = await conn.fetchval(_SEED, chain["id"], index)
+            if seed is None:  # a chain whose seeds are missing can prove nothing: start a new one
+                chain = await self._new_chain(conn, game)
+                index = chain["next_index"]
+                seed = await conn.fetchval(_SEED, chain["id"], index)
             await conn.execute("UPDATE seed_chains SET next_index = next_index + 1 WHERE id = $1", chain["id"])
             row = await conn.fetchrow(
                 "INSERT INTO rounds (game, phase, chain_id, chain_idx, seed_hash, closes_at) "

@@ -47,7 +47,9 @@ async def open_round(pool: asyncpg.Pool) -> int:
 
 async def create_open_round(pool: asyncpg.Pool, game: str) -> int:
     chain = await pool.fetchval(
-        "INSERT INTO seed_chains (game, terminating_hash, length) VALUES ($1, repeat('0', 64), 1) RETURNING id", game
+        "INSERT INTO seed_chains (game, terminating_hash, length, next_index) VALUES ($1, repeat('0', 64), 1, 2) "
+        "RETURNING id",
+        game,
     )
     round_id: int = await pool.fetchval(
         "INSERT INTO rounds (game, phase, chain_id, chain_idx, seed_hash, closes_at) "

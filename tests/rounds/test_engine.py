@@ -1,0 +1,263 @@
+"""Real rounds end to end over sockets: bet, watch, cash out, get paid, verify the seed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import asyncpg
+import pytest
+
+from server.games import register
+from server.games.crash import Crash
+from server.games.dice import Dice
+from server.ledger import Ledger, audit
+from server.rounds.fair import FairRng, sha256_hex
+from server.rounds.handler import BetInfo, RoundContext, RoundHandler, RunState
+from tests.conftest import RunningNode, StartNode, make_settings, serve
+from tests.edge.client import authed, recv, request
+from tests.ledger.conftest import next_user_id
+
+FAST = {
+    "betting_ms": 400,
+    "round_pause_ms": 50,
+    "game_params": {"crash": {"growth_per_ms": 0.004}, "dice": {"running_ms": 0}, "roulette": {"running_ms": 0}},
+}
+
+
+@register
+class Exploding(RoundHandler):
+    """A game whose handler raises when betting closes: its rounds must be voided and refunded."""
+
+    name = "exploding"
+    default_params: ClassVar[Mapping[str, Any]] = {}
+
+    def validate_bet(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def outcome(self, rng: FairRng) -> dict[str, Any]:
+        return {"n": rng.below(2)}
+
+    def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
+        return 0
+
+    def start(self, ctx: RoundContext, state: RunState) -> dict[str, Any]:
+        raise RuntimeError("designer bug")
+
+
+@pytest.fixture
+async def bank(database_url: str) -> Any:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    ledger = Ledger(pool)
+    await ledger.start()
+    yield ledger
+    await ledger.close()
+    await pool.close()
+
+
+async def player(node: RunningNode, bank: Ledger, balance: int = 1000) -> tuple[Any, int]:
+    user_id = next_user_id()
+    ws, _ = await authed(node, user_id)
+    await bank.deposit(user_id, balance, ref=f"engine-{user_id}")
+    return ws, user_id
+
+
+async def next_event(ws: Any, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await recv(ws, timeout=timeout)
+            if predicate(message):
+                return message
+
+
+def round_event(phase: str, round_id: int | None = None, game: str | None = None) -> Any:
+    return lambda m: (
+        m["t"] == "round"
+        and m["phase"] == phase
+        and (round_id is None or m["round"] == round_id)
+        and (game is None or m["game"] == game)
+    )
+
+
+async def test_crash_round_bet_ticks_cashout_settle_and_verify(start_node: StartNode, bank: Ledger) -> None:
+    async with start_node(**FAST) as node:
+        ws, _ = await player(node, bank)
+        subscribed = await request(ws, {"t": "subscribe", "id": 1, "game": "crash"})
+        assert subscribed["t"] == "subscribed" and subscribed["game"] == "crash"
+        betting = await next_event(ws, round_event("betting"))
+        assert betting["ch"] == "game:crash" and isinstance(betting["offset"], int) and betting["epoch"]
+        assert len(betting["seed_hash"]) == 64 and betting["closes_at"] > 0 and "seed" not in betting
+        round_id = betting["round"]
+        placed = await request(ws, {"t": "bet", "id": 2, "game": "crash", "round": round_id, "amount": 100,
+                                    "params": {}, "key": "c1"})  # fmt: skip
+        assert placed["t"] == "bet_ok", placed
+        await next_event(ws, round_event("running", round_id))
+        tick = await next_event(ws, lambda m: m["t"] == "tick")
+        assert tick["round"] == round_id and tick["multiplier"] >= 100 and tick["ch"] == "game:crash"
+        cashed = await request(ws, {"t": "action", "id": 3, "game": "crash", "round": round_id, "action": "cashout"})
+        twice = await request(ws, {"t": "action", "id": 4, "game": "crash", "round": round_id, "action": "cashout"})
+        settled = await next_event(ws, round_event("settled", round_id))
+        result = await next_event(ws, lambda m: m["t"] == "bet_settled")
+        crash_point = settled["outcome"]["crash_point"]
+        if cashed["t"] == "action_ok":  # cashed out before the crash
+            multiplier = cashed["result"]["multiplier"]
+            assert 100 <= multiplier < crash_point and cashed["balance"] == 900
+            assert twice["t"] == "error" and "already cashed out" in twice["message"]
+            assert result["payout"] == 100 * multiplier // 100
+        else:  # the round crashed at once (1.00x): too late
+            assert cashed["code"] == "bad_request" and "crashed" in cashed["message"]
+            assert result["payout"] == 0
+        assert result["bet"] == placed["bet"]["id"] and result["balance"] == 900 + result["payout"]
+        # Provably fair: the seed hashes to the seed_hash announced before betting, and the outcome
+        # is recomputed from the seed and the public salt alone.
+        assert sha256_hex(settled["seed"]) == betting["seed_hash"] == settled["seed_hash"]
+        assert Crash().public_outcome(Crash(FAST["game_params"]["crash"]).outcome(
+            FairRng(settled["seed"], settled["salt"], "crash"))) == {"crash_point": crash_point}  # fmt: skip
+        late = await request(ws, {"t": "action", "id": 5, "game": "crash", "round": round_id, "action": "cashout"})
+        assert late["t"] == "error" and late["code"] in ("round_mismatch", "bad_request")
+        history = await request(ws, {"t": "history", "id": 6, "game": "crash", "limit": 5})
+        record = next(r for r in history["rounds"] if r["round"] == round_id)
+        assert record["seed"] == settled["seed"] and record["outcome"]["crash_point"] == crash_point
+        next_round = await next_event(ws, round_event("betting"))
+        assert next_round["seed_hash"] == settled["seed"] or next_round["round"] != round_id
+        await ws.close()
+
+
+async def test_dice_round_pays_by_the_revealed_roll(start_node: StartNode, bank: Ledger) -> None:
+    async with start_node(**FAST) as node:
+        ws, _ = await player(node, bank)
+        await request(ws, {"t": "subscribe", "id": 1, "game": "dice"})
+        betting = await next_event(ws, round_event("betting"))
+        params = {"target": 5000, "side": "under"}
+        placed = await request(ws, {"t": "bet", "id": 2, "game": "dice", "round": betting["round"], "amount": 100,
+                                    "params": params})  # fmt: skip
+        assert placed["t"] == "bet_ok" and placed["balance"] == 900
+        settled = await next_event(ws, round_event("settled", betting["round"]))
+        roll = settled["outcome"]["roll"]
+        assert Dice().outcome(FairRng(settled["seed"], settled["salt"], "dice")) == {"roll": roll}
+        result = await next_event(ws, lambda m: m["t"] == "bet_settled")
+        expected = 198 if roll < 5000 else 0
+        assert (result["payout"], result["balance"]) == (expected, 900 + expected)
+        if expected:
+            push = await next_event(ws, lambda m: m["t"] == "balance" and m.get("reason") == "win")
+            assert push["delta"] == expected and push["offset"] == result["offset"] + 1
+        await ws.close()
+
+
+async def test_bets_outside_the_betting_window_and_bad_params(start_node: StartNode, bank: Ledger) -> None:
+    async with start_node(**FAST) as node:
+        ws, _ = await player(node, bank)
+        await request(ws, {"t": "subscribe", "id": 1, "game": "crash"})
+        betting = await next_event(ws, round_event("betting"))
+        for params, field in [({"auto_cashout": 100}, "params.auto_cashout"), ({"x": 1}, "params")]:
+            error = await request(ws, {"t": "bet", "id": 2, "game": "crash", "round": betting["round"],
+                                       "amount": 10, "params": params})  # fmt: skip
+            assert (error["code"], error["field"]) == ("invalid_bet", field)
+        wrong = await request(ws, {"t": "bet", "id": 3, "game": "crash", "round": betting["round"] + 1000,
+                                   "amount": 10})  # fmt: skip
+        assert (wrong["code"], wrong["field"]) == ("round_mismatch", "round")
+        await next_event(ws, round_event("running", betting["round"]))
+        closed = await request(ws, {"t": "bet", "id": 4, "game": "crash", "round": betting["round"], "amount": 10})
+        assert closed["code"] in ("betting_closed", "round_mismatch")
+        assert (await request(ws, {"t": "balance", "id": 5}))["balance"] == 1000
+        await request(ws, {"t": "subscribe", "id": 6, "game": "roulette"})
+        roulette = await next_event(ws, round_event("betting", game="roulette"), timeout=15)
+        bad = await request(ws, {"t": "bet", "id": 7, "game": "roulette", "round": roulette["round"], "amount": 10,
+                                 "params": {"type": "split", "numbers": [1, 9]}})  # fmt: skip
+        assert (bad["code"], bad["field"]) == ("invalid_bet", "params.numbers")
+        await ws.close()
+
+
+async def test_a_handler_that_raises_voids_the_round_and_refunds(
+    start_node: StartNode, bank: Ledger, db: asyncpg.Connection
+) -> None:
+    async with start_node(**{**FAST, "games": ("exploding",), "game_params": {}}) as node:
+        ws, _ = await player(node, bank)
+        await request(ws, {"t": "subscribe", "id": 1, "game": "exploding"})
+        betting = await next_event(ws, round_event("betting"))
+        placed = await request(ws, {"t": "bet", "id": 2, "game": "exploding", "round": betting["round"],
+                                    "amount": 40})  # fmt: skip
+        assert placed["t"] == "bet_ok" and placed["balance"] == 960
+        settled = await next_event(ws, round_event("settled", betting["round"]))
+        assert settled["voided"] is True and sha256_hex(settled["seed"]) == settled["seed_hash"]
+        refund = await next_event(ws, lambda m: m["t"] == "bet_settled")
+        assert (refund["payout"], refund["balance"]) == (40, 1000)
+        nxt = await next_event(ws, round_event("betting"))  # the server goes on
+        assert nxt["round"] != betting["round"]
+        report = await audit(db)
+        assert report.ok, report.summary()
+        await ws.close()
+
+
+async def betting_round(ws: Any, game: str) -> int:
+    """Subscribe and return a round of ``game`` still taking bets for a while (waiting for the next if needed)."""
+    snapshot = (await request(ws, {"t": "subscribe", "id": "sub", "game": game}))["round"]
+    if snapshot and snapshot["phase"] == "betting" and snapshot["closes_at"] - time.time() * 1000 > 250:
+        return int(snapshot["round"])
+    return int((await next_event(ws, round_event("betting", game=game), timeout=30))["round"])
+
+
+async def test_a_node_stopped_mid_round_is_settled_or_refunded_by_the_next(
+    tmp_path: Path, database_url: str, bank: Ledger, db: asyncpg.Connection
+) -> None:
+    slow = {**FAST, "betting_ms": 600, "game_params": {"crash": {"growth_per_ms": 0.0005}}, "games": ("crash",)}
+    settings = replace(make_settings(database_url, tmp_path), **slow)  # type: ignore[arg-type]
+    for _attempt in range(5):  # a round that crashes at 1.00x ends before the node can be stopped: try another
+        async with serve(settings) as node:
+            ws, quitter = await player(node, bank)
+            other, stayer = await player(node, bank)
+            round_id = await betting_round(ws, "crash")
+            for sock in (ws, other):
+                reply = await request(sock, {"t": "bet", "id": 2, "game": "crash", "round": round_id, "amount": 100})
+                assert reply["t"] == "bet_ok", reply
+            await next_event(ws, round_event("running", round_id))
+            cashed = await request(ws, {"t": "action", "id": 3, "game": "crash", "round": round_id,
+                                        "action": "cashout"})  # fmt: skip
+            await other.close()
+            await ws.close()
+        if cashed["t"] == "action_ok" and await db.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) == (
+            "running"
+        ):
+            break
+    else:
+        pytest.fail("no round stayed running long enough")
+    multiplier = cashed["result"]["multiplier"]
+    async with serve(settings):
+        for _ in range(100):
+            if await db.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) != "running":
+                break
+            await asyncio.sleep(0.05)
+    assert await db.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) == "settled"
+    statuses = dict(await db.fetch("SELECT user_id, status FROM bets WHERE round_id = $1", round_id))
+    assert statuses == {quitter: "won", stayer: "refunded"}  # the cash-out is paid; who could not act is refunded
+    assert (await bank.balance(quitter)).balance == 900 + 100 * multiplier // 100
+    assert (await bank.balance(stayer)).balance == 1000
+    report = await audit(db)
+    assert report.ok, report.summary()
+
+
+async def test_only_one_node_drives_a_game(
+    start_node: StartNode, bank: Ledger, redis_url: str, db: asyncpg.Connection
+) -> None:
+    before = await db.fetchval("SELECT coalesce(max(id), 0) FROM rounds")
+    async with start_node(**FAST, redis_url=redis_url) as a, start_node(**FAST, redis_url=redis_url) as b:
+        ws_a, _ = await player(a, bank)
+        ws_b, _ = await player(b, bank)
+        for ws in (ws_a, ws_b):
+            await request(ws, {"t": "subscribe", "id": 1, "game": "dice"})
+        for _ in range(40):  # two drivers would keep two dice rounds open at once
+            open_rounds = await db.fetchval(
+                "SELECT count(*) FROM rounds WHERE game = 'dice' AND phase IN ('betting', 'running') AND id > $1",
+                before,
+            )
+            assert open_rounds <= 1
+            await asyncio.sleep(0.05)
+        round_a = (await next_event(ws_a, round_event("settled")))["round"]
+        round_b = (await next_event(ws_b, round_event("settled", round_a)))["round"]
+        assert round_a == round_b  # both nodes' sockets follow the same rounds, through Redis
+        for ws in (ws_a, ws_b):
+            await ws.close()
