@@ -131,7 +131,11 @@ class RoundEngine:
         """Follow every game's channel and start a driver task per game (it waits for the game's lock)."""
         for table in self._tables.values():
             self._subscriptions.append(await self._broker.subscribe(game_channel(table.name), self._on_event))
-            if table.view is None:  # a round already under way (driven by another node): show it until its next event
+            if await self._hold_lock(table.name):
+                # This node drives the game: settle what a previous driver left before serving anyone.
+                self._become_driver(table)
+                await self._recover(table)
+            elif table.view is None:  # driven by another node: show its round until the next event arrives
                 table.view = await self._store.current_view(table.name)
             self._tasks.append(asyncio.create_task(self._drive(table), name=f"round-driver-{table.name}"))
 
@@ -262,9 +266,7 @@ class RoundEngine:
                     await asyncio.sleep(1.0)
                     continue
                 if not table.driving:
-                    table.driving = True
-                    table.epoch, table.published = secrets.token_hex(4), 0
-                    log.info("driving %s rounds on this node", table.name)
+                    self._become_driver(table)
                 await self._recover(table)
                 await self._play_round(table)
             except asyncio.CancelledError:
@@ -273,6 +275,11 @@ class RoundEngine:
                 log.exception("%s round driver failed; retrying", table.name)
                 table.running = None
                 await asyncio.sleep(1.0)
+
+    def _become_driver(self, table: GameTable) -> None:
+        table.driving = True
+        table.epoch, table.published = secrets.token_hex(4), 0
+        log.info("driving %s rounds on this node", table.name)
 
     async def _hold_lock(self, game: str) -> bool:
         """True while this node holds ``game``'s advisory lock (taking it when free).

@@ -42,11 +42,14 @@ ROUND = {"dice": 0}
 
 async def dice_round(ws: Any) -> int:
     """The dice round taking bets now, from a subscribe snapshot (also remembered for bet())."""
-    reply = await request(ws, {"t": "subscribe", "id": "sub", "game": "dice"})
-    assert reply["t"] == "subscribed" and reply["round"]["phase"] == "betting", reply
-    ROUND["dice"] = reply["round"]["round"]
-    await request(ws, {"t": "unsubscribe", "id": "unsub", "game": "dice"})
-    return ROUND["dice"]
+    for _ in range(100):  # a node that just started opens its first round a moment later
+        reply = await request(ws, {"t": "subscribe", "id": "sub", "game": "dice"})
+        await request(ws, {"t": "unsubscribe", "id": "unsub", "game": "dice"})
+        if reply["round"] is not None and reply["round"]["phase"] == "betting":
+            ROUND["dice"] = reply["round"]["round"]
+            return ROUND["dice"]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no dice round is taking bets: {reply}")
 
 
 def bet(request_id: object, amount: object = 10, **extra: object) -> dict[str, object]:
