@@ -20,6 +20,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import psutil
@@ -31,17 +32,31 @@ from server.auth import sign_init_data
 BET_AMOUNT = 1
 
 
+async def current_round(ws: Any) -> int:
+    """The dice round taking bets (the bench's node keeps one open for the whole run)."""
+    for _ in range(200):
+        await ws.send(json.dumps({"t": "subscribe", "id": "s", "game": "dice"}))
+        reply = json.loads(await ws.recv())
+        await ws.send(json.dumps({"t": "unsubscribe", "id": "u", "game": "dice"}))
+        json.loads(await ws.recv())
+        if reply["round"] is not None and reply["round"]["phase"] == "betting":
+            return int(reply["round"]["round"])
+        await asyncio.sleep(0.05)
+    raise RuntimeError("no dice round is taking bets")
+
+
 async def bettor(url: str, token: str, user_id: int, stop_at: float, latencies: list[float]) -> int:
     async with connect(url, subprotocols=["croupier.v1.json"], max_queue=None) as ws:  # type: ignore[list-item]
         await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
         welcome = json.loads(await ws.recv())
         assert welcome["t"] == "welcome", welcome
+        round_id = await current_round(ws)
         acked = 0
         request_id = 0
         while time.monotonic() < stop_at:
             request_id += 1
             sent = time.perf_counter()
-            await ws.send(json.dumps({"t": "bet", "id": request_id, "game": "dice", "round": 1,
+            await ws.send(json.dumps({"t": "bet", "id": request_id, "game": "dice", "round": round_id,
                                       "amount": BET_AMOUNT, "params": {"target": 5000, "side": "over"},
                                       "key": f"{user_id}-{request_id}"}))  # fmt: skip
             while True:
@@ -146,7 +161,9 @@ def main() -> None:
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
     with bench_database(args.database_url) as database_url:
         print(asyncio.run(settings_line(database_url)))
-        env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000"}
+        # One dice round that stays open for the whole run: the bench measures the bet path, not round turnover.
+        env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000", "CROUPIER_GAMES": "dice",
+               "CROUPIER_BETTING_MS": "3600000", "CROUPIER_SEED_CHAIN_LENGTH": "1000"}  # fmt: skip
         with node_process(database_url, token, **env) as (url, pid):
             run = asyncio.run(run_sockets(url, pid, token, args.sockets, args.seconds))
         rate = run.rate

@@ -68,9 +68,8 @@ WHERE user_id = ANY($1::bigint[]) OR id = $2
 ORDER BY id FOR UPDATE
 """
 
-_OPEN_ROUNDS = """
-SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting' FOR SHARE
-"""
+_ROUND_LOCKS = "SELECT pg_advisory_xact_lock_shared(-r) FROM unnest($1::bigint[]) AS r"
+_OPEN_ROUNDS = "SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting'"
 
 _PRIOR = """
 SELECT b.id, b.user_id, b.game, b.round_id, b.amount, b.params, b.idem_key, b.status, b.balance_after, b.version_after
@@ -107,14 +106,17 @@ SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::b
 
 async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> list[BetOutcome]:
     """Decide and write a batch of bets in the caller's transaction; one outcome per request, in order."""
+    round_ids = sorted({r.round_id for r in batch})
+    # A shared advisory lock per round (key: -round id) held to commit: the round engine takes it exclusively
+    # to close betting, so it waits for batches in flight, and a batch after it sees the round closed. A bet
+    # can never land in a round that stopped betting. (In memory only: no tuple is written for it.)
+    await conn.execute(_ROUND_LOCKS, round_ids)
     user_ids = sorted({r.user_id for r in batch})
     wallets: dict[int, list[int]] = {}  # user -> [account id, balance, version]
     for row in await conn.fetch(_LOCK, user_ids, house):
         if row["user_id"] is not None:
             wallets[row["user_id"]] = [row["id"], row["balance"], row["version"]]
-    # FOR SHARE on the rounds: the round engine's switch to `running` waits for this batch, and a batch
-    # after the switch sees the round closed. A bet can never land in a round that stopped betting.
-    open_rounds = {row["id"] for row in await conn.fetch(_OPEN_ROUNDS, sorted({r.round_id for r in batch}))}
+    open_rounds = {row["id"] for row in await conn.fetch(_OPEN_ROUNDS, round_ids)}
     prior: dict[tuple[int, str], asyncpg.Record] = {}
     keyed = [r for r in batch if r.key is not None]
     if keyed:

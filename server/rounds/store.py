@@ -96,13 +96,22 @@ class RoundStore:
         return record
 
     async def start_running(self, round_id: int) -> int | None:
-        """Close betting (waits for bet batches holding the round) and mark it running; returns start ms."""
-        started = await self._pool.fetchval(
-            "UPDATE rounds SET phase = 'running', started_at = now() WHERE id = $1 AND phase = 'betting' "
-            "RETURNING started_at",
-            round_id,
-        )
-        return _ms(started)
+        """Close betting and mark the round running; returns the start (ms).
+
+        Takes the round's advisory lock (key -round id) exclusively, so it waits for the bet batches
+        that hold it shared, and any later batch sees the round closed (see ledger/bets.py).
+        """
+
+        async def work(conn: Connection) -> int | None:
+            await conn.execute("SELECT pg_advisory_xact_lock(-$1::bigint)", round_id)
+            started = await conn.fetchval(
+                "UPDATE rounds SET phase = 'running', started_at = now() WHERE id = $1 AND phase = 'betting' "
+                "RETURNING started_at",
+                round_id,
+            )
+            return _ms(started)
+
+        return await in_transaction(self._pool, work)
 
     async def open_bets(self, round_id: int) -> list[BetInfo]:
         rows = await self._pool.fetch(
