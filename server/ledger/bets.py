@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -62,23 +63,33 @@ class PlacedBet:
 
 BetOutcome = PlacedBet | LedgerError
 
+# Statement 1 takes the locks: a shared advisory lock per round (key: minus the round id), then the house
+# shard and the wallets, in id order.
 _LOCK = """
-SELECT id, user_id, balance, version FROM accounts
-WHERE user_id = ANY($1::bigint[]) OR id = $2
-ORDER BY id FOR UPDATE
+WITH round_locks AS (SELECT count(pg_advisory_xact_lock_shared(-r)) AS held FROM unnest($3::bigint[]) AS r)
+SELECT a.id, a.user_id, a.balance, a.version FROM accounts a CROSS JOIN round_locks
+WHERE a.user_id = ANY($1::bigint[]) OR a.id = $2
+ORDER BY a.id FOR UPDATE OF a
 """
 
-_ROUND_LOCKS = "SELECT pg_advisory_xact_lock_shared(-r) FROM unnest($1::bigint[]) AS r"
-_OPEN_ROUNDS = "SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting'"
+# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch,
+# and the bets already placed with the batch's idempotency keys.
+_READ = """
+SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting') AS open_rounds,
+       array(SELECT nextval('bets_id_seq') FROM generate_series(1, $2)) AS bet_ids,
+       array(SELECT nextval('ledger_txns_id_seq') FROM generate_series(1, $2)) AS txn_ids,
+       (SELECT coalesce(json_agg(json_build_object(
+                'id', b.id, 'user_id', b.user_id, 'game', b.game, 'round_id', b.round_id, 'amount', b.amount,
+                'params', b.params, 'idem_key', b.idem_key, 'status', b.status, 'balance_after', b.balance_after,
+                'version_after', b.version_after)), '[]')
+        FROM bets b JOIN unnest($3::bigint[], $4::text[]) AS k(user_id, idem_key)
+          ON b.user_id = k.user_id AND b.idem_key = k.idem_key) AS prior
+"""
 
 _PRIOR = """
 SELECT b.id, b.user_id, b.game, b.round_id, b.amount, b.params, b.idem_key, b.status, b.balance_after, b.version_after
 FROM bets b JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
   ON b.user_id = k.user_id AND b.idem_key = k.idem_key
-"""
-
-_IDS = """
-SELECT array_agg(nextval('bets_id_seq')), array_agg(nextval('ledger_txns_id_seq')) FROM generate_series(1, $1)
 """
 
 _WRITE = """
@@ -107,21 +118,20 @@ SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::b
 async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> list[BetOutcome]:
     """Decide and write a batch of bets in the caller's transaction; one outcome per request, in order."""
     round_ids = sorted({r.round_id for r in batch})
-    # A shared advisory lock per round (key: -round id) held to commit: the round engine takes it exclusively
-    # to close betting, so it waits for batches in flight, and a batch after it sees the round closed. A bet
-    # can never land in a round that stopped betting. (In memory only: no tuple is written for it.)
-    await conn.execute(_ROUND_LOCKS, round_ids)
-    user_ids = sorted({r.user_id for r in batch})
+    # The shared advisory lock per round is held to commit: the round engine takes it exclusively to close
+    # betting, so it waits for batches in flight, and a batch after it sees the round closed. A bet can never
+    # land in a round that stopped betting. (Advisory locks live in memory: no tuple is written for them.)
     wallets: dict[int, list[int]] = {}  # user -> [account id, balance, version]
-    for row in await conn.fetch(_LOCK, user_ids, house):
+    for row in await conn.fetch(_LOCK, sorted({r.user_id for r in batch}), house, round_ids):
         if row["user_id"] is not None:
             wallets[row["user_id"]] = [row["id"], row["balance"], row["version"]]
-    open_rounds = {row["id"] for row in await conn.fetch(_OPEN_ROUNDS, round_ids)}
-    prior: dict[tuple[int, str], asyncpg.Record] = {}
     keyed = [r for r in batch if r.key is not None]
-    if keyed:
-        rows = await conn.fetch(_PRIOR, [r.user_id for r in keyed], [r.key for r in keyed])
-        prior = {(row["user_id"], row["idem_key"]): row for row in rows}
+    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed])
+    assert read is not None
+    open_rounds = set(read["open_rounds"])
+    prior: dict[tuple[int, str], Mapping[str, Any]] = {
+        (row["user_id"], row["idem_key"]): row for row in orjson.loads(read["prior"])
+    }
 
     outcomes: list[BetOutcome | int | None] = [None] * len(batch)  # int: same as that earlier index
     first_in_batch: dict[tuple[int, str], int] = {}
@@ -153,9 +163,7 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> 
             first_in_batch[(request.user_id, request.key)] = index
 
     if accepted:
-        ids = await conn.fetchrow(_IDS, len(accepted))
-        assert ids is not None
-        bet_ids, txn_ids = ids
+        bet_ids, txn_ids = read["bet_ids"][: len(accepted)], read["txn_ids"][: len(accepted)]
         touched = sorted({wallets[r.user_id][0]: r.user_id for _, r, _, _ in accepted}.items())
         await conn.execute(
             _WRITE,
@@ -203,8 +211,8 @@ async def find_replay(conn: Connection, request: BetRequest) -> BetOutcome | Non
     return _replay(request, rows[0]) if rows else None
 
 
-def _replay(request: BetRequest, row: asyncpg.Record) -> BetOutcome:
-    params = orjson.loads(row["params"])
+def _replay(request: BetRequest, row: Mapping[str, Any]) -> BetOutcome:
+    params = row["params"] if isinstance(row["params"], dict) else orjson.loads(row["params"])
     if not request.same_bet(row["game"], row["round_id"], row["amount"], params):
         return _conflict(request)
     return PlacedBet(

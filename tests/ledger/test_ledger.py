@@ -241,3 +241,27 @@ def test_postings_refuse_unbalanced_legs() -> None:
     with pytest.raises(ValueError):
         transfer("adjust", 1, 2, 0)
     assert transfer("adjust", 1, 2, 5).legs == ((1, -5), (2, 5))
+
+
+async def test_closing_betting_waits_for_bet_batches_in_flight(pool: asyncpg.Pool, new_user: NewUser) -> None:
+    """The round engine's switch to `running` waits for a batch holding the round; later batches see it closed."""
+    from server.ledger.bets import commit_bets
+    from server.rounds.store import RoundStore
+
+    user = await new_user(100)
+    house = await pool.fetchval("SELECT id FROM accounts WHERE kind = 'house' AND shard = 0")
+    store = RoundStore(pool, chain_length=10)
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        outcomes = await commit_bets(conn, [bet(user, 10)], house)  # in flight: not committed yet
+        assert isinstance(outcomes[0], PlacedBet)
+        closing = asyncio.create_task(store.start_running(OPEN_ROUND["id"]))
+        await asyncio.sleep(0.3)
+        assert not closing.done()  # waits for the batch
+        await transaction.commit()
+    assert await asyncio.wait_for(closing, 5) is not None
+    async with pool.acquire() as conn, conn.transaction():
+        late = await commit_bets(conn, [bet(user, 10)], house)
+    assert isinstance(late[0], BettingClosed)
+    assert await pool.fetchval("SELECT count(*) FROM bets WHERE user_id = $1", user) == 1
