@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,11 +14,21 @@ import uvicorn
 
 from server.app import create_app
 from server.db.migrations import migrate
+from server.ledger import Ledger
 from server.settings import Settings
-from tests.services import free_port, postgres_server, redis_server, with_database
+from tests.services import free_port, postgres_server, redis_server, scratch_database
 
 TEST_BOT_TOKEN = "123456789:TEST-token-for-the-croupier-suite_x"
-INTEGRATION_FIXTURES = {"pg_server_url", "database_url", "redis_url", "node_server", "start_node", "db"}
+INTEGRATION_FIXTURES = {
+    "pg_server_url",
+    "database_url",
+    "empty_database",
+    "redis_url",
+    "node_server",
+    "start_node",
+    "db",
+    "bank",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,28 +46,32 @@ def pg_server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def database_url(pg_server_url: str) -> AsyncIterator[str]:
-    """A database created for this run and dropped after it, so runs never see each other's rows."""
-    name = f"croupier_test_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    except asyncpg.InsufficientPrivilegeError:
-        yield pg_server_url  # no CREATEDB right: use the given database as it is
-        return
-    finally:
-        await admin.close()
-    url = with_database(pg_server_url, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield url
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    """A migrated database created for this run and dropped after it, so runs never see each other's rows."""
+    async with scratch_database(pg_server_url, "croupier_test") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield url
+
+
+@pytest.fixture
+async def empty_database(pg_server_url: str) -> AsyncIterator[str]:
+    """A database of this test's own, not migrated: no other test's rows or rounds live in it."""
+    async with scratch_database(pg_server_url, "croupier_scratch") as url:
+        yield url
+
+
+@pytest.fixture
+async def bank(database_url: str) -> AsyncIterator[Ledger]:
+    """A ledger beside the nodes', used by tests to fund wallets (only the ledger writes money)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    ledger = Ledger(pool)
+    await ledger.start()
+    yield ledger
+    await ledger.close()
+    await pool.close()
 
 
 @pytest.fixture(scope="session")

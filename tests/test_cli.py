@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,24 +135,7 @@ async def test_serve_on_embedded_postgres_accepts_dev_initdata_and_stops_everyth
             process.wait()
 
 
-@pytest.fixture
-async def own_database(pg_server_url: str) -> AsyncIterator[str]:
-    """A database no other test's rounds live in."""
-    import secrets
-
-    import asyncpg
-
-    from tests.services import with_database
-
-    name = f"croupier_cli_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(pg_server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    yield with_database(pg_server_url, name)
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
-
-
-async def test_a_node_killed_between_commit_and_reply_loses_nothing(own_database: str, state_dir: Path) -> None:
+async def test_a_node_killed_between_commit_and_reply_loses_nothing(empty_database: str, state_dir: Path) -> None:
     """SIGKILL the node while bets are in flight; after a restart, retries with the same keys
     return the committed bets (refunded with their voided round) or are refused, and nothing is
     charged twice or lost."""
@@ -161,7 +144,7 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(own_database
     from server.auth import sign_init_data
 
     token = "1:abcdefghijklmnop"
-    env = clean_env(CROUPIER_BOT_TOKEN=token, CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=own_database,
+    env = clean_env(CROUPIER_BOT_TOKEN=token, CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=empty_database,
                     CROUPIER_WELCOME_CREDIT="1000", CROUPIER_SEED_CHAIN_LENGTH="500",
                     CROUPIER_BETTING_MS="60000")  # fmt: skip
     user_id = 880000 + os.getpid() % 1000
@@ -243,7 +226,7 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(own_database
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(15)
-    conn = await asyncpg.connect(own_database)
+    conn = await asyncpg.connect(empty_database)
     try:
         assert await conn.fetchval("SELECT count(*) FROM bets WHERE user_id = $1", user_id) == replayed
         assert await conn.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) == "voided"

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from server.db import migrations
-from tests.services import with_database
 
 
-@pytest.fixture
-async def fresh_db(pg_server_url: str) -> AsyncIterator[str]:
-    name = f"croupier_mig_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(pg_server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    yield with_database(pg_server_url, name)
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
-
-
-async def test_concurrent_nodes_apply_each_migration_once(fresh_db: str) -> None:
-    conns = [await asyncpg.connect(fresh_db) for _ in range(4)]
+async def test_concurrent_nodes_apply_each_migration_once(empty_database: str) -> None:
+    conns = [await asyncpg.connect(empty_database) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrations.migrate(c) for c in conns))
         applied = [m.version for result in results for m in result]
@@ -38,8 +25,8 @@ async def test_concurrent_nodes_apply_each_migration_once(fresh_db: str) -> None
             await conn.close()
 
 
-async def test_an_edited_migration_is_refused(fresh_db: str) -> None:
-    conn = await asyncpg.connect(fresh_db)
+async def test_an_edited_migration_is_refused(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
     try:
         await migrations.migrate(conn)
         await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
@@ -49,8 +36,8 @@ async def test_an_edited_migration_is_refused(fresh_db: str) -> None:
         await conn.close()
 
 
-async def test_a_database_newer_than_the_code_is_refused(fresh_db: str) -> None:
-    conn = await asyncpg.connect(fresh_db)
+async def test_a_database_newer_than_the_code_is_refused(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
     try:
         await migrations.migrate(conn)
         await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')")

@@ -18,17 +18,6 @@ from tests.edge.client import authed, recv, request
 from tests.ledger.conftest import next_user_id
 
 
-@pytest.fixture
-async def bank(database_url: str) -> AsyncIterator[Ledger]:
-    """A ledger beside the node's, used by tests to fund wallets (only the ledger writes money)."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    ledger = Ledger(pool)
-    await ledger.start()
-    yield ledger
-    await ledger.close()
-    await pool.close()
-
-
 async def funded(node: RunningNode, bank: Ledger, amount: int) -> tuple[Any, int]:
     """A new user's authenticated socket with ``amount`` in the wallet."""
     user_id = next_user_id()

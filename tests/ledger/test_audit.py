@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,22 +12,16 @@ from server.db.migrations import migrate
 from server.db.users import UserStore
 from server.ledger import Ledger, audit
 from tests.ledger.conftest import create_open_round
-from tests.services import with_database
 
 
 @pytest.fixture
-async def scratch(pg_server_url: str) -> AsyncIterator[asyncpg.Pool]:
+async def scratch(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
     """A database of its own: these tests corrupt it on purpose."""
-    name = f"croupier_audit_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(pg_server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    pool = await asyncpg.create_pool(with_database(pg_server_url, name), min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(empty_database, min_size=1, max_size=4)
     async with pool.acquire() as conn:
         await migrate(conn)
     yield pool
     await pool.close()
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 async def run_audit(pool: asyncpg.Pool) -> list[str]:

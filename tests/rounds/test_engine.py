@@ -49,16 +49,6 @@ class Exploding(RoundHandler):
         raise RuntimeError("designer bug")
 
 
-@pytest.fixture
-async def bank(database_url: str) -> Any:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    ledger = Ledger(pool)
-    await ledger.start()
-    yield ledger
-    await ledger.close()
-    await pool.close()
-
-
 async def player(node: RunningNode, bank: Ledger, balance: int = 1000) -> tuple[Any, int]:
     user_id = next_user_id()
     ws, _ = await authed(node, user_id)
