@@ -73,6 +73,8 @@ class _Running:
     round_id: int
     state: RunState
     ctx: RoundContext
+    finished: bool = False
+    """The last tick said done: the round is being settled and takes no more actions."""
 
 
 @dataclass(slots=True)
@@ -200,6 +202,12 @@ class RoundEngine:
         mine = [(i, bet) for i, bet in enumerate(state.bets) if bet.user_id == user_id]
         if not mine:
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"you have no bet in round {round_id}", "round")
+        if running.finished:  # over, settling now: let the game say why it is too late, and change nothing
+            try:
+                table.handler.action(running.ctx, state, mine[0][1], action, params)
+            except ActionRefused as exc:
+                raise RoundRefused(ErrorCode.BAD_REQUEST, str(exc), "action") from None
+            raise RoundRefused(ErrorCode.BAD_REQUEST, f"too late: round {round_id} is over", "action")
         results: list[dict[str, Any]] = []
         recorded: list[tuple[int, BetInfo]] = []
         try:
@@ -334,10 +342,13 @@ class RoundEngine:
             except Exception:
                 log.exception("%s handler failed in round %d: voided, bets refunded", table.name, new.round_id)
                 voided = True
-            running, table.running = table.running, None
-            if running is not None:
-                bets = running.state.bets
-        closed = await self._close_round(table, new.round_id, outcome, bets, voided=voided)
+            if table.running is not None:
+                table.running.finished = True
+                bets = table.running.state.bets
+        try:
+            closed = await self._close_round(table, new.round_id, outcome, bets, voided=voided)
+        finally:
+            table.running = None
         settled = {**base, "phase": "settled", "seed": new.seed}
         if voided:
             settled["voided"] = True
@@ -360,6 +371,7 @@ class RoundEngine:
             if result.event is not None:
                 await self._publish(table, {"t": "tick", "game": table.name, "round": round_id, **result.event})
             if result.done:
+                table.running.finished = True
                 return
             await asyncio.sleep(handler.tick_ms / 1000)
 

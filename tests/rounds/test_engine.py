@@ -96,7 +96,7 @@ async def test_crash_round_bet_ticks_cashout_settle_and_verify(start_node: Start
         if cashed["t"] == "action_ok":  # cashed out before the crash
             multiplier = cashed["result"]["multiplier"]
             assert 100 <= multiplier < crash_point and cashed["balance"] == 900
-            assert twice["t"] == "error" and "already cashed out" in twice["message"]
+            assert twice["t"] == "error" and ("already cashed out" in twice["message"] or "crashed" in twice["message"])
             assert result["payout"] == 100 * multiplier // 100
         else:  # the round crashed at once (1.00x): too late
             assert cashed["code"] == "bad_request" and "crashed" in cashed["message"]
