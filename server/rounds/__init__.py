@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-V1_GAMES = ("crash", "dice", "roulette")
-
 
 @dataclass(frozen=True, slots=True)
 class GameRules:

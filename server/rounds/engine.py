@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -91,7 +91,6 @@ class GameTable:
     """The driver's own count of events it published on this game's channel (their offsets)."""
     running: _Running | None = None
     driving: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def name(self) -> str:
