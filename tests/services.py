@@ -23,6 +23,14 @@ from pathlib import Path
 from server.db.embedded import EmbeddedPostgres
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without Croupier's settings, plus ``extra``: for node subprocesses."""
+    ours = ("DATABASE_URL", "REDIS_URL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_") and k not in ours}
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

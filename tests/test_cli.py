@@ -18,21 +18,13 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.services import free_port, world_traversable_tempdir
+from tests.services import clean_env, free_port, world_traversable_tempdir
 
 
 def croupier(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "server", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_") and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

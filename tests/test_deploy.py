@@ -1,0 +1,94 @@
+"""The deployment files agree with the code: Docker cannot run here, so they are checked as data.
+
+Compose and Kubernetes YAML parse; every environment variable they set is a setting the server
+reads; probes hit routes the app serves on the port the image exposes; nginx's upstreams are the
+compose nodes; and ``nginx -t`` accepts the config where nginx is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from server.app import create_app
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+
+def settings_read_by_the_server() -> set[str]:
+    source = (ROOT / "server" / "settings.py").read_text()
+    return set(re.findall(r'"((?:CROUPIER|DATABASE|REDIS)_[A-Z_]+)"', source))
+
+
+def k8s_documents() -> dict[str, dict[str, Any]]:
+    docs = {}
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            docs[doc["kind"]] = doc
+    return docs
+
+
+def test_compose_runs_three_nodes_behind_nginx_with_known_settings() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    nodes = [name for name in services if name.startswith("node")]
+    assert nodes == ["node1", "node2", "node3"]
+    known = settings_read_by_the_server()
+    for name in nodes:
+        node = services[name]
+        assert node["build"]["dockerfile"] == "Dockerfile"
+        assert (DEPLOY / node["build"]["context"] / "Dockerfile").exists()
+        assert set(node["environment"]) <= known, set(node["environment"]) - known
+        assert node["environment"]["CROUPIER_NODE_ID"] == name
+        assert {"postgres", "redis"} <= set(node["depends_on"])
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert sorted(re.findall(r"server (node\d):8000", nginx)) == nodes
+    assert "proxy_set_header Upgrade $http_upgrade" in nginx and "location /ws" in nginx
+
+
+def test_kubernetes_manifests_match_the_image_and_the_app() -> None:
+    docs = k8s_documents()
+    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= set(docs)
+    deployment = docs["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    exposed = re.search(r"EXPOSE (\d+)", (ROOT / "Dockerfile").read_text())
+    assert exposed and container["ports"][0]["containerPort"] == int(exposed.group(1))
+    assert set(e["name"] for e in container["env"]) <= settings_read_by_the_server()
+    app = create_app(Settings.from_env({"CROUPIER_BOT_TOKEN": "1:abcdefghijklmnop"}))
+    routes = {route.path for route in app.routes}  # type: ignore[attr-defined]
+    assert container["readinessProbe"]["httpGet"]["path"] in routes
+    assert container["livenessProbe"]["httpGet"]["path"] in routes
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert docs["Service"]["spec"]["selector"] == labels
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
+    assert docs["PodDisruptionBudget"]["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+
+
+def test_dockerfile_is_multistage_non_root_with_a_healthcheck() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") >= 2 and "USER croupier" in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed on this machine")
+def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    # Compose's service names do not resolve here; everything else is checked as written.
+    config = (DEPLOY / "nginx.conf").read_text().replace("server node", "server 127.0.0.1:1#node")
+    config = re.sub(r"server 127\.0\.0\.1:1#node\d:8000", "server 127.0.0.1:8000", config)
+    (tmp_path / "nginx.conf").write_text(config)
+    result = subprocess.run(
+        ["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-g", f"pid {tmp_path}/nginx.pid;"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

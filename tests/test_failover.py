@@ -1,0 +1,126 @@
+"""Several real node processes on one database: graceful drain and driver failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from server.auth import sign_init_data
+from tests.services import clean_env, free_port
+
+TOKEN = "1:abcdefghijklmnop"
+
+
+def node_env(database_url: str, state: Path) -> dict[str, str]:
+    return clean_env(CROUPIER_BOT_TOKEN=TOKEN, DATABASE_URL=database_url, CROUPIER_DATA_DIR=str(state),
+                     CROUPIER_GAMES="dice", CROUPIER_BETTING_MS="30000", CROUPIER_SEED_CHAIN_LENGTH="200",
+                     CROUPIER_WELCOME_CREDIT="100")  # fmt: skip
+
+
+@contextmanager
+def node(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def ready(port: int) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("node did not become ready")
+
+
+async def open_round(conn: asyncpg.Connection, after: int = 0, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await conn.fetchval(
+            "SELECT id FROM rounds WHERE game = 'dice' AND phase = 'betting' AND id > $1 ORDER BY id DESC LIMIT 1",
+            after,
+        )
+        if found is not None:
+            return int(found)
+        await asyncio.sleep(0.05)
+    raise AssertionError("no node opened a dice round")
+
+
+async def bet_on(port: int, user_id: int, round_id: int) -> dict[str, object]:
+    async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(TOKEN, user_id=user_id)}))
+        assert json.loads(await ws.recv())["t"] == "welcome"
+        await ws.send(json.dumps({"t": "bet", "id": 1, "game": "dice", "round": round_id, "amount": 30,
+                                  "params": {"target": 5000, "side": "over"}, "key": "failover"}))  # fmt: skip
+        while True:
+            reply: dict[str, object] = json.loads(await ws.recv())
+            if reply.get("id") == 1:
+                return reply
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "kill"])
+async def test_another_node_takes_over_the_rounds_and_settles_the_one_in_flight(
+    empty_database: str, tmp_path: Path, stop: signal.Signals
+) -> None:
+    env = node_env(empty_database, tmp_path / "state")
+    with node(env) as (first, first_port):
+        await ready(first_port)
+        conn = await asyncpg.connect(empty_database)
+        try:
+            round_id = await open_round(conn)  # the first node drives dice
+            with node(env) as (_, second_port):
+                await ready(second_port)  # the second stands by
+                reply = await bet_on(second_port, 5150, round_id)
+                assert reply["t"] == "bet_ok", reply
+                started = time.monotonic()
+                first.send_signal(stop)
+                first.wait(15)
+                takeover = await open_round(conn, after=round_id)
+                elapsed = time.monotonic() - started
+                assert elapsed < 3.0, f"took over after {elapsed:.1f} s"
+                # The round in flight (still betting when its driver stopped) was voided and its bet refunded.
+                assert await conn.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) == "voided"
+                assert await conn.fetchval("SELECT status FROM bets WHERE round_id = $1", round_id) == "refunded"
+                assert await conn.fetchval("SELECT balance FROM accounts WHERE user_id = 5150") == 100
+                assert takeover > round_id
+        finally:
+            await conn.close()
+
+
+async def test_sigterm_closes_sockets_with_1012_and_exits(empty_database: str, tmp_path: Path) -> None:
+    with node(node_env(empty_database, tmp_path / "state")) as (process, port):
+        await ready(port)
+        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(TOKEN, user_id=77)}))
+            assert json.loads(await ws.recv())["t"] == "welcome"
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.recv()
+            assert ws.close_code == 1012  # "service restart": reconnect now (to another node) and resume
+        assert process.wait(15) in (0, -signal.SIGTERM)
