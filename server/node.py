@@ -118,6 +118,7 @@ class Node:
             )
             engine = RoundEngine(
                 dsn=dsn,
+                node_id=settings.node_id,
                 pool=pool,
                 ledger=ledger,
                 broker=broker,

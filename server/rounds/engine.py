@@ -41,7 +41,7 @@ from ..ledger import ClosedBet, Ledger, LedgerError
 from . import GameRules
 from .fair import FairRng
 from .handler import ActionRefused, BetInfo, InvalidBet, RoundContext, RoundHandler, RunState
-from .store import RoundStore, StoredRound
+from .store import RoundStore, StaleLease, StoredRound
 
 log = logging.getLogger(__name__)
 _LOCK_CLASS = 0x43524F55  # advisory lock namespace "CROU"; the game name's hash is the second key
@@ -89,6 +89,8 @@ class GameTable:
     epoch: str = ""
     published: int = 0
     """The driver's own count of events it published on this game's channel (their offsets)."""
+    token: int = 0
+    """The driver's lease (fencing) token: every write to a round carries it."""
     running: _Running | None = None
     driving: bool = False
 
@@ -104,6 +106,7 @@ class RoundEngine:
         self,
         *,
         dsn: str,
+        node_id: str,
         pool: asyncpg.Pool,
         ledger: Ledger,
         broker: Broker,
@@ -113,6 +116,7 @@ class RoundEngine:
         settings: EngineSettings,
     ) -> None:
         self._dsn = dsn
+        self._node_id = node_id
         self._ledger = ledger
         self._broker = broker
         self._audience = audience
@@ -134,7 +138,7 @@ class RoundEngine:
             self._subscriptions.append(await self._broker.subscribe(game_channel(table.name), self._on_event))
             if await self._hold_lock(table.name):
                 # This node drives the game: settle what a previous driver left before serving anyone.
-                self._become_driver(table)
+                await self._become_driver(table)
                 await self._recover(table)
             elif table.view is None:  # driven by another node: show its round until the next event arrives
                 table.view = await self._store.current_view(table.name)
@@ -273,20 +277,37 @@ class RoundEngine:
                     await asyncio.sleep(1.0)
                     continue
                 if not table.driving:
-                    self._become_driver(table)
+                    await self._become_driver(table)
                 await self._recover(table)
                 await self._play_round(table)
             except asyncio.CancelledError:
                 raise
+            except StaleLease as exc:
+                # Another node took the game over (this one lost its lock without noticing): stop at once.
+                log.warning("stopped driving %s: %s", table.name, exc)
+                table.driving, table.running = False, None
+                await self._drop_locks()
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("%s round driver failed; retrying", table.name)
                 table.running = None
                 await asyncio.sleep(1.0)
 
-    def _become_driver(self, table: GameTable) -> None:
+    async def _become_driver(self, table: GameTable) -> None:
+        table.token = await self._store.take_lease(table.name, self._node_id)
         table.driving = True
         table.epoch, table.published = secrets.token_hex(4), 0
-        log.info("driving %s rounds on this node", table.name)
+        log.info("driving %s rounds on this node (lease token %d)", table.name, table.token)
+
+    async def _drop_locks(self) -> None:
+        """Give up every game lock of this node (they are re-taken, one by one, if still free)."""
+        async with self._lock_guard:
+            if self._lock_conn is not None:
+                self._lock_conn.terminate()
+            self._lock_conn = None
+            self._held.clear()
+        for table in self._tables.values():
+            table.driving = False
 
     async def _hold_lock(self, game: str) -> bool:
         """True while this node holds ``game``'s advisory lock (taking it when free).
@@ -319,7 +340,7 @@ class RoundEngine:
 
     async def _play_round(self, table: GameTable) -> None:
         handler = table.handler
-        new = await self._store.open_round(table.name, self._settings.betting_ms)
+        new = await self._store.open_round(table.name, self._settings.betting_ms, table.token)
         rng = FairRng(new.seed, new.salt, table.name)
         base = {"t": "round", "game": table.name, "round": new.round_id, "seed_hash": new.seed_hash,
                 "salt": new.salt, "closes_at": new.closes_at_ms}  # fmt: skip
@@ -333,7 +354,7 @@ class RoundEngine:
             voided = True
         await self._publish(table, {**base, "phase": "betting"})
         await asyncio.sleep(max(0.0, (new.closes_at_ms - now_ms()) / 1000))
-        started = await self._store.start_running(new.round_id) or now_ms()
+        started = await self._store.start_running(new.round_id, table.token) or now_ms()
         bets = await self._store.open_bets(new.round_id)
         if not voided:
             try:
@@ -384,9 +405,10 @@ class RoundEngine:
             payouts = [(bet.bet_id, min(table.handler.payout(bet, outcome), cap)) for bet in bets]
             refunds = []
         phase, stored = ("voided", None) if voided else ("settled", outcome)
+        token = table.token
 
         async def mark(conn: Any) -> None:
-            await RoundStore.mark_closed(conn, round_id, phase, stored)
+            await RoundStore.mark_closed(conn, round_id, phase, stored, token)
 
         return await self._ledger.settle(payouts, refunds=refunds, also=mark)
 
@@ -419,9 +441,10 @@ class RoundEngine:
         else:
             refunds = [bet.bet_id for bet in bets]
         phase = "settled" if outcome is not None else "voided"
+        token = table.token
 
         async def mark(conn: Any) -> None:
-            await RoundStore.mark_closed(conn, stored.round_id, phase, outcome)
+            await RoundStore.mark_closed(conn, stored.round_id, phase, outcome, token)
 
         closed = await self._ledger.settle(payouts, refunds=refunds, also=mark)
         log.info("%s round %d left unfinished: %s (%d paid, %d refunded)", table.name, stored.round_id, phase,

@@ -39,6 +39,27 @@ class StoredRound:
 _SEED = "SELECT seed FROM seeds WHERE chain_id = $1 AND idx = $2"
 
 
+class StaleLease(Exception):
+    """This node's lease on a game was taken over: its write was refused and nothing changed."""
+
+
+async def fence_game(conn: Connection, game: str, token: int) -> None:
+    """Refuse the caller's transaction unless ``token`` is the game's current lease token.
+
+    ``FOR SHARE`` on the lease row: a takeover (which updates the row) waits for this transaction,
+    and every transaction after the takeover sees the new token.
+    """
+    current = await conn.fetchval("SELECT token FROM game_leases WHERE game = $1 FOR SHARE", game)
+    if current != token:
+        raise StaleLease(f"{game}: lease token {token} is stale (current {current})")
+
+
+async def fence_round(conn: Connection, round_id: int, token: int) -> None:
+    """:func:`fence_game` for the game of ``round_id``."""
+    game = await conn.fetchval("SELECT game FROM rounds WHERE id = $1", round_id)
+    await fence_game(conn, game, token)
+
+
 def _ms(value: dt.datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
@@ -50,10 +71,25 @@ class RoundStore:
         self._pool = pool
         self._chain_length = chain_length
 
-    async def open_round(self, game: str, betting_ms: int) -> NewRound:
+    async def take_lease(self, game: str, holder: str) -> int:
+        """Become ``game``'s driver: a new fencing token, greater than every earlier one.
+
+        Call it only while holding the game's advisory lock. Waits for writes fenced by the
+        previous token that are in flight; any later one fails with :class:`StaleLease`.
+        """
+        token: int = await self._pool.fetchval(
+            "INSERT INTO game_leases (game, token, holder) VALUES ($1, 1, $2) ON CONFLICT (game) DO UPDATE "
+            "SET token = game_leases.token + 1, holder = EXCLUDED.holder, acquired_at = now() RETURNING token",
+            game,
+            holder,
+        )
+        return token
+
+    async def open_round(self, game: str, betting_ms: int, token: int) -> NewRound:
         """Take the game's next seed (starting a new chain when the last is used up) and open a round."""
 
         async def work(conn: Connection) -> NewRound:
+            await fence_game(conn, game, token)
             chain = await conn.fetchrow(
                 "SELECT id, terminating_hash, length, next_index FROM seed_chains WHERE game = $1 "
                 "ORDER BY id DESC LIMIT 1 FOR UPDATE",
@@ -69,10 +105,10 @@ class RoundStore:
                 seed = await conn.fetchval(_SEED, chain["id"], index)
             await conn.execute("UPDATE seed_chains SET next_index = next_index + 1 WHERE id = $1", chain["id"])
             row = await conn.fetchrow(
-                "INSERT INTO rounds (game, phase, chain_id, chain_idx, seed_hash, closes_at) "
-                "VALUES ($1, 'betting', $2, $3, $4, now() + make_interval(secs => $5::float8 / 1000)) "
+                "INSERT INTO rounds (game, phase, chain_id, chain_idx, seed_hash, closes_at, driver_token) "
+                "VALUES ($1, 'betting', $2, $3, $4, now() + make_interval(secs => $5::float8 / 1000), $6) "
                 "RETURNING id, closes_at",
-                game, chain["id"], index, sha256_hex(seed), betting_ms,
+                game, chain["id"], index, sha256_hex(seed), betting_ms, token,
             )  # fmt: skip
             assert row is not None
             closes = _ms(row["closes_at"])
@@ -95,7 +131,7 @@ class RoundStore:
         )
         return record
 
-    async def start_running(self, round_id: int) -> int | None:
+    async def start_running(self, round_id: int, token: int) -> int | None:
         """Close betting and mark the round running; returns the start (ms).
 
         Takes the round's advisory lock (key -round id) exclusively, so it waits for the bet batches
@@ -103,6 +139,7 @@ class RoundStore:
         """
 
         async def work(conn: Connection) -> int | None:
+            await fence_round(conn, round_id, token)
             await conn.execute("SELECT pg_advisory_xact_lock(-$1::bigint)", round_id)
             started = await conn.fetchval(
                 "UPDATE rounds SET phase = 'running', started_at = now() WHERE id = $1 AND phase = 'betting' "
@@ -122,8 +159,15 @@ class RoundStore:
         return [BetInfo(r["id"], r["user_id"], r["amount"], orjson.loads(r["params"]), r["cashout"]) for r in rows]
 
     @staticmethod
-    async def mark_closed(conn: Connection, round_id: int, phase: str, outcome: dict[str, Any] | None) -> None:
-        """Mark a round settled or voided (inside the settlement transaction)."""
+    async def mark_closed(
+        conn: Connection, round_id: int, phase: str, outcome: dict[str, Any] | None, token: int
+    ) -> None:
+        """Mark a round settled or voided, inside the settlement transaction.
+
+        Fenced: with a stale token it raises :class:`StaleLease`, which rolls the whole settlement
+        back, payouts included.
+        """
+        await fence_round(conn, round_id, token)
         await conn.execute(
             "UPDATE rounds SET phase = $2, outcome = $3::jsonb, settled_at = now() WHERE id = $1",
             round_id, phase, None if outcome is None else orjson.dumps(outcome).decode(),

@@ -251,12 +251,13 @@ async def test_closing_betting_waits_for_bet_batches_in_flight(pool: asyncpg.Poo
     user = await new_user(100)
     house = await pool.fetchval("SELECT id FROM accounts WHERE kind = 'house' AND shard = 0")
     store = RoundStore(pool, chain_length=10)
+    token = await store.take_lease("dice", "ledger-test")
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
         outcomes = await commit_bets(conn, [bet(user, 10)], house)  # in flight: not committed yet
         assert isinstance(outcomes[0], PlacedBet)
-        closing = asyncio.create_task(store.start_running(OPEN_ROUND["id"]))
+        closing = asyncio.create_task(store.start_running(OPEN_ROUND["id"], token))
         await asyncio.sleep(0.3)
         assert not closing.done()  # waits for the batch
         await transaction.commit()
