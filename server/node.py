@@ -21,6 +21,7 @@ from .db.embedded import EmbeddedPostgres, default_pg_data_dir
 from .db.migrations import migrate
 from .db.users import UserStore
 from .edge.audience import Audience
+from .edge.feeds import UserFeeds
 from .games import configure_games
 from .ledger import Ledger
 from .rounds.engine import EngineSettings, RoundEngine
@@ -51,6 +52,7 @@ class Node:
     ledger: Ledger
     rounds: RoundEngine
     audience: Audience
+    feeds: UserFeeds
     database: str = "DATABASE_URL"
     """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
 
@@ -116,12 +118,14 @@ class Node:
                 max_bet=settings.max_bet,
                 max_payout=settings.max_payout,
             )
+            feeds = UserFeeds(broker, audience)
             engine = RoundEngine(
                 dsn=dsn,
                 node_id=settings.node_id,
                 pool=pool,
                 ledger=ledger,
                 broker=broker,
+                feeds=feeds,
                 audience=audience,
                 handlers=handlers,
                 rules=rules,
@@ -143,5 +147,6 @@ class Node:
                 ledger=ledger,
                 rounds=engine,
                 audience=audience,
+                feeds=feeds,
                 database=database,
             )

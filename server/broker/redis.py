@@ -1,8 +1,13 @@
 """Redis pub/sub broker: events cross nodes through one Redis (or Valkey) server.
 
-One pub/sub connection per node carries every channel this node has local subscribers
-for; the first local subscriber of a channel subscribes upstream, the last one leaving
-unsubscribes. Channel names are prefixed so several deployments can share a server.
+A publish is delivered to this node's own subscribers at once (they never wait on Redis, and
+keep getting events while Redis is down) and sent to Redis for the other nodes; each node
+drops the copies of its own messages that come back. Publishes made in the same event-loop
+turn go to Redis in one pipeline. One pub/sub connection per node carries every channel this
+node has local subscribers for; the first local subscriber of a channel subscribes upstream,
+the last one leaving unsubscribes. Channel names are prefixed so several deployments can share
+a server. Delivery to other nodes is at most once: events published while Redis is down are
+lost to them (resume from history covers the gap).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 
 import redis.asyncio as aioredis
 
@@ -17,6 +23,7 @@ from ._fanout import LocalFanout, LocalSubscription
 from .base import Handler
 
 log = logging.getLogger(__name__)
+MAX_OUTGOING = 100_000
 
 
 class RedisBroker:
@@ -28,9 +35,30 @@ class RedisBroker:
         self._prefix = prefix
         self._fanout = LocalFanout(on_first=self._upstream_subscribe, on_last=self._upstream_unsubscribe)
         self._reader: asyncio.Task[None] | None = None
+        self._origin = secrets.token_bytes(8)  # prefixes what this node sends, to recognise it coming back
+        self._outgoing: list[tuple[str, bytes]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        await self._client.publish(self._prefix + channel, payload)
+        await self._fanout.deliver(channel, payload)
+        if len(self._outgoing) >= MAX_OUTGOING:
+            del self._outgoing[: MAX_OUTGOING // 10]
+            log.warning("redis is not keeping up: dropped the oldest %d outgoing events", MAX_OUTGOING // 10)
+        self._outgoing.append((self._prefix + channel, self._origin + payload))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="redis-broker-publisher")
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the rest of this loop turn publish too: one pipeline for all
+        while self._outgoing:
+            batch, self._outgoing = self._outgoing, []
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for channel, data in batch:
+                        pipe.publish(channel, data)
+                    await pipe.execute()
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("redis publish of %d events failed: %s", len(batch), exc)
 
     async def subscribe(self, channel: str, handler: Handler) -> LocalSubscription:
         return await self._fanout.add(channel, handler)
@@ -39,6 +67,9 @@ class RedisBroker:
         await self._client.ping()
 
     async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._flusher, 2)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -66,6 +97,9 @@ class RedisBroker:
                 continue
             if message is None or message.get("type") != "message":
                 continue
+            data: bytes = message["data"]
+            if data[:8] == self._origin:
+                continue  # our own message, already delivered here when it was published
             channel = message["channel"]
             name = channel.decode() if isinstance(channel, bytes) else str(channel)
-            await self._fanout.deliver(name[skip:], message["data"])
+            await self._fanout.deliver(name[skip:], data[8:])

@@ -26,7 +26,7 @@ from ..ledger import BetRequest, LedgerError, PlacedBet
 from ..node import Node
 from ..rounds.engine import RoundRefused
 from ..rounds.handler import InvalidBet
-from .audience import Peer, game_channel, user_channel
+from .audience import Peer, game_channel
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,10 @@ class Session:
         self._clock = clock
         self._malformed: deque[float] = deque()
 
-    def detach(self) -> None:
+    async def detach(self) -> None:
         """The socket is gone: stop receiving pushes."""
         if self.user is not None:
-            self.node.audience.remove(user_channel(self.user.id), self.peer)
+            await self.node.feeds.leave(self.user.id, self.peer)
         for game in self.subscriptions:
             self.node.audience.remove(game_channel(game), self.peer)
         self.subscriptions.clear()
@@ -151,7 +151,7 @@ class Session:
             return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry auth shortly")])
         self.user = user
         self.state = State.READY
-        self.node.audience.add(user_channel(user.id), self.peer)
+        await self.node.feeds.join(user.id, self.peer)
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
         welcome = m.Welcome(
             id=request.id,

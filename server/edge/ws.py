@@ -15,7 +15,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from protocol import CloseCode, Codec, negotiate
 
 from ..node import Node
-from .audience import user_channel
 from .sendqueue import Frame, SendQueue
 from .session import Session, State
 
@@ -78,13 +77,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 data = codec.encode(reply)
                 queue.put(data if codec.binary else data.decode())
             for user_id, push in outcome.pushes:
-                node.audience.push(user_channel(user_id), push)
+                await node.feeds.publish(user_id, push)
             if outcome.close is not None:
                 queue.close(outcome.close, outcome.reason)
     except WebSocketDisconnect:
         pass
     finally:
-        session.detach()
+        await session.detach()
         if not queue.closing:
             queue.close(CloseCode.NORMAL, "")
         await queue.wait_closed(grace=5.0)

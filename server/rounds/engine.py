@@ -36,7 +36,8 @@ from protocol import ErrorCode
 from protocol import messages as m
 
 from ..broker import Broker
-from ..edge.audience import Audience, game_channel, user_channel
+from ..edge.audience import Audience, game_channel
+from ..edge.feeds import UserFeeds
 from ..ledger import ClosedBet, Ledger, LedgerError
 from . import GameRules
 from .fair import FairRng
@@ -110,6 +111,7 @@ class RoundEngine:
         pool: asyncpg.Pool,
         ledger: Ledger,
         broker: Broker,
+        feeds: UserFeeds,
         audience: Audience,
         handlers: Mapping[str, RoundHandler],
         rules: Mapping[str, GameRules],
@@ -119,6 +121,7 @@ class RoundEngine:
         self._node_id = node_id
         self._ledger = ledger
         self._broker = broker
+        self._feeds = feeds
         self._audience = audience
         self._settings = settings
         self._store = RoundStore(pool, chain_length=settings.chain_length)
@@ -375,7 +378,7 @@ class RoundEngine:
         else:
             settled["outcome"] = handler.public_outcome(outcome)
         await self._publish(table, settled)
-        self._notify_players(closed)
+        await self._notify_players(closed)
         await asyncio.sleep(self._settings.pause_ms / 1000)
 
     async def _run(self, table: GameTable, round_id: int, rng: FairRng, outcome: dict[str, Any],
@@ -456,10 +459,10 @@ class RoundEngine:
         else:
             event["outcome"] = handler.public_outcome(outcome)
         await self._publish(table, event)
-        self._notify_players(closed)
+        await self._notify_players(closed)
 
-    def _notify_players(self, closed: list[ClosedBet]) -> None:
-        """``bet_settled`` (and ``balance`` when money moved) to every socket of each player on this node."""
+    async def _notify_players(self, closed: list[ClosedBet]) -> None:
+        """``bet_settled`` (and ``balance`` when money moved) to every socket of each player, on every node."""
         by_user: dict[int, list[ClosedBet]] = {}
         for bet in closed:
             by_user.setdefault(bet.user_id, []).append(bet)
@@ -468,18 +471,18 @@ class RoundEngine:
             events = sum(1 + (bet.payout > 0) for bet in bets)
             offset = bets[-1].version - events
             balance = bets[-1].balance - sum(bet.payout for bet in bets)
-            channel = user_channel(user_id)
             for bet in bets:
                 balance += bet.payout
                 offset += 1
-                self._audience.push(channel, m.BetSettled(ch="user", offset=offset, epoch=epoch, bet=bet.bet_id,
-                                                          payout=bet.payout, balance=balance))  # fmt: skip
+                settled = m.BetSettled(ch="user", offset=offset, epoch=epoch, bet=bet.bet_id, payout=bet.payout,
+                                       balance=balance)  # fmt: skip
+                await self._feeds.publish(user_id, settled)
                 if bet.payout > 0:
                     offset += 1
                     reason = "refund" if bet.status == "refunded" else "win"
                     push = m.Balance(ch="user", offset=offset, epoch=epoch, balance=balance, delta=bet.payout,
                                      reason=reason, ref=bet.bet_id)  # fmt: skip
-                    self._audience.push(channel, push)
+                    await self._feeds.publish(user_id, push)
 
 
 __all__ = ["EngineSettings", "GameTable", "InvalidBet", "RoundEngine", "RoundRefused"]

@@ -81,3 +81,39 @@ async def test_redis_broker_ping_fails_when_redis_is_away() -> None:
     with pytest.raises(Exception, match=r"(?i)connect"):
         await broker.ping()
     await broker.close()
+
+
+async def test_redis_carries_events_between_nodes_exactly_once(redis_url: str) -> None:
+    prefix = f"test-{secrets.token_hex(4)}:"
+    node_a, node_b = broker_from_url(redis_url, prefix=prefix), broker_from_url(redis_url, prefix=prefix)
+    on_a: list[tuple[str, bytes]] = []
+    on_b: list[tuple[str, bytes]] = []
+    sub_a = await node_a.subscribe("user:7", lambda ch, data: on_a.append((ch, data)))
+    sub_b = await node_b.subscribe("user:7", lambda ch, data: on_b.append((ch, data)))
+    for i in range(50):
+        await node_a.publish("user:7", str(i).encode())
+    await collect(on_b, 50)
+    await asyncio.sleep(0.1)
+    assert [d for _, d in on_a] == [d for _, d in on_b] == [str(i).encode() for i in range(50)]  # once each, in order
+    for closing in (sub_a, sub_b):
+        await closing.close()
+    for broker in (node_a, node_b):
+        await broker.close()
+
+
+async def test_local_subscribers_keep_getting_events_while_redis_is_down() -> None:
+    from tests.services import EmbeddedRedis
+
+    redis = EmbeddedRedis()
+    redis.start()
+    broker = broker_from_url(redis.url, prefix="down:")
+    received: list[tuple[str, bytes]] = []
+    try:
+        sub = await broker.subscribe("game:dice", lambda ch, data: received.append((ch, data)))
+        redis.stop()
+        await broker.publish("game:dice", b"still here")  # does not raise, does not wait for Redis
+        assert received == [("game:dice", b"still here")]
+        await sub.close()
+    finally:
+        redis.stop()
+        await broker.close()

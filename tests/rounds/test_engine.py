@@ -251,3 +251,32 @@ async def test_only_one_node_drives_a_game(
         assert round_a == round_b  # both nodes' sockets follow the same rounds, through Redis
         for ws in (ws_a, ws_b):
             await ws.close()
+
+
+async def test_three_nodes_share_rounds_and_a_bet_on_one_updates_the_player_on_another(
+    start_node: StartNode, bank: Ledger, redis_url: str, db: asyncpg.Connection
+) -> None:
+    """Three nodes, one Redis: everyone sees the same rounds; money events follow the player across nodes."""
+    async with (
+        start_node(**FAST, redis_url=redis_url) as a,
+        start_node(**FAST, redis_url=redis_url) as b,
+        start_node(**FAST, redis_url=redis_url) as c,
+    ):
+        ws_b, user_id = await player(b, bank)
+        ws_c, _ = await authed(c, user_id)  # the same player, on another node
+        watcher_a, _ = await player(a, bank)
+        await request(watcher_a, {"t": "subscribe", "id": 1, "game": "dice"})
+        round_id = await betting_round(ws_b, "dice")
+        placed = await request(ws_b, {"t": "bet", "id": 2, "game": "dice", "round": round_id, "amount": 50,
+                                      "params": {"target": 5000, "side": "under"}})  # fmt: skip
+        assert placed["t"] == "bet_ok", placed
+        pushed = await next_event(ws_c, lambda m: m["t"] == "balance")
+        assert (pushed["balance"], pushed["delta"], pushed["ref"]) == (950, -50, placed["bet"]["id"])
+        settled_a = await next_event(watcher_a, round_event("settled", round_id))
+        result_c = await next_event(ws_c, lambda m: m["t"] == "bet_settled")
+        expected = 50 * 198 // 100 if settled_a["outcome"]["roll"] < 5000 else 0
+        assert (result_c["bet"], result_c["payout"]) == (placed["bet"]["id"], expected)
+        report = await audit(db)
+        assert report.ok, report.summary()
+        for ws in (ws_b, ws_c, watcher_a):
+            await ws.close()
