@@ -59,6 +59,8 @@ class Settings:
     round_pause_ms: int = 3_000
     max_payout: int = 100_000_000
     seed_chain_length: int = 100_000
+    history_size: int = 500
+    history_ttl: float = 300.0
 
     @property
     def database_is_embedded(self) -> bool:
@@ -125,6 +127,8 @@ class Settings:
             round_pause_ms=_int(env, "CROUPIER_ROUND_PAUSE_MS", 3_000, minimum=0),
             max_payout=max_payout,
             seed_chain_length=_int(env, "CROUPIER_SEED_CHAIN_LENGTH", 100_000, minimum=10),
+            history_size=_int(env, "CROUPIER_HISTORY_SIZE", 500, minimum=1),
+            history_ttl=_float(env, "CROUPIER_HISTORY_TTL", 300.0),
         )
 
 

@@ -247,9 +247,11 @@ class Session:
         self.subscriptions.add(request.game)
         self.node.audience.add(game_channel(request.game), self.peer)
         snapshot, offset, epoch = self.node.rounds.snapshot(request.game)
-        # Resume from history arrives with the scale-out work; until then a snapshot is the recovery.
+        missed = None
+        if request.since is not None:
+            missed = self.node.rounds.missed_since(request.game, request.since.offset, request.since.epoch)
         return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=offset, epoch=epoch,
-                                     recovered=False, missed=[])])  # fmt: skip
+                                     recovered=missed is not None, missed=missed or [])])  # fmt: skip
 
     async def _history(self, request: m.History) -> Outcome:
         try:

@@ -25,8 +25,9 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -67,6 +68,8 @@ class EngineSettings:
     pause_ms: int = 3_000
     max_payout: int = 100_000_000
     chain_length: int = 100_000
+    history_size: int = 500
+    history_ttl: float = 300.0
 
 
 @dataclass(slots=True)
@@ -92,6 +95,8 @@ class GameTable:
     """The driver's own count of events it published on this game's channel (their offsets)."""
     token: int = 0
     """The driver's lease (fencing) token: every write to a round carries it."""
+    history: deque[tuple[int, float, bytes]] = field(default_factory=deque)
+    """Recent events of the channel as this node received them: (offset, arrival, JSON payload)."""
     running: _Running | None = None
     driving: bool = False
 
@@ -192,6 +197,24 @@ class RoundEngine:
         table = self._tables[game]
         return (None if table.view is None else dict(table.view)), table.offset, table.epoch
 
+    def missed_since(self, game: str, offset: int, epoch: str) -> list[dict[str, Any]] | None:
+        """The events of ``game`` after ``offset`` in ``epoch``, oldest first, or None when this node's
+        history no longer covers them (another epoch, or too old): then the client needs a snapshot."""
+        table = self._tables[game]
+        self._expire(table)
+        if epoch != table.epoch or offset > table.offset:
+            return None
+        if offset == table.offset:
+            return []
+        if not table.history or table.history[0][0] > offset + 1:
+            return None
+        return [orjson.loads(payload) for event_offset, _, payload in table.history if event_offset > offset]
+
+    def _expire(self, table: GameTable) -> None:
+        cutoff = time.monotonic() - self._settings.history_ttl
+        while table.history and (len(table.history) > self._settings.history_size or table.history[0][1] < cutoff):
+            table.history.popleft()
+
     async def action(self, game: str, round_id: int, user_id: int, action: str,
                      params: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
         """Apply a player action to the running round (on the node driving the game)."""
@@ -254,7 +277,11 @@ class RoundEngine:
         if table is None:
             return
         event = orjson.loads(payload)
+        if event["epoch"] != table.epoch:
+            table.history.clear()  # a new driver: offsets start over
         table.offset, table.epoch = event["offset"], event["epoch"]
+        table.history.append((table.offset, time.monotonic(), payload))
+        self._expire(table)
         kind = event["t"]
         if kind == "round":
             table.view = {k: v for k, v in event.items() if k not in ("t", "ch", "offset", "epoch")}

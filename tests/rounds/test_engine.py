@@ -280,3 +280,36 @@ async def test_three_nodes_share_rounds_and_a_bet_on_one_updates_the_player_on_a
         assert report.ok, report.summary()
         for ws in (ws_b, ws_c, watcher_a):
             await ws.close()
+
+
+async def test_subscribe_with_since_replays_missed_events_or_answers_a_snapshot(
+    start_node: StartNode, bank: Ledger
+) -> None:
+    async with start_node(**FAST, history_size=4) as node:
+        ws, _ = await player(node, bank)
+        watcher, _ = await player(node, bank)
+        await request(watcher, {"t": "subscribe", "id": 1, "game": "dice"})
+        await request(ws, {"t": "subscribe", "id": 1, "game": "dice"})
+        seen = await next_event(ws, lambda m: m["t"] == "round")
+        await request(ws, {"t": "unsubscribe", "id": 2, "game": "dice"})
+        later = [await next_event(watcher, lambda m, s=seen: m["t"] == "round" and m["offset"] > s["offset"])]
+        later.append(await next_event(watcher, lambda m, s=later[0]: m["t"] == "round" and m["offset"] > s["offset"]))
+        since = {"offset": seen["offset"], "epoch": seen["epoch"]}
+        resumed = await request(ws, {"t": "subscribe", "id": 3, "game": "dice", "since": since})
+        assert resumed["recovered"] is True and resumed["epoch"] == seen["epoch"]
+        offsets = [e["offset"] for e in resumed["missed"]]
+        assert offsets == list(range(seen["offset"] + 1, resumed["offset"] + 1))  # contiguous, nothing twice
+        assert [e for e in resumed["missed"] if e["offset"] in (later[0]["offset"], later[1]["offset"])] == later
+        await request(ws, {"t": "unsubscribe", "id": 4, "game": "dice"})
+
+        other_epoch = await request(ws, {"t": "subscribe", "id": 5, "game": "dice",
+                                         "since": {"offset": seen["offset"], "epoch": "another"}})  # fmt: skip
+        assert (other_epoch["recovered"], other_epoch["missed"]) == (False, [])
+        assert other_epoch["round"] is not None  # the snapshot to start again from
+        await request(ws, {"t": "unsubscribe", "id": 6, "game": "dice"})
+        for _ in range(3):  # more events than the history keeps
+            await next_event(watcher, round_event("settled"))
+        too_old = await request(ws, {"t": "subscribe", "id": 7, "game": "dice", "since": since})
+        assert (too_old["recovered"], too_old["missed"]) == (False, [])
+        for sock in (ws, watcher):
+            await sock.close()
