@@ -104,6 +104,10 @@ class Codec:
         """
         return self._encoder.encode(message)
 
+    def request_id(self, frame: bytes | str) -> RequestId | None:
+        """The ``id`` of a frame without validating the rest (None when it has no readable id)."""
+        return self._read_envelope(frame)[0]
+
     def _validation_error(self, frame: bytes | str, detail: str) -> ProtocolError:
         request_id, message_type = self._read_envelope(frame)
         if detail.startswith("Expected `object`") and " - at `" not in detail:
@@ -125,7 +129,7 @@ class Codec:
     def _read_envelope(self, frame: bytes | str) -> tuple[RequestId | None, str | None]:
         try:
             envelope = self._envelope.decode(frame)  # type: ignore[arg-type]
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, TypeError):  # TypeError: a text frame given to the MessagePack codec
             return None, None
         raw, kind = envelope.id, envelope.t
         message_type = kind if isinstance(kind, str) else None

@@ -46,6 +46,8 @@ class Settings:
     send_queue_frames: int = 256
     malformed_limit: int = 5
     malformed_window: float = 10.0
+    rate_limit: float = 200.0
+    rate_burst: int = 400
     welcome_credit: int = 0
     min_bet: int = 1
     max_bet: int = 1_000_000
@@ -115,6 +117,8 @@ class Settings:
             max_frame_bytes=_int(env, "CROUPIER_MAX_FRAME_BYTES", 16 * 1024, minimum=256),
             send_queue_frames=_int(env, "CROUPIER_SEND_QUEUE_FRAMES", 256, minimum=8),
             malformed_limit=_int(env, "CROUPIER_MALFORMED_LIMIT", 5, minimum=1),
+            rate_limit=_float(env, "CROUPIER_RATE_LIMIT", 200.0),
+            rate_burst=_int(env, "CROUPIER_RATE_BURST", 400, minimum=1),
             welcome_credit=_int(env, "CROUPIER_WELCOME_CREDIT", 1000 if dev else 0, minimum=0),
             min_bet=min_bet,
             max_bet=max_bet,

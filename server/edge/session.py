@@ -27,6 +27,7 @@ from ..node import Node
 from ..rounds.engine import RoundRefused
 from ..rounds.handler import InvalidBet
 from .audience import Peer, game_channel
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Session:
         self.subscriptions: set[str] = set()
         self._clock = clock
         self._malformed: deque[float] = deque()
+        self._limiter = RateLimiter(node.settings.rate_limit, node.settings.rate_burst, clock=clock)
 
     async def detach(self) -> None:
         """The socket is gone: stop receiving pushes."""
@@ -86,6 +88,8 @@ class Session:
         """Handle one frame and say what to send back."""
         if self.state is State.CLOSED:
             return Outcome()
+        if not self._limiter.allow():
+            return self._rate_limited(frame)
         try:
             request = self.codec.decode(frame)
         except ProtocolError as exc:
@@ -99,6 +103,15 @@ class Session:
                 )
             return await self._authenticate(request)
         return await self._dispatch(request)
+
+    def _rate_limited(self, frame: bytes | str) -> Outcome:
+        """Over the rate: the request is not looked at (nothing charged); ignoring that closes with 4429."""
+        request_id = self.codec.request_id(frame)
+        reply = _error(request_id, ErrorCode.RATE_LIMITED,
+                       f"more than {self.node.settings.rate_limit:g} requests a second; slow down")  # fmt: skip
+        if self._limiter.exhausted:
+            return self._close(reply, CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+        return Outcome([reply])
 
     def auth_timed_out(self) -> Outcome:
         """The handshake timeout passed without a successful ``auth``."""

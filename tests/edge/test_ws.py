@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgspec
 import pytest
@@ -202,3 +203,36 @@ async def test_abusive_clients_do_not_disturb_others(node_server: RunningNode) -
         await closed_with(ws)
     assert (await request(calm, {"t": "ping", "id": "still"}))["id"] == "still"
     await calm.close()
+
+
+async def test_a_flooding_client_is_rate_limited_then_closed_4429(start_node: StartNode) -> None:
+    async with start_node(rate_limit=5.0, rate_burst=5) as node:
+        flood, _ = await authed(node)  # the auth itself spends one token
+        calm, _ = await authed(node, 2)
+        replies = []
+        for i in range(8):
+            await send(flood, {"t": "ping", "id": i})
+        for _ in range(8):
+            replies.append(await recv(flood))
+        codes = [r.get("code") for r in replies]
+        assert codes[:4] == [None] * 4 and "rate_limited" in codes  # over the burst: refused, not served
+        limited = next(r for r in replies if r.get("code") == "rate_limited")
+        assert limited["id"] is not None and "slow down" in limited["message"]
+        for i in range(40):  # ignoring rate_limited gets the socket closed
+            with contextlib.suppress(Exception):
+                await send(flood, {"t": "ping", "id": 100 + i})
+        assert await closed_with(flood) == 4429
+        assert (await request(calm, {"t": "ping", "id": "ok"}))["t"] == "pong"  # everyone else is served
+        await calm.close()
+
+
+def test_rate_limiter_refills_over_time() -> None:
+    from server.edge.ratelimit import RateLimiter
+
+    clock = {"t": 0.0}
+    limiter = RateLimiter(2.0, 2, max_strikes=3, clock=lambda: clock["t"])
+    assert [limiter.allow() for _ in range(3)] == [True, True, False]
+    clock["t"] = 0.5  # one token back
+    assert [limiter.allow() for _ in range(2)] == [True, False]
+    assert not limiter.exhausted
+    assert [limiter.allow() for _ in range(2)] == [False, False] and limiter.exhausted
