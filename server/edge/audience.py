@@ -8,13 +8,11 @@ loses its connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
 from protocol import Codec
-from protocol import messages as m
 
 from .sendqueue import Frame
 
@@ -62,25 +60,12 @@ class Audience:
     def count(self, channel: str) -> int:
         return len(self._by_channel.get(channel, ()))
 
-    def push(self, channel: str, message: m.ServerMessage | dict[str, Any], *, droppable: bool = False) -> int:
-        """Queue ``message`` on every socket of ``channel``; return how many took it."""
-
-        def encode(codec: Codec) -> Frame:
-            data = codec.encode(message)
-            return data if codec.binary else data.decode()
-
-        return self._fan_out(channel, encode, droppable)
-
     def push_json(self, channel: str, payload: bytes, *, droppable: bool = False) -> int:
-        """Like :meth:`push` for an event that arrives JSON-encoded (from the broker): JSON sockets get
-        those bytes as they are; other subprotocols get it re-encoded, once."""
+        """Queue a JSON-encoded event (as the broker carries it) on every socket of ``channel``.
 
-        def encode(codec: Codec) -> Frame:
-            return codec.encode(orjson.loads(payload)) if codec.binary else payload.decode()
-
-        return self._fan_out(channel, encode, droppable)
-
-    def _fan_out(self, channel: str, encode: Callable[[Codec], Frame], droppable: bool) -> int:
+        JSON sockets get those bytes as they are; other subprotocols get the event re-encoded,
+        once per subprotocol. Returns how many sockets took it.
+        """
         peers = self._by_channel.get(channel)
         if not peers:
             return 0
@@ -89,8 +74,9 @@ class Audience:
         for peer in tuple(peers):
             if droppable and peer.backlog() > 0.5:
                 continue
-            frame = encoded.get(peer.codec.name)
+            codec = peer.codec
+            frame = encoded.get(codec.name)
             if frame is None:
-                frame = encoded[peer.codec.name] = encode(peer.codec)
+                frame = encoded[codec.name] = codec.encode(orjson.loads(payload)) if codec.binary else payload.decode()
             delivered += peer.put(frame)
         return delivered
