@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,39 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROUPIER_") and k not in ours}
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def node_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A ``croupier serve`` process on a free port with ``env``; killed (if still running) and reaped after."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def wait_ready(port: int, attempts: int = 300) -> None:
+    """Poll ``/readyz`` of the node on ``port`` until it answers 200."""
+    import asyncio
+
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        for _ in range(attempts):
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("node did not become ready")
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.services import clean_env, free_port, world_traversable_tempdir
+from tests.services import clean_env, free_port, node_process, wait_ready, world_traversable_tempdir
 
 
 def croupier(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -141,25 +141,6 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(empty_databa
                     CROUPIER_BETTING_MS="60000")  # fmt: skip
     user_id = 880000 + os.getpid() % 1000
 
-    def start() -> tuple[subprocess.Popen[str], int]:
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        return process, port
-
-    async def ready(port: int) -> None:
-        async with httpx.AsyncClient() as client:
-            for _ in range(300):
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError("node did not become ready")
-
     def bet(i: int, round_id: int) -> str:
         return json.dumps({"t": "bet", "id": i, "game": "dice", "round": round_id, "amount": 7,
                            "params": {"target": 5000, "side": "over"}, "key": f"crash-{i}"})  # fmt: skip
@@ -170,12 +151,14 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(empty_databa
             if reply.get("id") == request_id:
                 return reply
 
-    process, port = start()
-    try:
-        await ready(port)
+    async def authenticate(ws: Any) -> None:
+        await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
+        assert json.loads(await ws.recv())["t"] == "welcome"
+
+    with node_process(env) as (process, port):
+        await wait_ready(port)
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
-            await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
-            assert json.loads(await ws.recv())["t"] == "welcome"
+            await authenticate(ws)
             for attempt in range(100):  # the driver opens the first round just after the node is ready
                 await ws.send(json.dumps({"t": "subscribe", "id": attempt, "game": "dice"}))
                 snapshot = (await reply_to(ws, attempt))["round"]
@@ -193,18 +176,12 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(empty_databa
             assert acked == 5, reply
             process.kill()
             process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
     # The restarted node finds the round unfinished in `betting` and voids it, refunding every bet.
-    process, port = start()
-    try:
-        await ready(port)
+    with node_process(env) as (process, port):
+        await wait_ready(port)
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
-            await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
-            assert json.loads(await ws.recv())["t"] == "welcome"
+            await authenticate(ws)
             replayed = 0
             for i in range(1, 31):
                 await ws.send(bet(i, round_id))
@@ -215,7 +192,6 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(empty_databa
                 else:  # never committed: its round is gone, nothing was charged
                     assert reply["code"] in ("betting_closed", "round_mismatch"), reply
             assert replayed >= 5
-    finally:
         process.send_signal(signal.SIGTERM)
         process.wait(15)
     conn = await asyncpg.connect(empty_database)

@@ -5,21 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server.auth import sign_init_data
-from tests.services import clean_env, free_port
+from tests.services import clean_env, node_process, wait_ready
 
 TOKEN = "1:abcdefghijklmnop"
 
@@ -28,33 +23,6 @@ def node_env(database_url: str, state: Path) -> dict[str, str]:
     return clean_env(CROUPIER_BOT_TOKEN=TOKEN, DATABASE_URL=database_url, CROUPIER_DATA_DIR=str(state),
                      CROUPIER_GAMES="dice", CROUPIER_BETTING_MS="30000", CROUPIER_SEED_CHAIN_LENGTH="200",
                      CROUPIER_WELCOME_CREDIT="100")  # fmt: skip
-
-
-@contextmanager
-def node(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-
-async def ready(port: int) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("node did not become ready")
 
 
 async def open_round(conn: asyncpg.Connection, after: int = 0, timeout: float = 10.0) -> int:
@@ -87,13 +55,13 @@ async def test_another_node_takes_over_the_rounds_and_settles_the_one_in_flight(
     empty_database: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
     env = node_env(empty_database, tmp_path / "state")
-    with node(env) as (first, first_port):
-        await ready(first_port)
+    with node_process(env) as (first, first_port):
+        await wait_ready(first_port)
         conn = await asyncpg.connect(empty_database)
         try:
             round_id = await open_round(conn)  # the first node drives dice
-            with node(env) as (_, second_port):
-                await ready(second_port)  # the second stands by
+            with node_process(env) as (_, second_port):
+                await wait_ready(second_port)  # the second stands by
                 reply = await bet_on(second_port, 5150, round_id)
                 assert reply["t"] == "bet_ok", reply
                 started = time.monotonic()
@@ -112,8 +80,8 @@ async def test_another_node_takes_over_the_rounds_and_settles_the_one_in_flight(
 
 
 async def test_sigterm_closes_sockets_with_1012_and_exits(empty_database: str, tmp_path: Path) -> None:
-    with node(node_env(empty_database, tmp_path / "state")) as (process, port):
-        await ready(port)
+    with node_process(node_env(empty_database, tmp_path / "state")) as (process, port):
+        await wait_ready(port)
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(TOKEN, user_id=77)}))
             assert json.loads(await ws.recv())["t"] == "welcome"
