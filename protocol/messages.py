@@ -38,17 +38,20 @@ class _Reply(msgspec.Struct, tag_field="t", kw_only=True, omit_defaults=True):
 # ---------------------------------------------------------------- client requests
 
 
-class Auth(_Request, tag="auth"):
-    """First message of a connection: the raw ``Telegram.WebApp.initData`` string."""
-
-    init_data: Annotated[str, msgspec.Meta(min_length=1)]
-
-
 class StreamPosition(msgspec.Struct, frozen=True):
     """Where a client stopped reading a channel: resume from here."""
 
     offset: Annotated[int, msgspec.Meta(ge=0)]
     epoch: str
+
+
+class Auth(_Request, tag="auth"):
+    """First message of a connection: the raw ``Telegram.WebApp.initData`` string."""
+
+    init_data: Annotated[str, msgspec.Meta(min_length=1)]
+    since: StreamPosition | None = None
+    """Extension: the last ``user`` event the client saw (on an earlier socket): the welcome
+    replays what it missed."""
 
 
 class Subscribe(_Request, tag="subscribe"):
@@ -119,6 +122,13 @@ class Welcome(_Reply, tag="welcome"):
     session: str
     server_time: int
     games: list[str]
+    offset: int | None = None
+    """Extension: the ``user`` channel's offset (the wallet version) and ``epoch`` right now."""
+    epoch: str | None = None
+    recovered: bool | None = None
+    """Extension, with ``since`` in ``auth`` only: whether ``missed`` holds every ``user`` event
+    after ``since`` (else the ``balance`` here is where to start again)."""
+    missed: list[dict[str, Any]] | None = None
 
 
 class Error(_Reply, tag="error", omit_defaults=False):

@@ -22,6 +22,7 @@ from .db.migrations import migrate
 from .db.users import UserStore
 from .edge.audience import Audience
 from .edge.feeds import UserFeeds
+from .edge.relay import OutboxRelay
 from .games import configure_games
 from .ledger import Ledger
 from .rounds.engine import EngineSettings, RoundEngine
@@ -53,6 +54,7 @@ class Node:
     rounds: RoundEngine
     audience: Audience
     feeds: UserFeeds
+    relay: OutboxRelay
     database: str = "DATABASE_URL"
     """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
 
@@ -101,12 +103,16 @@ class Node:
                 log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
             broker = broker_from_url(settings.redis_url)
             stack.push_async_callback(broker.close)
+            relay = OutboxRelay(pool, broker, retention=settings.history_ttl)
+            relay.start()
+            stack.push_async_callback(relay.close)
             ledger = Ledger(
                 pool,
                 welcome_credit=settings.welcome_credit,
                 batch_max=settings.bet_batch_max,
                 batch_wait=settings.bet_batch_wait,
                 batch_concurrency=settings.bet_batch_concurrency,
+                announce=relay.announce,
             )
             await ledger.start()
             stack.push_async_callback(ledger.close)
@@ -125,7 +131,6 @@ class Node:
                 pool=pool,
                 ledger=ledger,
                 broker=broker,
-                feeds=feeds,
                 audience=audience,
                 handlers=handlers,
                 rules=rules,
@@ -150,5 +155,6 @@ class Node:
                 rounds=engine,
                 audience=audience,
                 feeds=feeds,
+                relay=relay,
                 database=database,
             )

@@ -27,6 +27,14 @@ class Broker(Protocol):
         """Send ``payload`` to every subscriber of ``channel`` on every node."""
         ...
 
+    async def publish_batch(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish (channel, payload) pairs in order and return once the broker took them all.
+
+        Local subscribers get them in any case; raises ``ConnectionError`` when they could not
+        reach the other nodes (the caller keeps them to try again: the outbox relay does).
+        """
+        ...
+
     async def subscribe(self, channel: str, handler: Handler) -> Subscription:
         """Call ``handler`` for each message on ``channel`` until the subscription is closed."""
         ...

@@ -15,6 +15,10 @@ class MemoryBroker:
     async def publish(self, channel: str, payload: bytes) -> None:
         await self._fanout.deliver(channel, payload)
 
+    async def publish_batch(self, messages: list[tuple[str, bytes]]) -> None:
+        for channel, payload in messages:
+            await self._fanout.deliver(channel, payload)
+
     async def subscribe(self, channel: str, handler: Handler) -> LocalSubscription:
         return await self._fanout.add(channel, handler)
 

@@ -38,6 +38,7 @@ class RedisBroker:
         self._origin = secrets.token_bytes(8)  # prefixes what this node sends, to recognise it coming back
         self._outgoing: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._resubscribe = False
 
     async def publish(self, channel: str, payload: bytes) -> None:
         await self._fanout.deliver(channel, payload)
@@ -60,6 +61,17 @@ class RedisBroker:
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("redis publish of %d events failed: %s", len(batch), exc)
 
+    async def publish_batch(self, messages: list[tuple[str, bytes]]) -> None:
+        for channel, payload in messages:
+            await self._fanout.deliver(channel, payload)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel, payload in messages:
+                    pipe.publish(self._prefix + channel, self._origin + payload)
+                await pipe.execute()
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            raise ConnectionError(f"redis did not take {len(messages)} events: {exc}") from exc
+
     async def subscribe(self, channel: str, handler: Handler) -> LocalSubscription:
         return await self._fanout.add(channel, handler)
 
@@ -79,20 +91,35 @@ class RedisBroker:
         await self._client.aclose()
 
     async def _upstream_subscribe(self, channel: str) -> None:
-        await self._pubsub.subscribe(self._prefix + channel)
+        try:
+            await self._pubsub.subscribe(self._prefix + channel)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            # Redis is down: the local subscription stands; the reader subscribes again when it is back.
+            log.warning("redis subscribe to %s deferred: %s", channel, exc)
+            self._resubscribe = True
         if self._reader is None:
             self._reader = asyncio.create_task(self._read(), name="redis-broker-reader")
 
     async def _upstream_unsubscribe(self, channel: str) -> None:
-        await self._pubsub.unsubscribe(self._prefix + channel)
+        with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            await self._pubsub.unsubscribe(self._prefix + channel)
 
     async def _read(self) -> None:
         skip = len(self._prefix)
         while True:
             try:
+                if self._resubscribe:
+                    channels = [self._prefix + c for c in self._fanout.channels()]
+                    if channels:
+                        await self._pubsub.subscribe(*channels)
+                    self._resubscribe = False
+                    log.info("redis broker connected; following %d channels", len(channels))
                 message = await self._pubsub.get_message(timeout=1.0)
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
-                log.warning("redis broker connection lost; retrying")
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError, RuntimeError) as exc:
+                # RuntimeError: redis-py's pubsub has no connection yet (its first subscribe failed).
+                if not self._resubscribe:
+                    log.warning("redis broker connection lost (%s); retrying", exc)
+                self._resubscribe = True
                 await asyncio.sleep(0.5)
                 continue
             if message is None or message.get("type") != "message":

@@ -2,19 +2,43 @@
 
 A node holds one broker subscription per ``user:<id>`` channel while at least one of its
 sockets belongs to that user; what arrives goes to those sockets through the
-:class:`~server.edge.audience.Audience`. Publishing goes through the broker too, so a bet
-placed on node B updates the player's socket on node C.
+:class:`~server.edge.audience.Audience`. Events are published by the outbox relay (see
+:mod:`server.edge.relay`), so a bet placed on node B updates the player's socket on node C.
+The relay delivers at least once: a copy of an event already delivered here (same offset)
+is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from protocol import JSON
-from protocol import messages as m
+import orjson
 
 from ..broker import Broker, Subscription
 from .audience import Audience, Peer, user_channel
+
+DEDUPE_WINDOW = 1024
+"""Offsets this far below the highest seen on a user channel count as already delivered."""
+
+
+class _Seen:
+    """The offsets recently delivered on one user channel."""
+
+    __slots__ = ("high", "recent")
+
+    def __init__(self) -> None:
+        self.high = 0
+        self.recent: set[int] = set()
+
+    def first_time(self, offset: int) -> bool:
+        if offset <= self.high - DEDUPE_WINDOW or offset in self.recent:
+            return False
+        self.recent.add(offset)
+        if offset > self.high:
+            self.high = offset
+            if len(self.recent) > 2 * DEDUPE_WINDOW:
+                self.recent = {o for o in self.recent if o > self.high - DEDUPE_WINDOW}
+        return True
 
 
 class UserFeeds:
@@ -24,6 +48,7 @@ class UserFeeds:
         self._broker = broker
         self._audience = audience
         self._subscriptions: dict[str, Subscription] = {}
+        self._seen: dict[str, _Seen] = {}
         self._guard = asyncio.Lock()
 
     async def join(self, user_id: int, peer: Peer) -> None:
@@ -32,6 +57,7 @@ class UserFeeds:
         self._audience.add(channel, peer)
         async with self._guard:
             if channel not in self._subscriptions:
+                self._seen[channel] = _Seen()
                 self._subscriptions[channel] = await self._broker.subscribe(channel, self._deliver)
 
     async def leave(self, user_id: int, peer: Peer) -> None:
@@ -40,11 +66,12 @@ class UserFeeds:
         self._audience.remove(channel, peer)
         async with self._guard:
             if self._audience.count(channel) == 0 and channel in self._subscriptions:
+                self._seen.pop(channel, None)
                 await self._subscriptions.pop(channel).close()
 
-    async def publish(self, user_id: int, message: m.ServerMessage) -> None:
-        """Send ``message`` to every socket of the user, on every node (encoded once, as JSON)."""
-        await self._broker.publish(user_channel(user_id), JSON.encode(message))
-
     def _deliver(self, channel: str, payload: bytes) -> None:
+        seen = self._seen.get(channel)
+        offset = orjson.loads(payload).get("offset")
+        if seen is not None and isinstance(offset, int) and not seen.first_time(offset):
+            return
         self._audience.push_json(channel, payload)

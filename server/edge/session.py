@@ -43,13 +43,12 @@ class State(Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """What the endpoint must do after one frame: send ``replies`` in order, then ``pushes``
-    (user id, message) to every socket of that user on this node, then close if ``close`` is set."""
+    """What the endpoint must do after one frame: send ``replies`` in order, then close if ``close``
+    is set. (Events about money never come from here: the ledger's outbox relay sends them.)"""
 
     replies: list[m.ServerMessage] = field(default_factory=list)
     close: CloseCode | None = None
     reason: str = ""
-    pushes: list[tuple[int, m.ServerMessage]] = field(default_factory=list)
 
 
 def _error(request_id: m.RequestId | None, code: ErrorCode, message: str, field: str | None = None) -> m.Error:
@@ -162,6 +161,12 @@ class Session:
         except _STORE_FAILURES as exc:
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)
             return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry auth shortly")])
+        missed: list[bytes] | None = None
+        if request.since is not None and request.since.epoch == self.node.ledger.epoch:
+            try:
+                missed = await self.node.relay.missed(user.id, request.since.offset, wallet.version)
+            except _STORE_FAILURES:
+                missed = None  # resume is best effort: the welcome's balance is the truth
         self.user = user
         self.state = State.READY
         await self.node.feeds.join(user.id, self.peer)
@@ -180,7 +185,12 @@ class Session:
             session=self.session_id,
             server_time=now_ms(),
             games=list(self.node.games),
+            offset=wallet.version,
+            epoch=self.node.ledger.epoch,
         )
+        if request.since is not None:
+            welcome.recovered = missed is not None
+            welcome.missed = [orjson.loads(event) for event in missed or ()]
         return Outcome([welcome])
 
     async def _dispatch(self, request: m.Request) -> Outcome:
@@ -250,11 +260,7 @@ class Session:
         view = m.BetView(id=placed.bet_id, game=placed.game, round=placed.round_id, amount=placed.amount,
                          params=placed.params, status=placed.status)  # fmt: skip
         reply = m.BetOk(id=request.id, bet=view, balance=placed.balance)
-        if placed.replayed:
-            return Outcome([reply])
-        push = m.Balance(ch="user", offset=placed.version, epoch=self.node.ledger.epoch, balance=placed.balance,
-                         delta=-placed.amount, reason="bet", ref=placed.bet_id)  # fmt: skip
-        return Outcome([reply], pushes=[(placed.user_id, push)])
+        return Outcome([reply])
 
     def _subscribe(self, request: m.Subscribe) -> Outcome:
         self.subscriptions.add(request.game)

@@ -76,8 +76,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             for reply in outcome.replies:
                 data = codec.encode(reply)
                 queue.put(data if codec.binary else data.decode())
-            for user_id, push in outcome.pushes:
-                await node.feeds.publish(user_id, push)
             if outcome.close is not None:
                 queue.close(outcome.close, outcome.reason)
     except WebSocketDisconnect:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +24,7 @@ import asyncpg
 import orjson
 
 from .errors import BettingClosed, IdempotencyConflict, InsufficientFunds, LedgerError
+from .events import UserEvent, balance_event
 from .transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class PlacedBet:
     version: int
     replayed: bool = False
     """True when this is the answer to a retry of an already placed bet (nothing was charged now)."""
+    event: UserEvent | None = None
+    """The ``balance`` push this bet wrote to the outbox (None for a replay): announced after commit."""
 
 
 BetOutcome = PlacedBet | LedgerError
@@ -108,6 +111,8 @@ WITH txns AS (
 ), house AS (
     UPDATE accounts SET balance = balance + $14::bigint, version = version + cardinality($1::bigint[])
     WHERE id = $5
+), events AS (
+    INSERT INTO user_events (user_id, "offset", payload) SELECT * FROM unnest($6::bigint[], $16::bigint[], $17::bytea[])
 )
 INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn)
 SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::bigint[], $9::jsonb[], $10::text[],
@@ -115,8 +120,10 @@ SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::b
 """
 
 
-async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> list[BetOutcome]:
-    """Decide and write a batch of bets in the caller's transaction; one outcome per request, in order."""
+async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epoch: str) -> list[BetOutcome]:
+    """Decide and write a batch of bets in the caller's transaction; one outcome per request, in order.
+
+    Each accepted bet also writes its ``balance`` event (in ``epoch``) to the outbox."""
     round_ids = sorted({r.round_id for r in batch})
     # The shared advisory lock per round is held to commit: the round engine takes it exclusively to close
     # betting, so it waits for batches in flight, and a batch after it sees the round closed. A bet can never
@@ -164,6 +171,8 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> 
 
     if accepted:
         bet_ids, txn_ids = read["bet_ids"][: len(accepted)], read["txn_ids"][: len(accepted)]
+        events = [balance_event(r.user_id, version, epoch, balance=balance, delta=-r.amount, reason="bet", ref=bet_id)
+                  for (_, r, balance, version), bet_id in zip(accepted, bet_ids, strict=True)]  # fmt: skip
         touched = sorted({wallets[r.user_id][0]: r.user_id for _, r, _, _ in accepted}.items())
         await conn.execute(
             _WRITE,
@@ -183,11 +192,12 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> 
             sum(r.amount for _, r, _, _ in accepted),
             [balance for _, _, balance, _ in accepted],
             [version for _, _, _, version in accepted],
+            [event.payload for event in events],
         )
-        for (index, request, balance, version), bet_id in zip(accepted, bet_ids, strict=True):
+        for (index, request, balance, version), bet_id, event in zip(accepted, bet_ids, events, strict=True):
             outcomes[index] = PlacedBet(
                 bet_id, request.user_id, request.game, request.round_id, request.amount, request.params,
-                "accepted", balance, version,
+                "accepted", balance, version, event=event,
             )  # fmt: skip
 
     final: list[BetOutcome] = []
@@ -195,7 +205,7 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int) -> 
         if isinstance(outcome, int):
             original = outcomes[outcome]
             assert isinstance(original, PlacedBet)
-            final.append(replace(original, replayed=True))
+            final.append(replace(original, replayed=True, event=None))
         else:
             assert outcome is not None
             final.append(outcome)
@@ -241,8 +251,12 @@ class BetBatcher:
         max_batch: int = 500,
         max_wait: float = 0.002,
         concurrency: int = 2,
+        epoch: str = "",
+        announce: Callable[[list[UserEvent]], None] | None = None,
     ) -> None:
         self._pool = pool
+        self._epoch = epoch
+        self._announce = announce
         self._houses = itertools.cycle(house_accounts)
         self._max_batch = max_batch
         self._max_wait = max_wait
@@ -301,7 +315,7 @@ class BetBatcher:
             # 23505: a key inserted by a transaction that committed after our read; the retry replays it.
             outcomes = await in_transaction(
                 self._pool,
-                lambda conn: commit_bets(conn, requests, house),
+                lambda conn: commit_bets(conn, requests, house, self._epoch),
                 retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
             )
         except Exception as exc:
@@ -320,3 +334,7 @@ class BetBatcher:
                 future.set_result(outcome)
             else:
                 future.set_exception(outcome)
+        if self._announce is not None:  # after the replies were released: a socket sees bet_ok, then balance
+            events = [o.event for o in outcomes if isinstance(o, PlacedBet) and o.event is not None]
+            if events:
+                self._announce(events)

@@ -13,6 +13,7 @@ import asyncpg
 
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
 from .errors import InsufficientFunds, UnknownAccount
+from .events import UserEvent, balance_event, settlement_events, store_events
 from .postings import post, transfer
 from .settlement import ClosedBet, refund_bets, settle_bets
 from .transactions import Connection, in_transaction
@@ -32,8 +33,10 @@ class Ledger:
         batch_max: int = 500,
         batch_wait: float = 0.002,
         batch_concurrency: int = 2,
+        announce: Callable[[list[UserEvent]], None] | None = None,
     ) -> None:
         self._pool = pool
+        self._announce = announce
         self._welcome_credit = welcome_credit
         self._batch_options = {"max_batch": batch_max, "max_wait": batch_wait, "concurrency": batch_concurrency}
         self._batcher: BetBatcher | None = None
@@ -48,7 +51,8 @@ class Ledger:
             self._houses = [await system_account(conn, "house", shard) for shard in range(HOUSE_SHARDS)]
             self._bank = await system_account(conn, "bank")
             self.epoch = await conn.fetchval("SELECT epoch FROM ledger_meta")
-        self._batcher = BetBatcher(self._pool, self._houses, **self._batch_options)  # type: ignore[arg-type]
+        self._batcher = BetBatcher(self._pool, self._houses, epoch=self.epoch, announce=self._announce,
+                                   **self._batch_options)  # type: ignore[arg-type]  # fmt: skip
         self._batcher.start()
 
     async def close(self) -> None:
@@ -63,9 +67,19 @@ class Ledger:
 
     async def open_wallet(self, user_id: int) -> WalletState:
         """Open the user's wallet (with the configured welcome credit) unless it exists; return its state."""
-        return await in_transaction(
-            self._pool, lambda conn: open_wallet(conn, user_id, welcome_credit=self._welcome_credit)
-        )
+
+        async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
+            wallet = await open_wallet(conn, user_id, welcome_credit=self._welcome_credit)
+            events = []
+            if wallet.credited:
+                events = [balance_event(user_id, wallet.version, self.epoch, balance=wallet.balance,
+                                        delta=wallet.credited, reason="deposit", ref="welcome")]  # fmt: skip
+                await store_events(conn, events)
+            return wallet, events
+
+        wallet, events = await in_transaction(self._pool, work)
+        self._announced(events)
+        return wallet
 
     async def balance(self, user_id: int) -> WalletState:
         """The wallet's committed balance and version; zero for a user without a wallet."""
@@ -94,15 +108,19 @@ class Ledger:
         (the round engine marks the round settled there)."""
         house = self._houses[0]
 
-        async def work(conn: Connection) -> list[ClosedBet]:
+        async def work(conn: Connection) -> tuple[list[ClosedBet], list[UserEvent]]:
             closed = await settle_bets(conn, payouts, house)
             if refunds:
                 closed += await refund_bets(conn, refunds, house)
             if also is not None:
                 await also(conn)
-            return closed
+            events = settlement_events(closed, self.epoch)
+            await store_events(conn, events)
+            return closed, events
 
-        return await in_transaction(self._pool, work)
+        closed, events = await in_transaction(self._pool, work)
+        self._announced(events)
+        return closed
 
     async def record_cashout(self, bet_ids: list[int], multiplier: int) -> list[int]:
         """Record a cash-out at ``multiplier`` on bets still open and not cashed out; return those ids.
@@ -122,21 +140,27 @@ class Ledger:
 
     async def refund(self, bet_ids: list[int]) -> list[ClosedBet]:
         """Void bets and return their stakes, in one transaction; bets already closed are skipped."""
-        house = self._houses[0]
-        return await in_transaction(self._pool, lambda conn: refund_bets(conn, bet_ids, house))
+        return await self.settle([], refunds=bet_ids)
 
     async def deposit(self, user_id: int, amount: int, *, ref: str) -> WalletState:
         """Credit ``amount`` from the bank for an external payment ``ref``; a repeated ``ref`` is a no-op."""
         if amount <= 0:
             raise ValueError("a deposit is a positive amount")
 
-        async def work(conn: Connection) -> WalletState:
+        async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
             wallet = await self._wallet(conn, user_id)
-            if await conn.fetchval("SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1", ref) is None:
-                await post(conn, [transfer("deposit", self._bank, wallet, amount, ref=ref)])
-            return await self._state(conn, wallet)
+            if await conn.fetchval("SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1", ref) is not None:
+                return await self._state(conn, wallet), []
+            await post(conn, [transfer("deposit", self._bank, wallet, amount, ref=ref)])
+            state = await self._state(conn, wallet)
+            events = [balance_event(user_id, state.version, self.epoch, balance=state.balance, delta=amount,
+                                    reason="deposit", ref=ref)]  # fmt: skip
+            await store_events(conn, events)
+            return state, events
 
-        return await in_transaction(self._pool, work, retry_sqlstates=frozenset({"40001", "40P01", "23505"}))
+        state, events = await in_transaction(self._pool, work, retry_sqlstates=frozenset({"40001", "40P01", "23505"}))
+        self._announced(events)
+        return state
 
     async def adjust(self, user_id: int, amount: int, *, reason: str) -> WalletState:
         """Admin credit (``amount`` > 0) or debit (< 0) against the bank, with a reason for people.
@@ -146,16 +170,27 @@ class Ledger:
         if amount == 0 or not reason.strip():
             raise ValueError("an adjustment needs a non-zero amount and a reason")
 
-        async def work(conn: Connection) -> WalletState:
+        async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
             wallet = await self._wallet(conn, user_id)
             source, target = (self._bank, wallet) if amount > 0 else (wallet, self._bank)
             try:
                 await post(conn, [transfer("adjust", source, target, abs(amount), reason=reason)])
             except asyncpg.CheckViolationError:
                 raise InsufficientFunds(f"the wallet of user {user_id} holds less than {-amount}") from None
-            return await self._state(conn, wallet)
+            state = await self._state(conn, wallet)
+            events = [balance_event(user_id, state.version, self.epoch, balance=state.balance, delta=amount,
+                                    reason="adjust", ref=None)]  # fmt: skip
+            await store_events(conn, events)
+            return state, events
 
-        return await in_transaction(self._pool, work)
+        state, events = await in_transaction(self._pool, work)
+        self._announced(events)
+        return state
+
+    def _announced(self, events: list[UserEvent]) -> None:
+        """Hand events of a committed transaction to the relay (they are in the outbox already)."""
+        if events and self._announce is not None:
+            self._announce(events)
 
     async def _wallet(self, conn: Connection, user_id: int) -> int:
         account = await wallet_id(conn, user_id)

@@ -14,6 +14,8 @@ class WalletState:
 
     balance: int
     version: int
+    credited: int = 0
+    """The welcome credit paid by this call (only when it opened the wallet)."""
 
 
 async def system_account(conn: Connection, kind: str, shard: int = 0) -> int:
@@ -39,9 +41,11 @@ async def open_wallet(conn: Connection, user_id: int, *, welcome_credit: int) ->
         "INSERT INTO accounts (kind, user_id) VALUES ('wallet', $1) ON CONFLICT (user_id) DO NOTHING RETURNING id",
         user_id,
     )
+    credited = 0
     if created is not None and welcome_credit > 0:
         bank = await system_account(conn, "bank")
         await post(conn, [transfer("welcome", bank, created, welcome_credit, reason="welcome credit")])
+        credited = welcome_credit
     row = await conn.fetchrow("SELECT balance, version FROM accounts WHERE user_id = $1", user_id)
     assert row is not None
-    return WalletState(row["balance"], row["version"])
+    return WalletState(row["balance"], row["version"], credited)

@@ -6,7 +6,8 @@ Driver (on the one node holding the game's PostgreSQL advisory lock)::
     -> at closes_at: mark running (waits for bet batches on the round) -> handler.start
     -> handler.tick every tick_ms, publishing `tick` -> done
     -> payouts; ledger.settle(all bets + mark round settled, one transaction)
-    -> publish `round` settled with the seed -> bet_settled / balance to the players
+    -> publish `round` settled with the seed (the players' bet_settled / balance events were
+       written with the settlement and go out through the outbox relay)
 
 Every node (the driver included) subscribes to each game's channel on the broker, keeps a
 view of the current round from the events (for bet validation and ``subscribe`` snapshots),
@@ -38,7 +39,6 @@ from protocol import messages as m
 
 from ..broker import Broker
 from ..edge.audience import Audience, game_channel
-from ..edge.feeds import UserFeeds
 from ..ledger import ClosedBet, Ledger, LedgerError
 from . import GameRules
 from .fair import FairRng
@@ -116,7 +116,6 @@ class RoundEngine:
         pool: asyncpg.Pool,
         ledger: Ledger,
         broker: Broker,
-        feeds: UserFeeds,
         audience: Audience,
         handlers: Mapping[str, RoundHandler],
         rules: Mapping[str, GameRules],
@@ -126,7 +125,6 @@ class RoundEngine:
         self._node_id = node_id
         self._ledger = ledger
         self._broker = broker
-        self._feeds = feeds
         self._audience = audience
         self._settings = settings
         self._store = RoundStore(pool, chain_length=settings.chain_length)
@@ -396,7 +394,7 @@ class RoundEngine:
                 table.running.finished = True
                 bets = table.running.state.bets
         try:
-            closed = await self._close_round(table, new.round_id, outcome, bets, voided=voided)
+            await self._close_round(table, new.round_id, outcome, bets, voided=voided)
         finally:
             table.running = None
         settled = {**base, "phase": "settled", "seed": new.seed}
@@ -405,7 +403,6 @@ class RoundEngine:
         else:
             settled["outcome"] = handler.public_outcome(outcome)
         await self._publish(table, settled)
-        await self._notify_players(closed)
         await asyncio.sleep(self._settings.pause_ms / 1000)
 
     async def _run(self, table: GameTable, round_id: int, rng: FairRng, outcome: dict[str, Any],
@@ -476,7 +473,7 @@ class RoundEngine:
         async def mark(conn: Any) -> None:
             await RoundStore.mark_closed(conn, stored.round_id, phase, outcome, token)
 
-        closed = await self._ledger.settle(payouts, refunds=refunds, also=mark)
+        await self._ledger.settle(payouts, refunds=refunds, also=mark)
         log.info("%s round %d left unfinished: %s (%d paid, %d refunded)", table.name, stored.round_id, phase,
                  len(payouts), len(refunds))  # fmt: skip
         event: dict[str, Any] = {"t": "round", "game": table.name, "round": stored.round_id, "phase": "settled",
@@ -486,30 +483,6 @@ class RoundEngine:
         else:
             event["outcome"] = handler.public_outcome(outcome)
         await self._publish(table, event)
-        await self._notify_players(closed)
-
-    async def _notify_players(self, closed: list[ClosedBet]) -> None:
-        """``bet_settled`` (and ``balance`` when money moved) to every socket of each player, on every node."""
-        by_user: dict[int, list[ClosedBet]] = {}
-        for bet in closed:
-            by_user.setdefault(bet.user_id, []).append(bet)
-        epoch = self._ledger.epoch
-        for user_id, bets in by_user.items():
-            events = sum(1 + (bet.payout > 0) for bet in bets)
-            offset = bets[-1].version - events
-            balance = bets[-1].balance - sum(bet.payout for bet in bets)
-            for bet in bets:
-                balance += bet.payout
-                offset += 1
-                settled = m.BetSettled(ch="user", offset=offset, epoch=epoch, bet=bet.bet_id, payout=bet.payout,
-                                       balance=balance)  # fmt: skip
-                await self._feeds.publish(user_id, settled)
-                if bet.payout > 0:
-                    offset += 1
-                    reason = "refund" if bet.status == "refunded" else "win"
-                    push = m.Balance(ch="user", offset=offset, epoch=epoch, balance=balance, delta=bet.payout,
-                                     reason=reason, ref=bet.bet_id)  # fmt: skip
-                    await self._feeds.publish(user_id, push)
 
 
 __all__ = ["EngineSettings", "GameTable", "InvalidBet", "RoundEngine", "RoundRefused"]

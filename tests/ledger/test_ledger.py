@@ -255,7 +255,7 @@ async def test_closing_betting_waits_for_bet_batches_in_flight(pool: asyncpg.Poo
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
-        outcomes = await commit_bets(conn, [bet(user, 10)], house)  # in flight: not committed yet
+        outcomes = await commit_bets(conn, [bet(user, 10)], house, "test")  # in flight: not committed yet
         assert isinstance(outcomes[0], PlacedBet)
         closing = asyncio.create_task(store.start_running(OPEN_ROUND["id"], token))
         await asyncio.sleep(0.3)
@@ -263,6 +263,6 @@ async def test_closing_betting_waits_for_bet_batches_in_flight(pool: asyncpg.Poo
         await transaction.commit()
     assert await asyncio.wait_for(closing, 5) is not None
     async with pool.acquire() as conn, conn.transaction():
-        late = await commit_bets(conn, [bet(user, 10)], house)
+        late = await commit_bets(conn, [bet(user, 10)], house, "test")
     assert isinstance(late[0], BettingClosed)
     assert await pool.fetchval("SELECT count(*) FROM bets WHERE user_id = $1", user) == 1

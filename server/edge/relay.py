@@ -1,0 +1,153 @@
+"""The outbox relay: user events committed with their money reach every node, at least once.
+
+The ledger writes each user event into ``user_events`` in the transaction that moves the
+money, and hands it to :meth:`OutboxRelay.announce` after the commit. The relay publishes it
+on ``user:<id>`` at once and then marks it relayed. If the node dies between commit and
+publish, or the broker does not take the events, the rows stay unrelayed and the sweeper
+(on every node, rows claimed with ``SKIP LOCKED`` so two nodes never relay one row at once)
+publishes them after a grace period. A user event can therefore arrive twice; its ``offset``
+(the wallet version) tells the copies apart, and :class:`~server.edge.feeds.UserFeeds` drops
+the second. The table is also the user channel's history: :meth:`missed` serves ``auth`` with
+``since``; rows older than the retention are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+
+from ..broker import Broker
+from ..ledger.events import UserEvent
+from .audience import user_channel
+
+log = logging.getLogger(__name__)
+
+_MARK = """
+UPDATE user_events SET relayed = true
+FROM unnest($1::bigint[], $2::bigint[]) AS e(user_id, "offset")
+WHERE user_events.user_id = e.user_id AND user_events."offset" = e."offset" AND NOT relayed
+"""
+
+_CLAIM = """
+SELECT user_id, "offset", payload FROM user_events
+WHERE NOT relayed AND created_at < now() - make_interval(secs => $1)
+ORDER BY created_at, user_id, "offset" LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+_MISSED = """
+SELECT payload FROM user_events WHERE user_id = $1 AND "offset" > $2 AND "offset" <= $3 ORDER BY "offset"
+"""
+
+_PRUNE = """
+DELETE FROM user_events WHERE created_at < now() - make_interval(secs => $1) AND relayed
+"""
+
+
+class OutboxRelay:
+    """Publishes committed user events to the broker and sweeps up those left behind."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        *,
+        grace: float = 2.0,
+        sweep_every: float = 1.0,
+        retention: float = 300.0,
+        batch: int = 1000,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._grace = grace
+        self._sweep_every = sweep_every
+        self._retention = retention
+        self._batch = batch
+        self._pending: list[UserEvent] = []
+        self._publisher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.swept = 0
+        """Events this node published from the sweep (their first relay had failed)."""
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
+
+    async def close(self) -> None:
+        """Publish what was announced (briefly), then stop; anything left is swept by another node."""
+        if self._publisher is not None and not self._publisher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._publisher), 2)
+        for task in (self._publisher, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def announce(self, events: list[UserEvent]) -> None:
+        """The ledger's hook: ``events`` were committed; publish them soon (never blocks)."""
+        self._pending.extend(events)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_pending(), name="outbox-publisher")
+
+    async def _publish_pending(self) -> None:
+        await asyncio.sleep(0)  # events announced in this loop turn go out together
+        while self._pending:
+            events, self._pending = self._pending, []
+            try:
+                await self._broker.publish_batch([(user_channel(e.user_id), e.payload) for e in events])
+            except ConnectionError as exc:
+                log.warning("%d user events not relayed now (the sweeper retries): %s", len(events), exc)
+                continue
+            try:
+                await self._pool.execute(_MARK, [e.user_id for e in events], [e.offset for e in events])
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Published but not marked: the sweeper publishes them again, the copies are dropped by offset.
+                log.warning("could not mark %d user events relayed: %s", len(events), exc)
+
+    async def sweep(self, *, grace: float | None = None) -> int:
+        """Publish events left unrelayed for ``grace`` seconds; return how many went out."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, self._grace if grace is None else grace, self._batch)
+            if not rows:
+                return 0
+            # Raises ConnectionError when the broker is down: the transaction rolls back, the rows stay.
+            await self._broker.publish_batch([(user_channel(r["user_id"]), r["payload"]) for r in rows])
+            await conn.execute(_MARK, [r["user_id"] for r in rows], [r["offset"] for r in rows])
+        self.swept += len(rows)
+        log.info("relayed %d user events left behind", len(rows))
+        return len(rows)
+
+    async def prune(self) -> None:
+        """Forget relayed events older than the retention."""
+        await self._pool.execute(_PRUNE, self._retention)
+
+    async def missed(self, user_id: int, after: int, upto: int) -> list[bytes] | None:
+        """The user's events with offsets ``after`` < offset <= ``upto``, oldest first; None when the
+        history no longer holds all of them (the client starts again from the welcome's balance)."""
+        if after > upto:
+            return None
+        if after == upto:
+            return []
+        rows = await self._pool.fetch(_MISSED, user_id, after, upto)
+        if len(rows) != upto - after:
+            return None
+        return [row["payload"] for row in rows]
+
+    async def _sweep_loop(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(self._sweep_every)
+            try:
+                while await self.sweep() == self._batch:
+                    pass
+                if time.monotonic() - last_prune > min(60.0, self._retention / 2):
+                    last_prune = time.monotonic()
+                    await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except (ConnectionError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox sweep failed (retrying): %s", exc)

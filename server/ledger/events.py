@@ -1,0 +1,74 @@
+"""Events of the user channel, written in the same transaction as the money they announce.
+
+Every change of a wallet is one event on its user's channel, and its ``offset`` is the wallet's
+version after the change: a bet (``balance``, reason ``bet``), each closed bet (``bet_settled``,
+then ``balance`` with reason ``win`` or ``refund`` when it paid), a deposit, a welcome credit or
+an adjustment (``balance``). The events go into ``user_events`` (the outbox and the channel's
+history, see migration 0005) before the transaction commits; the ledger hands them to its
+``announce`` hook after the commit (see :class:`server.edge.relay.OutboxRelay`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol import JSON
+from protocol import messages as m
+
+from .settlement import ClosedBet
+from .transactions import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    """One push on a user's channel: its offset (the wallet version) and the JSON bytes sent."""
+
+    user_id: int
+    offset: int
+    payload: bytes
+
+
+def balance_event(user_id: int, offset: int, epoch: str, *, balance: int, delta: int, reason: str,
+                  ref: int | str | None) -> UserEvent:  # fmt: skip
+    """A ``balance`` push: the wallet changed by ``delta`` to ``balance``."""
+    push = m.Balance(ch="user", offset=offset, epoch=epoch, balance=balance, delta=delta, reason=reason, ref=ref)
+    return UserEvent(user_id, offset, JSON.encode(push))
+
+
+def settlement_events(closed: list[ClosedBet], epoch: str) -> list[UserEvent]:
+    """The events of closing ``closed`` (one settlement or refund call), per user in offset order.
+
+    Each closed bet bumped its wallet's version once for ``bet_settled`` and once more when it
+    paid (the ``balance`` push), so the user's events of one call end at the wallet's version.
+    """
+    by_user: dict[int, list[ClosedBet]] = {}
+    for bet in closed:
+        by_user.setdefault(bet.user_id, []).append(bet)
+    events: list[UserEvent] = []
+    for user_id, bets in by_user.items():
+        offset = bets[-1].version - sum(1 + (bet.payout > 0) for bet in bets)
+        balance = bets[-1].balance - sum(bet.payout for bet in bets)
+        for bet in bets:
+            balance += bet.payout
+            offset += 1
+            settled = m.BetSettled(ch="user", offset=offset, epoch=epoch, bet=bet.bet_id, payout=bet.payout,
+                                   balance=balance)  # fmt: skip
+            events.append(UserEvent(user_id, offset, JSON.encode(settled)))
+            if bet.payout > 0:
+                reason = "refund" if bet.status == "refunded" else "win"
+                events.append(balance_event(user_id, offset + 1, epoch, balance=balance, delta=bet.payout,
+                                            reason=reason, ref=bet.bet_id))  # fmt: skip
+                offset += 1
+    return events
+
+
+STORE = """
+INSERT INTO user_events (user_id, "offset", payload)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])
+"""
+
+
+async def store_events(conn: Connection, events: list[UserEvent]) -> None:
+    """Write ``events`` into the outbox, in the caller's transaction."""
+    if events:
+        await conn.execute(STORE, [e.user_id for e in events], [e.offset for e in events], [e.payload for e in events])
