@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Broker, Handler, Subscription
+from .base import Broker, Handler, HistoryPolicy, Subscription
 
 
 def broker_from_url(url: str | None, *, prefix: str = "croupier:") -> Broker:
@@ -19,4 +19,4 @@ def broker_from_url(url: str | None, *, prefix: str = "croupier:") -> Broker:
     return RedisBroker(url, prefix=prefix)
 
 
-__all__ = ["Broker", "Handler", "Subscription", "broker_from_url"]
+__all__ = ["Broker", "Handler", "HistoryPolicy", "Subscription", "broker_from_url"]

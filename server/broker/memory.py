@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from ._fanout import LocalFanout, LocalSubscription
-from .base import Handler
+from .base import Handler, HistoryPolicy
 
 
 class MemoryBroker:
-    """Delivers published payloads to this process's subscribers, in order."""
+    """Delivers published payloads to this process's subscribers, in order; keeps history in memory."""
 
     def __init__(self) -> None:
         self._fanout = LocalFanout()
+        self._history: dict[str, tuple[HistoryPolicy, deque[tuple[float, bytes]]]] = {}
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes, history: HistoryPolicy | None = None) -> None:
+        if history is not None:
+            kept = self._history.get(channel)
+            if kept is None or kept[0] != history:
+                kept = self._history[channel] = (history, deque(kept[1] if kept else (), maxlen=history.size))
+            kept[1].append((time.monotonic(), payload))
         await self._fanout.deliver(channel, payload)
+
+    async def history(self, channel: str, count: int) -> list[bytes]:
+        kept = self._history.get(channel)
+        if kept is None or count <= 0:
+            return []
+        policy, entries = kept
+        cutoff = time.monotonic() - policy.ttl
+        while entries and entries[0][0] < cutoff:
+            entries.popleft()
+        return [payload for _, payload in list(entries)[-count:]]
 
     async def publish_batch(self, messages: list[tuple[str, bytes]]) -> None:
         for channel, payload in messages:
@@ -27,3 +46,4 @@ class MemoryBroker:
 
     async def close(self) -> None:
         self._fanout = LocalFanout()
+        self._history.clear()

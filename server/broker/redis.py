@@ -7,7 +7,9 @@ turn go to Redis in one pipeline. One pub/sub connection per node carries every 
 node has local subscribers for; the first local subscriber of a channel subscribes upstream,
 the last one leaving unsubscribes. Channel names are prefixed so several deployments can share
 a server. Delivery to other nodes is at most once: events published while Redis is down are
-lost to them (resume from history covers the gap).
+lost to them (resume from history covers the gap). A channel's history is a Redis stream
+(``<prefix><channel>:history``) trimmed to the policy's size, expiring after its TTL; the
+publisher appends to it in the same pipeline as the publish.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import secrets
 import redis.asyncio as aioredis
 
 from ._fanout import LocalFanout, LocalSubscription
-from .base import Handler
+from .base import Handler, HistoryPolicy
 
 log = logging.getLogger(__name__)
 MAX_OUTGOING = 100_000
@@ -36,16 +38,16 @@ class RedisBroker:
         self._fanout = LocalFanout(on_first=self._upstream_subscribe, on_last=self._upstream_unsubscribe)
         self._reader: asyncio.Task[None] | None = None
         self._origin = secrets.token_bytes(8)  # prefixes what this node sends, to recognise it coming back
-        self._outgoing: list[tuple[str, bytes]] = []
+        self._outgoing: list[tuple[str, bytes, HistoryPolicy | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._resubscribe = False
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes, history: HistoryPolicy | None = None) -> None:
         await self._fanout.deliver(channel, payload)
         if len(self._outgoing) >= MAX_OUTGOING:
             del self._outgoing[: MAX_OUTGOING // 10]
             log.warning("redis is not keeping up: dropped the oldest %d outgoing events", MAX_OUTGOING // 10)
-        self._outgoing.append((self._prefix + channel, self._origin + payload))
+        self._outgoing.append((self._prefix + channel, self._origin + payload, history))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="redis-broker-publisher")
 
@@ -55,8 +57,12 @@ class RedisBroker:
             batch, self._outgoing = self._outgoing, []
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for channel, data in batch:
+                    for channel, data, history in batch:
                         pipe.publish(channel, data)
+                        if history is not None:  # the payload without the origin: what a reader replays
+                            key = self._history_key(channel)
+                            pipe.xadd(key, {"p": data[8:]}, maxlen=history.size, approximate=True)
+                            pipe.pexpire(key, int(history.ttl * 1000))
                     await pipe.execute()
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 log.warning("redis publish of %d events failed: %s", len(batch), exc)
@@ -71,6 +77,24 @@ class RedisBroker:
                 await pipe.execute()
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
             raise ConnectionError(f"redis did not take {len(messages)} events: {exc}") from exc
+
+    async def history(self, channel: str, count: int) -> list[bytes]:
+        if count <= 0:
+            return []
+        try:
+            entries = await self._client.xrevrange(self._history_key(self._prefix + channel), count=count)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            raise ConnectionError(f"redis history of {channel} unavailable: {exc}") from exc
+        kept: list[bytes] = []
+        for _, fields in reversed(entries or []):
+            payload = (fields or {}).get(b"p")
+            if isinstance(payload, bytes):
+                kept.append(payload)
+        return kept
+
+    @staticmethod
+    def _history_key(prefixed_channel: str) -> str:
+        return prefixed_channel + ":history"
 
     async def subscribe(self, channel: str, handler: Handler) -> LocalSubscription:
         return await self._fanout.add(channel, handler)

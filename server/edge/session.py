@@ -207,7 +207,7 @@ class Session:
             case m.BalanceRequest():
                 return await self._balance(request, self.user.id)
             case m.Subscribe():
-                return self._subscribe(request)
+                return await self._subscribe(request)
             case m.Unsubscribe():
                 if request.game not in self.subscriptions:
                     return Outcome([_error(request.id, ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {request.game}")])
@@ -262,13 +262,15 @@ class Session:
         reply = m.BetOk(id=request.id, bet=view, balance=placed.balance)
         return Outcome([reply])
 
-    def _subscribe(self, request: m.Subscribe) -> Outcome:
+    async def _subscribe(self, request: m.Subscribe) -> Outcome:
+        missed = None
+        if request.since is not None:
+            missed = await self.node.rounds.missed_since(request.game, request.since.offset, request.since.epoch)
+        # No await from here: the snapshot is at the offset ``missed`` ends at, and every later event reaches
+        # this socket (after this reply) with no gap and nothing twice.
         self.subscriptions.add(request.game)
         self.node.audience.add(game_channel(request.game), self.peer)
         snapshot, offset, epoch = self.node.rounds.snapshot(request.game)
-        missed = None
-        if request.since is not None:
-            missed = self.node.rounds.missed_since(request.game, request.since.offset, request.since.epoch)
         return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=offset, epoch=epoch,
                                      recovered=missed is not None, missed=missed or [])])  # fmt: skip
 

@@ -26,9 +26,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -37,7 +36,7 @@ import orjson
 from protocol import ErrorCode
 from protocol import messages as m
 
-from ..broker import Broker
+from ..broker import Broker, HistoryPolicy
 from ..edge.audience import Audience, game_channel
 from ..ledger import ClosedBet, Ledger, LedgerError
 from . import GameRules
@@ -46,6 +45,7 @@ from .handler import ActionRefused, BetInfo, InvalidBet, RoundContext, RoundHand
 from .store import RoundStore, StaleLease, StoredRound
 
 log = logging.getLogger(__name__)
+_HISTORY_SLACK = 16  # read a few more events than needed: the broker may have some newer than this node's view
 _LOCK_CLASS = 0x43524F55  # advisory lock namespace "CROU"; the game name's hash is the second key
 
 
@@ -95,8 +95,6 @@ class GameTable:
     """The driver's own count of events it published on this game's channel (their offsets)."""
     token: int = 0
     """The driver's lease (fencing) token: every write to a round carries it."""
-    history: deque[tuple[int, float, bytes]] = field(default_factory=deque)
-    """Recent events of the channel as this node received them: (offset, arrival, JSON payload)."""
     running: _Running | None = None
     driving: bool = False
 
@@ -128,6 +126,7 @@ class RoundEngine:
         self._audience = audience
         self._settings = settings
         self._store = RoundStore(pool, chain_length=settings.chain_length)
+        self._history = HistoryPolicy(settings.history_size, settings.history_ttl)
         self._tables = {name: GameTable(handler, rules[name]) for name, handler in handlers.items()}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscriptions: list[Any] = []
@@ -195,23 +194,36 @@ class RoundEngine:
         table = self._tables[game]
         return (None if table.view is None else dict(table.view)), table.offset, table.epoch
 
-    def missed_since(self, game: str, offset: int, epoch: str) -> list[dict[str, Any]] | None:
-        """The events of ``game`` after ``offset`` in ``epoch``, oldest first, or None when this node's
-        history no longer covers them (another epoch, or too old): then the client needs a snapshot."""
+    async def missed_since(self, game: str, offset: int, epoch: str) -> list[dict[str, Any]] | None:
+        """The events of ``game`` after ``offset`` in ``epoch``, oldest first, up to this node's current
+        offset when it returns (take the snapshot right after it, with no await in between).
+
+        None when the channel's history (kept by the broker, shared by every node) no longer holds all
+        of them (another epoch, too old, or unreadable): then the client needs a snapshot."""
         table = self._tables[game]
-        self._expire(table)
         if epoch != table.epoch or offset > table.offset:
             return None
         if offset == table.offset:
             return []
-        if not table.history or table.history[0][0] > offset + 1:
+        if table.offset - offset > self._history.size:
             return None
-        return [orjson.loads(payload) for event_offset, _, payload in table.history if event_offset > offset]
-
-    def _expire(self, table: GameTable) -> None:
-        cutoff = time.monotonic() - self._settings.history_ttl
-        while table.history and (len(table.history) > self._settings.history_size or table.history[0][1] < cutoff):
-            table.history.popleft()
+        try:
+            kept = await self._broker.history(game_channel(game), table.offset - offset + _HISTORY_SLACK)
+        except ConnectionError as exc:
+            log.warning("history of %s unavailable: %s", game, exc)
+            return None
+        # No await from here on: the caller takes its snapshot at exactly this offset.
+        upto = table.offset
+        if epoch != table.epoch:
+            return None
+        missed: list[dict[str, Any]] = []
+        for payload in kept:
+            event = orjson.loads(payload)
+            if event.get("epoch") == epoch and offset < event.get("offset", 0) <= upto:
+                missed.append(event)
+        if [event["offset"] for event in missed] != list(range(offset + 1, upto + 1)):
+            return None
+        return missed
 
     async def action(self, game: str, round_id: int, user_id: int, action: str,
                      params: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
@@ -275,11 +287,7 @@ class RoundEngine:
         if table is None:
             return
         event = orjson.loads(payload)
-        if event["epoch"] != table.epoch:
-            table.history.clear()  # a new driver: offsets start over
         table.offset, table.epoch = event["offset"], event["epoch"]
-        table.history.append((table.offset, time.monotonic(), payload))
-        self._expire(table)
         kind = event["t"]
         if kind == "round":
             table.view = {k: v for k, v in event.items() if k not in ("t", "ch", "offset", "epoch")}
@@ -291,7 +299,7 @@ class RoundEngine:
         table.published += 1
         event = {**event, "ch": game_channel(table.name), "offset": table.published, "epoch": table.epoch}
         try:
-            await self._broker.publish(game_channel(table.name), orjson.dumps(event))
+            await self._broker.publish(game_channel(table.name), orjson.dumps(event), history=self._history)
         except Exception as exc:  # the round goes on; subscribers recover with a snapshot
             log.warning("could not publish %s event of %s: %s", event["t"], table.name, exc)
 

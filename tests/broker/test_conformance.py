@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server.broker import Broker, broker_from_url
+from server.broker import Broker, HistoryPolicy, broker_from_url
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -117,3 +117,51 @@ async def test_local_subscribers_keep_getting_events_while_redis_is_down() -> No
     finally:
         redis.stop()
         await broker.close()
+
+
+async def test_history_keeps_the_last_payloads_in_order_and_forgets_them_after_the_ttl(broker: Broker) -> None:
+    kept = HistoryPolicy(size=3, ttl=60)
+    for i in range(5):
+        await broker.publish("game:dice", f"e{i}".encode(), history=kept)
+    await broker.publish("game:dice", b"not kept")  # no policy: delivered, not kept
+    await broker.publish("game:crash", b"other channel", history=kept)
+    for _ in range(100):  # the Redis backend appends in the background pipeline
+        if await broker.history("game:crash", 1):
+            break
+        await asyncio.sleep(0.01)
+    assert await broker.history("game:dice", 3) == [b"e2", b"e3", b"e4"]
+    assert (await broker.history("game:dice", 10))[-3:] == [b"e2", b"e3", b"e4"]
+    assert await broker.history("game:dice", 1) == [b"e4"]
+    assert await broker.history("game:roulette", 5) == []
+
+    brief = HistoryPolicy(size=10, ttl=0.2)
+    await broker.publish("game:brief", b"soon gone", history=brief)
+    await asyncio.sleep(0.5)
+    assert await broker.history("game:brief", 5) == []
+
+
+async def test_history_written_by_one_node_is_read_by_another(redis_url: str) -> None:
+    prefix = f"test-{secrets.token_hex(4)}:"
+    writer, reader = broker_from_url(redis_url, prefix=prefix), broker_from_url(redis_url, prefix=prefix)
+    try:
+        for i in range(4):
+            await writer.publish("game:crash", f"e{i}".encode(), history=HistoryPolicy(size=100, ttl=60))
+        for _ in range(100):
+            if len(await reader.history("game:crash", 10)) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert await reader.history("game:crash", 10) == [b"e0", b"e1", b"e2", b"e3"]
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_history_of_an_unreachable_redis_raises_connection_error() -> None:
+    from tests.services import free_port
+
+    down = broker_from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(ConnectionError):
+            await down.history("game:crash", 5)
+    finally:
+        await down.close()

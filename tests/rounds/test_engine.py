@@ -313,3 +313,31 @@ async def test_subscribe_with_since_replays_missed_events_or_answers_a_snapshot(
         assert (too_old["recovered"], too_old["missed"]) == (False, [])
         for sock in (ws, watcher):
             await sock.close()
+
+
+async def test_a_client_resumes_on_another_node_from_the_shared_history(
+    start_node: StartNode, bank: Ledger, redis_url: str
+) -> None:
+    """Drained from node A, the client reconnects to node B, which started after the events it missed:
+    B serves them from the history in Redis, not from anything it saw itself."""
+    async with start_node(**FAST, redis_url=redis_url) as a:
+        ws, user_id = await player(a, bank)
+        await request(ws, {"t": "subscribe", "id": 1, "game": "dice"})
+        seen = await next_event(ws, lambda m: m["t"] == "round")
+        await ws.close()
+        watcher, _ = await player(a, bank)
+        await request(watcher, {"t": "subscribe", "id": 1, "game": "dice"})
+        await next_event(watcher, round_event("settled"))  # a few events go by while the client is away
+        async with start_node(**FAST, redis_url=redis_url) as b:
+            back, _ = await authed(b, user_id)
+            await next_event(watcher, lambda m: m["t"] == "round")  # B follows the channel from now on
+            since = {"offset": seen["offset"], "epoch": seen["epoch"]}
+            resumed = await request(back, {"t": "subscribe", "id": 2, "game": "dice", "since": since})
+            assert resumed["recovered"] is True, resumed
+            offsets = [e["offset"] for e in resumed["missed"]]
+            assert offsets == list(range(seen["offset"] + 1, resumed["offset"] + 1))
+            assert len(offsets) >= 3
+            nxt = await next_event(back, lambda m: m.get("ch") == "game:dice")
+            assert nxt["offset"] == resumed["offset"] + 1  # then live events, with no gap
+            await back.close()
+        await watcher.close()
