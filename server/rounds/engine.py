@@ -49,6 +49,14 @@ _HISTORY_SLACK = 16  # read a few more events than needed: the broker may have s
 _LOCK_CLASS = 0x43524F55  # advisory lock namespace "CROU"; the game name's hash is the second key
 
 
+ACTION_FORWARD_TIMEOUT = 3.0
+"""Seconds a node waits for the driving node to answer a forwarded action."""
+
+
+def _actions_channel(game: str) -> str:
+    return f"actions:{game}"
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -134,12 +142,19 @@ class RoundEngine:
         self._lock_guard = asyncio.Lock()
         self._held: set[str] = set()
         self._stopping = False
+        self._inbox = f"node:{node_id}:{secrets.token_hex(4)}"
+        """This engine's own channel: answers to the actions it forwarded arrive here."""
+        self._awaiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Follow every game's channel and start a driver task per game (it waits for the game's lock)."""
+        self._subscriptions.append(await self._broker.subscribe(self._inbox, self._on_action_reply))
         for table in self._tables.values():
+            self._subscriptions.append(await self._broker.subscribe(_actions_channel(table.name),
+                                                                    self._on_action_request))  # fmt: skip
             self._subscriptions.append(await self._broker.subscribe(game_channel(table.name), self._on_event))
             if await self._hold_lock(table.name):
                 # This node drives the game: settle what a previous driver left before serving anyone.
@@ -227,13 +242,73 @@ class RoundEngine:
 
     async def action(self, game: str, round_id: int, user_id: int, action: str,
                      params: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
-        """Apply a player action to the running round (on the node driving the game)."""
+        """Apply a player action to the running round: here when this node drives the game, else
+        forwarded through the broker to the node that does (see :meth:`_forward`)."""
+        if self._tables[game].driving:
+            return await self._act(game, round_id, user_id, action, params)
+        return await self._forward(game, round_id, user_id, action, dict(params))
+
+    async def _forward(self, game: str, round_id: int, user_id: int, action: str,
+                       params: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """Ask the driving node to apply an action, and wait for its answer (``unavailable`` if none comes)."""
+        request_id = secrets.token_hex(8)
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._awaiting[request_id] = answer
+        request = {"rid": request_id, "reply_to": self._inbox, "game": game, "round": round_id, "user": user_id,
+                   "action": action, "params": params}  # fmt: skip
+        try:
+            await self._broker.publish(_actions_channel(game), orjson.dumps(request))
+            async with asyncio.timeout(ACTION_FORWARD_TIMEOUT):
+                reply = await answer
+        except TimeoutError:
+            raise RoundRefused(ErrorCode.UNAVAILABLE, f"the node driving {game} did not answer; retry") from None
+        finally:
+            self._awaiting.pop(request_id, None)
+        if "error" in reply:
+            error = reply["error"]
+            raise RoundRefused(ErrorCode(error["code"]), error["message"], error.get("field"))
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def _on_action_request(self, channel: str, payload: bytes) -> None:
+        """On the driving node: apply a forwarded action (in a task of its own: the broker's reader
+        must not wait for the database) and answer the node that forwarded it."""
+        request = orjson.loads(payload)
+        table = self._tables.get(request.get("game", ""))
+        if table is None or not table.driving:
+            return  # another node drives it (or will, and the asker times out and retries)
+        task = asyncio.create_task(self._answer(table, request), name=f"forwarded-action-{table.name}")
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, table: GameTable, request: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"rid": request["rid"]}
+        try:
+            reply["result"] = await self._act(table.name, request["round"], request["user"], request["action"],
+                                              request["params"])  # fmt: skip
+        except RoundRefused as exc:
+            reply["error"] = {"code": exc.code.value, "message": str(exc), "field": exc.field}
+        except LedgerError as exc:
+            reply["error"] = {"code": exc.code.value, "message": str(exc), "field": None}
+        except Exception as exc:  # the asker must get an answer, not a timeout
+            log.warning("forwarded %s action failed: %s", table.name, exc)
+            reply["error"] = {"code": ErrorCode.UNAVAILABLE.value, "message": "could not apply the action; retry",
+                              "field": None}  # fmt: skip
+        await self._broker.publish(request["reply_to"], orjson.dumps(reply))
+
+    def _on_action_reply(self, channel: str, payload: bytes) -> None:
+        reply = orjson.loads(payload)
+        answer = self._awaiting.get(reply.get("rid", ""))
+        if answer is not None and not answer.done():
+            answer.set_result(reply)
+
+    async def _act(self, game: str, round_id: int, user_id: int, action: str,
+                   params: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """Apply a player action to the running round, on the node driving the game."""
         table = self._tables[game]
         running = table.running
         if running is None or running.round_id != round_id:
             view = table.view
-            if view is not None and view["round"] == round_id and not table.driving:
-                raise RoundRefused(ErrorCode.UNAVAILABLE, f"{game} rounds are driven by another node; retry there")
             if view is None or view["round"] != round_id:
                 raise RoundRefused(ErrorCode.ROUND_MISMATCH, f"round {round_id} is not the current round", "round")
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"round {round_id} is {view['phase']}, not running", "round")
