@@ -21,8 +21,11 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: 200 when PostgreSQL and the broker answer, else 503 naming what failed."""
+    """Readiness: 200 when PostgreSQL and the broker answer, else 503 naming what failed; 503
+    ``draining`` once the node is stopping."""
     node: Node = request.app.state.node
+    if node.draining:
+        return JSONResponse({"status": "draining", "checks": {}}, 503)
     checks = await node.check_ready()
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)

@@ -89,11 +89,15 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
     import uvicorn
 
     from .app import create_app
+    from .drain import DrainingServer
     from .node import Node
 
     _configure_logging(log_level)
 
+    running: list[Node] = []
+
     def announce(node: Node) -> None:
+        running.append(node)
         lines = [
             f"Croupier node {settings.node_id} serving on http://{host}:{port}  (WebSocket: ws://{host}:{port}/ws)",
             f"  PostgreSQL: {node.database}",
@@ -121,7 +125,12 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+
+    async def drain() -> None:
+        if running:
+            await running[0].drain()
+
+    server = DrainingServer(config, drain)
     # uvicorn re-raises Ctrl-C after its graceful shutdown; everything is stopped by then.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

@@ -57,10 +57,24 @@ class Node:
     relay: OutboxRelay
     database: str = "DATABASE_URL"
     """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
+    draining: bool = False
+    """Set by :meth:`drain`: ``/readyz`` answers 503 so load balancers send no new sockets here."""
 
     @property
     def games(self) -> tuple[str, ...]:
         return self.rounds.games()
+
+    async def drain(self) -> None:
+        """The first step of a graceful stop (SIGTERM): readiness goes false at once; during
+        ``CROUPIER_DRAIN_SECONDS`` the node keeps serving while load balancers take it out, and
+        meanwhile hands its games over (see :meth:`RoundEngine.hand_over`). The server closes the
+        sockets with 1012 after this returns."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: /readyz answers 503; closing sockets in %.1f s", self.settings.drain_seconds)
+        await asyncio.gather(asyncio.sleep(self.settings.drain_seconds),
+                             self.rounds.hand_over(self.settings.handover_seconds))  # fmt: skip
 
     async def check_ready(self) -> dict[str, str]:
         """Ask PostgreSQL and the broker whether they answer; map each to ``ok`` or the failure."""

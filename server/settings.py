@@ -63,6 +63,10 @@ class Settings:
     seed_chain_length: int = 100_000
     history_size: int = 500
     history_ttl: float = 300.0
+    drain_seconds: float = 0.0
+    """On SIGTERM, how long ``/readyz`` answers 503 (draining) before the sockets are closed with 1012."""
+    handover_seconds: float = 5.0
+    """On SIGTERM, how long the node may take to finish the rounds it drives before releasing them."""
 
     @property
     def database_is_embedded(self) -> bool:
@@ -133,6 +137,8 @@ class Settings:
             seed_chain_length=_int(env, "CROUPIER_SEED_CHAIN_LENGTH", 100_000, minimum=10),
             history_size=_int(env, "CROUPIER_HISTORY_SIZE", 500, minimum=1),
             history_ttl=_float(env, "CROUPIER_HISTORY_TTL", 300.0),
+            drain_seconds=_float(env, "CROUPIER_DRAIN_SECONDS", 0.0, zero=True),
+            handover_seconds=_float(env, "CROUPIER_HANDOVER_SECONDS", 5.0, zero=True),
         )
 
 
@@ -214,7 +220,7 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -222,6 +228,6 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    if not (value >= 0 if zero else value > 0) or value == float("inf"):
+        raise SettingsError(f"{name} must be {'zero or more' if zero else 'positive'}, got {raw!r}")
     return value

@@ -92,3 +92,77 @@ async def test_sigterm_closes_sockets_with_1012_and_exits(empty_database: str, t
                         await ws.recv()
             assert ws.close_code == 1012  # "service restart": reconnect now (to another node) and resume
         assert process.wait(15) in (0, -signal.SIGTERM)
+
+
+async def lease_holder(conn: asyncpg.Connection, game: str = "dice") -> str | None:
+    holder: str | None = await conn.fetchval("SELECT holder FROM game_leases WHERE game = $1", game)
+    return holder
+
+
+async def test_drain_goes_unready_hands_the_game_over_then_closes_with_1012(
+    empty_database: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    env = node_env(empty_database, tmp_path / "state")
+    conn = await asyncpg.connect(empty_database)
+    try:
+        with node_process({**env, "CROUPIER_NODE_ID": "leaving", "CROUPIER_DRAIN_SECONDS": "2.5"}) as (first, port):
+            await wait_ready(port)
+            round_id = await open_round(conn)
+            assert await lease_holder(conn) == "leaving"
+            with node_process({**env, "CROUPIER_NODE_ID": "staying"}) as (_, other_port):
+                await wait_ready(other_port)
+                async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                    await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(TOKEN, user_id=78)}))
+                    assert json.loads(await ws.recv())["t"] == "welcome"
+                    first.send_signal(signal.SIGTERM)
+                    started = time.monotonic()
+                    async with httpx.AsyncClient() as client:
+                        for _ in range(40):
+                            reply = await client.get(f"http://127.0.0.1:{port}/readyz")
+                            if reply.status_code == 503:
+                                break
+                            await asyncio.sleep(0.05)
+                    assert (reply.status_code, reply.json()["status"]) == (503, "draining")
+                    await ws.send(json.dumps({"t": "ping", "id": 1}))  # still served while draining
+                    while (answer := json.loads(await ws.recv()))["t"] != "pong":
+                        assert "ch" in answer, answer  # pushes (the welcome credit) may come first
+                    # The game was handed over before the sockets close: the other node drives it now.
+                    while await lease_holder(conn) != "staying":
+                        assert time.monotonic() - started < 2.5, "the game was not handed over during the drain"
+                        await asyncio.sleep(0.05)
+                    await open_round(conn, after=round_id)
+                    with pytest.raises(ConnectionClosed):
+                        async with asyncio.timeout(10):
+                            while True:
+                                await ws.recv()
+                    assert ws.close_code == 1012 and time.monotonic() - started >= 2.0
+                assert first.wait(15) in (0, -signal.SIGTERM)
+    finally:
+        await conn.close()
+
+
+async def test_drain_finishes_a_round_that_can_finish_in_time_before_handing_over(
+    empty_database: str, tmp_path: Path
+) -> None:
+    env = {**node_env(empty_database, tmp_path / "state"), "CROUPIER_BETTING_MS": "1500",
+           "CROUPIER_HANDOVER_SECONDS": "5"}  # fmt: skip
+    conn = await asyncpg.connect(empty_database)
+    try:
+        with node_process({**env, "CROUPIER_NODE_ID": "leaving"}) as (first, port):
+            await wait_ready(port)
+            with node_process({**env, "CROUPIER_NODE_ID": "staying"}) as (_, other_port):
+                await wait_ready(other_port)
+                round_id = await open_round(conn)
+                reply = await bet_on(other_port, 5151, round_id)  # a bet through the other node
+                assert reply["t"] == "bet_ok", reply
+                first.send_signal(signal.SIGTERM)
+                assert first.wait(15) in (0, -signal.SIGTERM)
+                # The round closed within the hand-over budget: the leaving node settled it by its roll.
+                assert await conn.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) == "settled"
+                assert await conn.fetchval("SELECT status FROM bets WHERE round_id = $1", round_id) in ("won", "lost")
+                await open_round(conn, after=round_id)
+                assert await lease_holder(conn) == "staying"
+    finally:
+        await conn.close()

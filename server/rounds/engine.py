@@ -142,6 +142,7 @@ class RoundEngine:
         self._lock_guard = asyncio.Lock()
         self._held: set[str] = set()
         self._stopping = False
+        self._handing_over = False
         self._inbox = f"node:{node_id}:{secrets.token_hex(4)}"
         """This engine's own channel: answers to the actions it forwarded arrive here."""
         self._awaiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -380,8 +381,32 @@ class RoundEngine:
 
     # ------------------------------------------------------------------ driving
 
+    async def hand_over(self, budget: float) -> None:
+        """Stop driving, for a drain: no new round opens; a round in flight finishes if it can within
+        ``budget`` seconds (one still betting past that is left to the next driver, which refunds it);
+        then every game lock is released, so a standby node takes the games over within a second."""
+        self._handing_over = True
+        waiting: list[asyncio.Task[None]] = []
+        horizon = now_ms() + budget * 1000
+        for table, task in zip(self._tables.values(), self._tasks, strict=True):
+            view = table.view
+            if table.driving and not (view is not None and view["phase"] == "betting" and view["closes_at"] > horizon):
+                waiting.append(task)
+            else:
+                task.cancel()
+        if waiting:
+            log.info("handing over: finishing the rounds of %s (at most %.1f s)",
+                     ", ".join(t.get_name().removeprefix("round-driver-") for t in waiting), budget)  # fmt: skip
+            await asyncio.wait(waiting, timeout=budget)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        handed = [table.name for table in self._tables.values() if table.driving]
+        await self._drop_locks()
+        log.info("handed over %s", ", ".join(handed) or "nothing (this node drove no game)")
+
     async def _drive(self, table: GameTable) -> None:
-        while not self._stopping:
+        while not self._stopping and not self._handing_over:
             try:
                 if not await self._hold_lock(table.name):
                     table.driving = False
@@ -486,7 +511,8 @@ class RoundEngine:
         else:
             settled["outcome"] = handler.public_outcome(outcome)
         await self._publish(table, settled)
-        await asyncio.sleep(self._settings.pause_ms / 1000)
+        if not self._handing_over:
+            await asyncio.sleep(self._settings.pause_ms / 1000)
 
     async def _run(self, table: GameTable, round_id: int, rng: FairRng, outcome: dict[str, Any],
                    bets: list[BetInfo], started: int, base: dict[str, Any]) -> None:  # fmt: skip
