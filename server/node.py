@@ -138,7 +138,7 @@ class Node:
                 max_bet=settings.max_bet,
                 max_payout=settings.max_payout,
             )
-            feeds = UserFeeds(broker, audience)
+            feeds = UserFeeds(broker, audience, relay.events_after)
             engine = RoundEngine(
                 dsn=dsn,
                 node_id=settings.node_id,

@@ -57,6 +57,11 @@ class Broker(Protocol):
         """Call ``handler`` for each message on ``channel`` until the subscription is closed."""
         ...
 
+    def on_resume(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the broker is connected again after losing its connection:
+        deliveries from other nodes in between may be lost (read the history to catch up)."""
+        ...
+
     async def ping(self) -> None:
         """Return when the broker answers; raise when it does not (readiness)."""
         ...

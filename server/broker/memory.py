@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ._fanout import LocalFanout, LocalSubscription
 from .base import Handler, HistoryPolicy
@@ -40,6 +41,9 @@ class MemoryBroker:
 
     async def subscribe(self, channel: str, handler: Handler) -> LocalSubscription:
         return await self._fanout.add(channel, handler)
+
+    def on_resume(self, callback: Callable[[], None]) -> None:
+        """Never called: an in-process broker cannot lose its connection."""
 
     async def ping(self) -> None:
         return None

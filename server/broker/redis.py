@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
@@ -41,6 +42,7 @@ class RedisBroker:
         self._outgoing: list[tuple[str, bytes, HistoryPolicy | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._resubscribe = False
+        self._on_resume: list[Callable[[], None]] = []
 
     async def publish(self, channel: str, payload: bytes, history: HistoryPolicy | None = None) -> None:
         await self._fanout.deliver(channel, payload)
@@ -99,6 +101,9 @@ class RedisBroker:
     async def subscribe(self, channel: str, handler: Handler) -> LocalSubscription:
         return await self._fanout.add(channel, handler)
 
+    def on_resume(self, callback: Callable[[], None]) -> None:
+        self._on_resume.append(callback)
+
     async def ping(self) -> None:
         await self._client.ping()
 
@@ -138,6 +143,8 @@ class RedisBroker:
                         await self._pubsub.subscribe(*channels)
                     self._resubscribe = False
                     log.info("redis broker connected; following %d channels", len(channels))
+                    for callback in self._on_resume:
+                        callback()
                 message = await self._pubsub.get_message(timeout=1.0)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError, RuntimeError) as exc:
                 # RuntimeError: redis-py's pubsub has no connection yet (its first subscribe failed).

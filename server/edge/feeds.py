@@ -4,60 +4,84 @@ A node holds one broker subscription per ``user:<id>`` channel while at least on
 sockets belongs to that user; what arrives goes to those sockets through the
 :class:`~server.edge.audience.Audience`. Events are published by the outbox relay (see
 :mod:`server.edge.relay`), so a bet placed on node B updates the player's socket on node C.
-The relay delivers at least once: a copy of an event already delivered here (same offset)
-is dropped.
+
+Every user event is delivered to the sockets here exactly once, whatever the broker does:
+- the relay publishes at least once: a copy of an offset already delivered is dropped;
+- pub/sub loses what is published while this node's broker connection is down, and events can
+  arrive out of order (the sweeper relays old ones late). A gap in the offsets (an event
+  above the next expected one) or the broker coming back makes the node read what it lacks
+  from the outbox table (the user channel's history) and deliver it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 
 from ..broker import Broker, Subscription
 from .audience import Audience, Peer, user_channel
 
-DEDUPE_WINDOW = 1024
-"""Offsets this far below the highest seen on a user channel count as already delivered."""
+log = logging.getLogger(__name__)
+
+FetchAfter = Callable[[dict[int, int]], Awaitable[list[tuple[int, int, bytes]]]]
+"""Reads the history: {user id: offset} -> (user id, offset, payload) of every later event."""
+
+GAP_WAIT = 0.5
+"""Seconds a gap may stay open (the missing event may just be late) before the history is read."""
+MAX_PENDING = 1024
+"""Offsets delivered above a gap kept track of; past that the gap is given up on."""
 
 
 class _Seen:
-    """The offsets recently delivered on one user channel."""
+    """What was delivered on one user channel: every offset up to ``floor``, and ``above`` it."""
 
-    __slots__ = ("high", "recent")
+    __slots__ = ("above", "floor")
 
-    def __init__(self) -> None:
-        self.high = 0
-        self.recent: set[int] = set()
+    def __init__(self, floor: int) -> None:
+        self.floor = floor
+        self.above: set[int] = set()
 
     def first_time(self, offset: int) -> bool:
-        if offset <= self.high - DEDUPE_WINDOW or offset in self.recent:
+        if offset <= self.floor or offset in self.above:
             return False
-        self.recent.add(offset)
-        if offset > self.high:
-            self.high = offset
-            if len(self.recent) > 2 * DEDUPE_WINDOW:
-                self.recent = {o for o in self.recent if o > self.high - DEDUPE_WINDOW}
+        self.above.add(offset)
+        while self.floor + 1 in self.above:
+            self.floor += 1
+            self.above.remove(self.floor)
+        if len(self.above) > MAX_PENDING:  # a gap that never filled (history pruned): stop waiting for it
+            self.floor = min(self.above)
+            self.above = {o for o in self.above if o > self.floor}
         return True
+
+    @property
+    def gap(self) -> bool:
+        return bool(self.above)
 
 
 class UserFeeds:
-    """Joins and leaves of sockets to their user's channel, and publishing to a user."""
+    """Joins and leaves of sockets to their user's channel, and exactly-once delivery to them."""
 
-    def __init__(self, broker: Broker, audience: Audience) -> None:
+    def __init__(self, broker: Broker, audience: Audience, fetch_after: FetchAfter | None = None) -> None:
         self._broker = broker
         self._audience = audience
+        self._fetch_after = fetch_after
         self._subscriptions: dict[str, Subscription] = {}
         self._seen: dict[str, _Seen] = {}
         self._guard = asyncio.Lock()
+        self._filler: asyncio.Task[None] | None = None
+        self._gaps: set[int] = set()
+        broker.on_resume(self.catch_up_all)
 
-    async def join(self, user_id: int, peer: Peer) -> None:
-        """Deliver the user's events to ``peer`` from now on."""
+    async def join(self, user_id: int, peer: Peer, offset: int = 0) -> None:
+        """Deliver the user's events after ``offset`` (what the socket's welcome reflects) to ``peer``."""
         channel = user_channel(user_id)
         self._audience.add(channel, peer)
         async with self._guard:
             if channel not in self._subscriptions:
-                self._seen[channel] = _Seen()
+                self._seen[channel] = _Seen(offset)
                 self._subscriptions[channel] = await self._broker.subscribe(channel, self._deliver)
 
     async def leave(self, user_id: int, peer: Peer) -> None:
@@ -69,9 +93,41 @@ class UserFeeds:
                 self._seen.pop(channel, None)
                 await self._subscriptions.pop(channel).close()
 
+    def catch_up_all(self) -> None:
+        """The broker lost events meanwhile (it reconnected): read every followed user's history."""
+        self._gaps.update(int(channel.removeprefix("user:")) for channel in self._seen)
+        self._schedule_fill(delay=0.0)
+
     def _deliver(self, channel: str, payload: bytes) -> None:
         seen = self._seen.get(channel)
         offset = orjson.loads(payload).get("offset")
-        if seen is not None and isinstance(offset, int) and not seen.first_time(offset):
-            return
+        if seen is not None and isinstance(offset, int):
+            if not seen.first_time(offset):
+                return
+            if seen.gap:
+                self._gaps.add(int(channel.removeprefix("user:")))
+                self._schedule_fill(delay=GAP_WAIT)
         self._audience.push_json(channel, payload)
+
+    def _schedule_fill(self, *, delay: float) -> None:
+        if self._fetch_after is not None and (self._filler is None or self._filler.done()):
+            self._filler = asyncio.create_task(self._fill(delay), name="user-feed-gap-filler")
+
+    async def _fill(self, delay: float) -> None:
+        assert self._fetch_after is not None
+        await asyncio.sleep(delay)
+        while self._gaps:
+            users, self._gaps = self._gaps, set()
+            floors = {u: seen.floor for u in users if (seen := self._seen.get(user_channel(u))) is not None}
+            if not floors:
+                continue
+            try:
+                events = await self._fetch_after(floors)
+            except Exception as exc:  # the database is down too: try again later
+                log.warning("could not read the history of %d user channels: %s", len(floors), exc)
+                self._gaps.update(floors)
+                await asyncio.sleep(1.0)
+                continue
+            for user_id, _, payload in events:
+                self._deliver(user_channel(user_id), payload)
+            self._gaps.difference_update(floors)  # what remains open is not in the history (yet)

@@ -43,6 +43,13 @@ _MISSED = """
 SELECT payload FROM user_events WHERE user_id = $1 AND "offset" > $2 AND "offset" <= $3 ORDER BY "offset"
 """
 
+_AFTER = """
+SELECT e.user_id, e."offset", e.payload
+FROM user_events e JOIN unnest($1::bigint[], $2::bigint[]) AS w(user_id, floor)
+  ON e.user_id = w.user_id AND e."offset" > w.floor
+ORDER BY e.user_id, e."offset"
+"""
+
 _PRUNE = """
 DELETE FROM user_events WHERE created_at < now() - make_interval(secs => $1) AND relayed
 """
@@ -136,6 +143,11 @@ class OutboxRelay:
         if len(rows) != upto - after:
             return None
         return [row["payload"] for row in rows]
+
+    async def events_after(self, floors: dict[int, int]) -> list[tuple[int, int, bytes]]:
+        """(user id, offset, payload) of every kept event above each user's floor offset, in order."""
+        rows = await self._pool.fetch(_AFTER, list(floors), list(floors.values()))
+        return [(row["user_id"], row["offset"], row["payload"]) for row in rows]
 
     async def _sweep_loop(self) -> None:
         last_prune = time.monotonic()

@@ -169,7 +169,7 @@ class Session:
                 missed = None  # resume is best effort: the welcome's balance is the truth
         self.user = user
         self.state = State.READY
-        await self.node.feeds.join(user.id, self.peer)
+        await self.node.feeds.join(user.id, self.peer, wallet.version)
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
         welcome = m.Welcome(
             id=request.id,

@@ -178,3 +178,50 @@ async def test_auth_with_a_malformed_since_names_the_field(node_server: RunningN
     welcome = await request(ws, {"t": "auth", "id": 2, "init_data": init_data(5)})  # the socket stays for a retry
     assert welcome["t"] == "welcome" and "recovered" not in welcome
     await ws.close()
+
+
+async def test_a_gap_in_a_user_channel_is_filled_from_the_history(own_pool: asyncpg.Pool) -> None:
+    orphan = Ledger(own_pool, welcome_credit=10)
+    await orphan.start()
+    user = await new_user(own_pool)
+    await orphan.open_wallet(user)
+    for ref in ("d2", "d3"):
+        await orphan.deposit(user, 1, ref=ref)
+    relay = OutboxRelay(own_pool, MemoryBroker())
+    broker = MemoryBroker()
+    feeds = UserFeeds(broker, Audience(), relay.events_after)
+    peer = FakePeer(JSON)
+    await feeds.join(user, peer, offset=0)
+    third = await own_pool.fetchval('SELECT payload FROM user_events WHERE user_id = $1 AND "offset" = 3', user)
+    await broker.publish(f"user:{user}", third)  # 1 and 2 were lost on the way (the broker was down)
+    for _ in range(100):
+        if len(peer.frames) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert [json.loads(frame)["offset"] for frame in peer.frames] == [3, 1, 2]
+
+    # Nothing arrives to reveal a loss, but the broker says it was disconnected: catch up anyway.
+    await orphan.deposit(user, 1, ref="d4")
+    await orphan.close()
+    feeds.catch_up_all()
+    for _ in range(100):
+        if len(peer.frames) == 4:
+            break
+        await asyncio.sleep(0.02)
+    assert [json.loads(frame)["offset"] for frame in peer.frames] == [3, 1, 2, 4]
+    await broker.publish(f"user:{user}", third)
+    assert len(peer.frames) == 4  # and never twice
+
+
+async def test_a_socket_joining_gets_only_events_after_its_welcome(own_pool: asyncpg.Pool) -> None:
+    broker = MemoryBroker()
+    feeds = UserFeeds(broker, Audience())
+    peer = FakePeer(JSON)
+    await feeds.join(5, peer, offset=7)  # the welcome said balance as of offset 7
+
+    def event(offset: int) -> bytes:
+        return json.dumps({"t": "balance", "ch": "user", "offset": offset, "epoch": "e", "balance": 1}).encode()
+
+    for offset in (6, 7, 8):  # a late relay of old events, then a new one
+        await broker.publish("user:5", event(offset))
+    assert [json.loads(frame)["offset"] for frame in peer.frames] == [8]
