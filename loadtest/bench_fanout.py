@@ -176,7 +176,8 @@ async def cross_node(args: argparse.Namespace, token: str, url: str, pid: int, r
             relay = await relay_phase(redis_url, receivers[0], args.relay_events, pid, run)
             relays.append(relay)
             print(f"relay run {run + 1}: {relay['events']} events pushed into Redis at "
-                  f"{relay['pushed_per_s']:.0f}/s, relayed into node B at {relay['relayed_per_s']:.0f}/s, node CPU {relay['node_cpu']:.0%}")  # fmt: skip
+                  f"{relay['pushed_per_s']:.0f}/s, relayed into node B at {relay['relayed_per_s']:.0f}/s, "
+                  f"node CPU {relay['node_cpu']:.0%}")  # fmt: skip
         await broker.close()
         for receiver in receivers:
             await receiver.ws.close()
