@@ -209,8 +209,14 @@ def main() -> None:
     with (
         bench_database(args.database_url) as database_url,
         bench_redis(args.redis_url) as redis_url,
-        node_process(database_url, token, REDIS_URL=redis_url, CROUPIER_GAMES="dice",
-                     CROUPIER_BETTING_MS="3600000", CROUPIER_RATE_LIMIT="100000") as (url, pid),  # fmt: skip
+        node_process(
+            database_url,
+            token,
+            REDIS_URL=redis_url,
+            CROUPIER_GAMES="dice",
+            CROUPIER_BETTING_MS="3600000",
+            CROUPIER_RATE_LIMIT="100000",
+        ) as (url, pid),  # fmt: skip
     ):
         uvloop.run(cross_node(args, token, url, pid, redis_url))  # the load generator as lean as the node
 
