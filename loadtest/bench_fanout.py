@@ -30,13 +30,16 @@ import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
+import hiredis
 import orjson
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from loadtest.common import bench_database, latency_summary, node_process, process_cpu_seconds
 from server.auth import sign_init_data
+from server.broker.pubsub import PubSubConnection
 from server.broker.redis import RedisBroker
 
 MARKER_OFFSET = 10**12
@@ -97,13 +100,30 @@ def bench_event(user_id: int, offset: int) -> bytes:
                          "reason": "bench", "ref": time.time_ns()})  # fmt: skip
 
 
+class RawSubscriber:
+    """The floor: the same events read straight from Redis in this process (no node, no WebSocket)."""
+
+    def __init__(self, redis_url: str, user_ids: list[int]) -> None:
+        self.delays_ms: list[float] = []
+        self.connection = PubSubConnection(redis_url, self._received, lambda: None)
+        for user_id in user_ids:
+            self.connection.subscribe(f"croupier:user:{user_id}".encode())
+        self.connection.start()
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        arrived = time.time_ns()
+        event = orjson.loads(data[8:])
+        if event.get("reason") == "bench":
+            self.delays_ms.append((arrived - event["ref"]) / 1e6)
+
+
 async def latency_phase(broker: RedisBroker, receivers: list[Receiver], rate: int, seconds: float, pid: int,
-                        offsets: dict[int, int]) -> dict[str, Any]:  # fmt: skip
+                        offsets: dict[int, int], raw: RawSubscriber) -> dict[str, Any]:  # fmt: skip
     """Publish ``rate`` events a second round-robin over the receivers' user channels (``offsets``: the
     last offset used per user, kept across runs: a node delivers each offset once)."""
     step = 0.01
     per_step = rate * step
-    cpu_before, started = process_cpu_seconds(pid), time.perf_counter()
+    cpu_before, own_before, started = process_cpu_seconds(pid), time.process_time(), time.perf_counter()
     published, owed, index = 0, 0.0, 0
     while (elapsed := time.perf_counter() - started) < seconds:
         owed = rate * elapsed - published
@@ -119,37 +139,54 @@ async def latency_phase(broker: RedisBroker, receivers: list[Receiver], rate: in
     wall = time.perf_counter() - started
     cpu = process_cpu_seconds(pid) - cpu_before
     delays = [d for r in receivers for d in r.delays_ms]
-    return {"published": published, "delivered": len(delays), "delivered_per_s": len(delays) / seconds,
-            "latency": latency_summary(delays), "node_cpu": cpu / wall, "delays": delays}  # fmt: skip
+    floor = raw.delays_ms[:]
+    raw.delays_ms.clear()
+    return {"floor": latency_summary(floor), "floor_p99": _p99(floor), "published": published,
+            "delivered": len(delays), "delivered_per_s": len(delays) / seconds, "latency": latency_summary(delays),
+            "node_cpu": cpu / wall, "generator_cpu": (time.process_time() - own_before) / wall,
+            "delays": delays}  # fmt: skip
 
 
 async def relay_phase(redis_url: str, receiver: Receiver, events: int, pid: int, run: int) -> dict[str, Any]:
-    """Push ``events`` into Redis as fast as it takes them, on a channel node B follows; then a marker."""
-    import redis.asyncio as aioredis
+    """Push ``events`` into Redis as fast as it takes them, on a channel node B follows; then a marker.
 
-    client = aioredis.Redis.from_url(redis_url)
+    The publisher writes pre-encoded PUBLISH commands in pipelined chunks on a raw connection (redis-py
+    would be the bottleneck), so what is measured is Redis and node B."""
     origin = secrets.token_bytes(8)  # not node B's: B relays them all
-    payload = origin + orjson.dumps({"t": "tick", "game": "dice", "round": -1, "multiplier": 100, "ch": "game:dice",
-                                     "offset": 0, "epoch": "bench"})  # fmt: skip
+    tick = origin + orjson.dumps({"t": "tick", "game": "dice", "round": -1, "multiplier": 100, "ch": "game:dice",
+                                  "offset": 0, "epoch": "bench"})  # fmt: skip
     marker = origin + orjson.dumps({"t": "balance", "ch": "user", "offset": MARKER_OFFSET + run, "epoch": "bench",
                                     "balance": 0, "delta": 0, "reason": "marker", "ref": 0})  # fmt: skip
+    address = urlsplit(redis_url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port or 6379)
+    replies = hiredis.Reader()
+    chunk = _resp(b"PUBLISH", b"croupier:game:dice", tick) * 5000
+
+    async def await_replies(count: int) -> None:
+        while count:
+            replies.feed(await reader.read(65536))
+            while count and replies.gets() is not False:
+                count -= 1
+
     cpu_before, started = process_cpu_seconds(pid), time.perf_counter()
     sent = 0
     while sent < events:
-        batch = min(2000, events - sent)
-        async with client.pipeline(transaction=False) as pipe:
-            for _ in range(batch):
-                pipe.publish("croupier:game:dice", payload)
-            await pipe.execute()
-        sent += batch
+        writer.write(chunk)
+        await await_replies(5000)
+        sent += 5000
     pushed = time.perf_counter() - started
-    await client.publish(f"croupier:user:{receiver.user_id}", marker)
+    writer.write(_resp(b"PUBLISH", f"croupier:user:{receiver.user_id}".encode(), marker))
+    await await_replies(1)
     await asyncio.wait_for(receiver.marker.wait(), 120)
     relayed = time.perf_counter() - started
     cpu = process_cpu_seconds(pid) - cpu_before
-    await client.aclose()
-    return {"events": events, "pushed_per_s": events / pushed, "relayed_per_s": events / relayed,
+    writer.close()
+    return {"events": sent, "pushed_per_s": sent / pushed, "relayed_per_s": sent / relayed,
             "node_cpu": cpu / relayed}  # fmt: skip
+
+
+def _resp(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
 async def cross_node(args: argparse.Namespace, token: str, url: str, pid: int, redis_url: str) -> None:
@@ -162,14 +199,17 @@ async def cross_node(args: argparse.Namespace, token: str, url: str, pid: int, r
               f"{os.cpu_count()} cores shared by node, Redis and this load generator")  # fmt: skip
         runs = []
         offsets = dict.fromkeys((r.user_id for r in receivers), 0)
+        raw = RawSubscriber(redis_url, list(offsets))
+        await raw.connection.connected.wait()
         for run in range(args.runs):
             for receiver in receivers:
                 receiver.delays_ms.clear()
-            result = await latency_phase(broker, receivers, args.rate, args.seconds, pid, offsets)
+            result = await latency_phase(broker, receivers, args.rate, args.seconds, pid, offsets, raw)
             runs.append(result)
             print(f"latency run {run + 1}: {result['published']} published at {args.rate}/s, "
                   f"{result['delivered']} delivered ({result['delivered_per_s']:.0f}/s), {result['latency']}, "
-                  f"node CPU {result['node_cpu']:.0%}")  # fmt: skip
+                  f"node CPU {result['node_cpu']:.0%}, load generator CPU {result['generator_cpu']:.0%}; "
+                  f"floor (Redis straight into this process) {result['floor']}")  # fmt: skip
         relays = []
         for run in range(args.runs):
             receivers[0].marker.clear()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .base import Handler
 
@@ -63,6 +65,17 @@ class LocalFanout:
             if self._on_last is not None:
                 await self._on_last(subscription.channel)
 
+    def deliver_now(self, channel: str, payload: bytes) -> None:
+        """Call every handler of ``channel`` from a synchronous callback (the pub/sub reader); a handler
+        that returns an awaitable has it run as a task."""
+        for subscription in tuple(self._handlers.get(channel, ())):
+            try:
+                result = subscription.handler(channel, payload)
+                if inspect.isawaitable(result):
+                    asyncio.ensure_future(result).add_done_callback(_log_failure)
+            except Exception:
+                log.exception("broker handler failed on channel %s", channel)
+
     async def deliver(self, channel: str, payload: bytes) -> None:
         """Call every handler of ``channel``; one failing handler does not stop the others."""
         for subscription in tuple(self._handlers.get(channel, ())):
@@ -72,3 +85,8 @@ class LocalFanout:
                     await result
             except Exception:
                 log.exception("broker handler failed on channel %s", channel)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("broker handler failed", exc_info=task.exception())

@@ -4,12 +4,12 @@ A publish is delivered to this node's own subscribers at once (they never wait o
 keep getting events while Redis is down) and sent to Redis for the other nodes; each node
 drops the copies of its own messages that come back. Publishes made in the same event-loop
 turn go to Redis in one pipeline. One pub/sub connection per node carries every channel this
-node has local subscribers for; the first local subscriber of a channel subscribes upstream,
-the last one leaving unsubscribes. Channel names are prefixed so several deployments can share
-a server. Delivery to other nodes is at most once: events published while Redis is down are
-lost to them (resume from history covers the gap). A channel's history is a Redis stream
-(``<prefix><channel>:history``) trimmed to the policy's size, expiring after its TTL; the
-publisher appends to it in the same pipeline as the publish.
+node has local subscribers for (read by :mod:`server.broker.pubsub`); the first local
+subscriber of a channel subscribes upstream, the last one leaving unsubscribes. Channel names
+are prefixed so several deployments can share a server. Delivery to other nodes is at most
+once: events published while Redis is down are lost to them (resume from history covers the
+gap). A channel's history is a Redis stream (``<prefix><channel>:history``) trimmed to the
+policy's size, expiring after its TTL; the publisher appends to it in the same pipeline.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from ._fanout import LocalFanout, LocalSubscription
 from .base import Handler, HistoryPolicy
+from .pubsub import PubSubConnection
 
 log = logging.getLogger(__name__)
 MAX_OUTGOING = 100_000
@@ -34,14 +35,14 @@ class RedisBroker:
 
     def __init__(self, url: str, *, prefix: str = "croupier:") -> None:
         self._client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._prefix = prefix
+        self._skip = len(prefix.encode())
+        self._subscriber = PubSubConnection(url, self._received, self._connected)
+        self._was_connected = False
         self._fanout = LocalFanout(on_first=self._upstream_subscribe, on_last=self._upstream_unsubscribe)
-        self._reader: asyncio.Task[None] | None = None
         self._origin = secrets.token_bytes(8)  # prefixes what this node sends, to recognise it coming back
         self._outgoing: list[tuple[str, bytes, HistoryPolicy | None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._resubscribe = False
         self._on_resume: list[Callable[[], None]] = []
 
     async def publish(self, channel: str, payload: bytes, history: HistoryPolicy | None = None) -> None:
@@ -111,53 +112,23 @@ class RedisBroker:
         if self._flusher is not None and not self._flusher.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flusher, 2)
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._subscriber.close()
         await self._client.aclose()
 
     async def _upstream_subscribe(self, channel: str) -> None:
-        try:
-            await self._pubsub.subscribe(self._prefix + channel)
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-            # Redis is down: the local subscription stands; the reader subscribes again when it is back.
-            log.warning("redis subscribe to %s deferred: %s", channel, exc)
-            self._resubscribe = True
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read(), name="redis-broker-reader")
+        self._subscriber.subscribe((self._prefix + channel).encode())
+        self._subscriber.start()
 
     async def _upstream_unsubscribe(self, channel: str) -> None:
-        with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-            await self._pubsub.unsubscribe(self._prefix + channel)
+        self._subscriber.unsubscribe((self._prefix + channel).encode())
 
-    async def _read(self) -> None:
-        skip = len(self._prefix)
-        while True:
-            try:
-                if self._resubscribe:
-                    channels = [self._prefix + c for c in self._fanout.channels()]
-                    if channels:
-                        await self._pubsub.subscribe(*channels)
-                    self._resubscribe = False
-                    log.info("redis broker connected; following %d channels", len(channels))
-                    for callback in self._on_resume:
-                        callback()
-                message = await self._pubsub.get_message(timeout=1.0)
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError, RuntimeError) as exc:
-                # RuntimeError: redis-py's pubsub has no connection yet (its first subscribe failed).
-                if not self._resubscribe:
-                    log.warning("redis broker connection lost (%s); retrying", exc)
-                self._resubscribe = True
-                await asyncio.sleep(0.5)
-                continue
-            if message is None or message.get("type") != "message":
-                continue
-            data: bytes = message["data"]
-            if data[:8] == self._origin:
-                continue  # our own message, already delivered here when it was published
-            channel = message["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else str(channel)
-            await self._fanout.deliver(name[skip:], data[8:])
+    def _connected(self) -> None:
+        if self._was_connected:  # connected again: what other nodes published meanwhile is lost here
+            for callback in self._on_resume:
+                callback()
+        self._was_connected = True
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        if data[:8] == self._origin:
+            return  # our own message, already delivered here when it was published
+        self._fanout.deliver_now(channel[self._skip :].decode(), data[8:])

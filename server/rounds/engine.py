@@ -357,7 +357,7 @@ class RoundEngine:
 
     # ------------------------------------------------------------------ events
 
-    async def _on_event(self, channel: str, payload: bytes) -> None:
+    def _on_event(self, channel: str, payload: bytes) -> None:
         game = channel.removeprefix("game:")
         table = self._tables.get(game)
         if table is None:

@@ -1,0 +1,172 @@
+"""The subscriber side of the Redis broker: one pub/sub connection, parsed by hiredis in C.
+
+redis-py's pub/sub reader costs a coroutine, a timeout and a dict per message; measured here
+it tops out near 40,000 messages/s before the node does any work (docs/performance.md). This
+connection is an :class:`asyncio.Protocol`: bytes from the socket go to hiredis's reader, and
+every complete ``message`` is handed to ``on_message`` synchronously, in order, in the same
+callback.
+
+It keeps itself connected: after a drop (or a silent partition, found by PINGs that get no
+answer) it reconnects every half second, subscribes again to every channel it follows, and
+calls ``on_connected`` so the broker can tell its users that deliveries may have been lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+log = logging.getLogger(__name__)
+
+PING_EVERY = 2.0
+"""Seconds between PINGs; a connection that answers nothing for three of them is dropped."""
+RETRY_EVERY = 0.5
+
+
+def _command(*parts: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: PubSubConnection) -> None:
+        self.owner = owner
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+        self.answered = asyncio.Event()
+        self.heard = asyncio.get_running_loop().time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = asyncio.get_running_loop().time()
+        self.answered.set()
+        self.reader.feed(data)
+        on_message = self.owner.on_message
+        while (reply := self.reader.gets()) is not False:
+            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                on_message(reply[1], reply[2])
+            elif isinstance(reply, hiredis.ReplyError):
+                log.warning("redis pub/sub: %s", reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class PubSubConnection:
+    """Follows a set of channels on one Redis connection, reconnecting as long as it runs."""
+
+    def __init__(self, url: str, on_message: Callable[[bytes, bytes], None], on_connected: Callable[[], None],
+                 *, ping_every: float = PING_EVERY) -> None:  # fmt: skip
+        self._url = urlsplit(url)
+        self._ping_every = ping_every
+        if self._url.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {self._url.scheme}://")
+        self.on_message = on_message
+        self._on_connected = on_connected
+        self._channels: set[bytes] = set()
+        self._protocol: _Protocol | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="redis-pubsub")
+
+    def subscribe(self, channel: bytes) -> None:
+        self._channels.add(channel)
+        self._send(_command(b"SUBSCRIBE", channel))
+
+    def unsubscribe(self, channel: bytes) -> None:
+        self._channels.discard(channel)
+        self._send(_command(b"UNSUBSCRIBE", channel))
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+
+    def _send(self, data: bytes) -> None:
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and not protocol.transport.is_closing():
+            protocol.transport.write(data)
+
+    async def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                protocol = await self._connect()
+            except (OSError, TimeoutError) as exc:
+                if not failing:
+                    log.warning("redis pub/sub connection failed (%s); retrying every %.1f s", exc, RETRY_EVERY)
+                failing = True
+                await asyncio.sleep(RETRY_EVERY)
+                continue
+            self._protocol = protocol
+            assert protocol.transport is not None
+            protocol.transport.write(b"".join(_command(b"SUBSCRIBE", c) for c in sorted(self._channels))
+                                     + _command(b"PING"))  # fmt: skip
+            try:  # connected means Redis answered, not just that a TCP connection opened
+                async with asyncio.timeout(3 * self._ping_every):
+                    await protocol.answered.wait()
+            except TimeoutError:
+                protocol.transport.abort()
+                self._protocol = None
+                if not failing:
+                    log.warning("redis pub/sub: connected but no answer; retrying every %.1f s", RETRY_EVERY)
+                failing = True
+                await asyncio.sleep(RETRY_EVERY)
+                continue
+            failing = False
+            self.connected.set()
+            self._on_connected()
+            reason = await self._watch(protocol)
+            self.connected.clear()
+            self._protocol = None
+            log.warning("redis pub/sub connection lost (%s); reconnecting", reason)
+            await asyncio.sleep(RETRY_EVERY)
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        url = self._url
+        async with asyncio.timeout(2):
+            if url.scheme == "unix":
+                _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), url.path)
+            else:
+                context = ssl.create_default_context() if url.scheme == "rediss" else None
+                _, protocol = await loop.create_connection(
+                    lambda: _Protocol(self), url.hostname or "127.0.0.1", url.port or 6379, ssl=context
+                )
+        if url.password is not None:
+            auth = [unquote(url.username), unquote(url.password)] if url.username else [unquote(url.password)]
+            protocol.transport.write(_command(b"AUTH", *(part.encode() for part in auth)))  # type: ignore[union-attr]
+        return protocol
+
+    async def _watch(self, protocol: _Protocol) -> str:
+        """Ping until the connection drops or stops answering; return why it ended."""
+        loop = asyncio.get_running_loop()
+        while True:
+            done, _ = await asyncio.wait({protocol.lost}, timeout=self._ping_every)
+            if done:
+                exc = protocol.lost.result()
+                return str(exc) if exc else "closed by the server"
+            if loop.time() - protocol.heard > 3 * self._ping_every:
+                assert protocol.transport is not None
+                protocol.transport.abort()
+                return f"no answer for {3 * self._ping_every:.1f} s"
+            self._send(_command(b"PING"))
