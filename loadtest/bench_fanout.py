@@ -121,8 +121,7 @@ async def latency_phase(broker: RedisBroker, receivers: list[Receiver], rate: in
                         offsets: dict[int, int], raw: RawSubscriber) -> dict[str, Any]:  # fmt: skip
     """Publish ``rate`` events a second round-robin over the receivers' user channels (``offsets``: the
     last offset used per user, kept across runs: a node delivers each offset once)."""
-    step = 0.01
-    per_step = rate * step
+    step = max(0.001, 1 / rate)  # evenly spaced, as far as the loop's millisecond timers allow
     cpu_before, own_before, started = process_cpu_seconds(pid), time.process_time(), time.perf_counter()
     published, owed, index = 0, 0.0, 0
     while (elapsed := time.perf_counter() - started) < seconds:
@@ -134,7 +133,7 @@ async def latency_phase(broker: RedisBroker, receivers: list[Receiver], rate: in
             await broker.publish(f"user:{receiver.user_id}", bench_event(receiver.user_id, offsets[receiver.user_id]))
             published += 1
             owed -= 1
-        await asyncio.sleep(step - (time.perf_counter() - started) % step if per_step else step)
+        await asyncio.sleep(step - (time.perf_counter() - started) % step)
     await asyncio.sleep(1.0)  # let the last ones land
     wall = time.perf_counter() - started
     cpu = process_cpu_seconds(pid) - cpu_before
