@@ -366,14 +366,15 @@ class RoundEngine:
         table.offset, table.epoch = event["offset"], event["epoch"]
         kind = event["t"]
         if kind == "round":
-            table.view = {k: v for k, v in event.items() if k not in ("t", "ch", "offset", "epoch")}
+            table.view = {k: v for k, v in event.items() if k not in ("t", "ch", "offset", "epoch", "ts")}
         elif kind == "tick" and table.view is not None and table.view.get("round") == event.get("round"):
             table.view["multiplier"] = event.get("multiplier")
         self._audience.push_json(channel, payload, droppable=kind == "tick")
 
     async def _publish(self, table: GameTable, event: dict[str, Any]) -> None:
         table.published += 1
-        event = {**event, "ch": game_channel(table.name), "offset": table.published, "epoch": table.epoch}
+        event = {**event, "ch": game_channel(table.name), "offset": table.published, "epoch": table.epoch,
+                 "ts": now_ms()}  # fmt: skip
         try:
             await self._broker.publish(game_channel(table.name), orjson.dumps(event), history=self._history)
         except Exception as exc:  # the round goes on; subscribers recover with a snapshot

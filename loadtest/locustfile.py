@@ -1,0 +1,234 @@
+"""A locust swarm of Mini App players: one real WebSocket per simulated player.
+
+Each player mints its own signed initData with the bot token in ``CROUPIER_BOT_TOKEN`` (the
+variable the server reads), authenticates, subscribes to one game of the mix, and plays: a bet
+each round after a think time and, in crash, a cash-out at its target multiplier. Every
+exchange is a locust request (type ``WS``: ``auth``, ``subscribe``, ``bet``, ``action``; a
+refused request is a failure named by its error code), and the lag of game events (arrival
+minus the server's ``ts``) is its own entry (type ``PUSH``).
+
+    CROUPIER_BOT_TOKEN=... locust -f loadtest/locustfile.py --headless -u 2000 -r 200 -t 60s \\
+        --csv out --host ws://127.0.0.1:8000
+
+Options (also as environment variables): ``--croupier-games`` (the mix, ``crash,dice,roulette``),
+``--croupier-bet-min`` / ``--croupier-bet-max`` (amount per bet), ``--croupier-think-min`` /
+``--croupier-think-max`` (seconds between rounds played), ``--croupier-cashout`` (crash target
+multiplier in hundredths), ``--croupier-lag-sample`` (share of ticks whose lag is reported).
+Players need money: start the server with ``CROUPIER_WELCOME_CREDIT`` (see docs/loadtest.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import secrets
+import time
+from typing import Any
+
+import gevent
+import websocket
+from gevent.event import AsyncResult
+from locust import User, events, task
+from locust.env import Environment
+from locust.exception import StopUser
+
+from server.auth import sign_init_data
+
+Message = dict[str, Any]
+REPLY_TIMEOUT = 10.0
+_user_ids = itertools.count(1)
+_worker_salt = secrets.randbelow(10**6)
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    group = parser.add_argument_group("Croupier")
+    group.add_argument("--croupier-games", env_var="CROUPIER_LOCUST_GAMES", default="crash,dice,roulette",
+                       help="games the players spread over (comma separated)")  # fmt: skip
+    group.add_argument("--croupier-bet-min", env_var="CROUPIER_LOCUST_BET_MIN", type=int, default=1)
+    group.add_argument("--croupier-bet-max", env_var="CROUPIER_LOCUST_BET_MAX", type=int, default=10)
+    group.add_argument("--croupier-think-min", env_var="CROUPIER_LOCUST_THINK_MIN", type=float, default=1.0)
+    group.add_argument("--croupier-think-max", env_var="CROUPIER_LOCUST_THINK_MAX", type=float, default=5.0)
+    group.add_argument("--croupier-cashout", env_var="CROUPIER_LOCUST_CASHOUT", type=int, default=150,
+                       help="crash: cash out at this multiplier (hundredths)")  # fmt: skip
+    group.add_argument("--croupier-lag-sample", env_var="CROUPIER_LOCUST_LAG_SAMPLE", type=float, default=0.1,
+                       help="share of crash ticks whose push lag is reported (round events always are)")  # fmt: skip
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+class CroupierClient:
+    """One WebSocket: requests wait for the reply with their id; pushes update what the player sees."""
+
+    def __init__(self, environment: Environment, url: str, lag_sample: float) -> None:
+        self.environment = environment
+        self.url = url
+        self.lag_sample = lag_sample
+        self.ws: websocket.WebSocket | None = None
+        self.waiting: dict[str, AsyncResult] = {}
+        self.rounds: dict[str, Message] = {}  # game -> the last round event
+        self.multiplier: dict[str, int] = {}
+        self.ids = itertools.count(1)
+        self.reader: gevent.Greenlet | None = None
+
+    def connect(self) -> None:
+        self.ws = websocket.create_connection(self.url, subprotocols=["croupier.v1.json"], timeout=REPLY_TIMEOUT,
+                                              enable_multithread=True)  # fmt: skip
+        self.ws.settimeout(None)
+        self.reader = gevent.spawn(self._read)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.kill(block=False)
+        if self.ws is not None:
+            self.ws.close()
+
+    def request(self, name: str, message: Message, *, expected: str | None = None) -> Message | None:
+        """Send ``message``, report it to locust as ``name`` and return the reply (None on failure).
+
+        An error reply whose message contains ``expected`` is a normal outcome of the game (a cash-out
+        a moment after the crash): it is reported as a success named ``<name> (refused)``."""
+        request_id = f"{name}-{next(self.ids)}"
+        waiter = AsyncResult()
+        self.waiting[request_id] = waiter
+        started = time.perf_counter()
+        reply: Message | None = None
+        exception: Exception | None = None
+        try:
+            assert self.ws is not None
+            self.ws.send(json.dumps({**message, "id": request_id}))
+            reply = waiter.get(timeout=REPLY_TIMEOUT)
+            if reply.get("t") == "error":
+                if expected is not None and expected in str(reply.get("message")):
+                    name = f"{name} (refused)"
+                else:
+                    exception = RuntimeError(f"{reply.get('code')}: {reply.get('message')}")
+        except gevent.Timeout:
+            exception = TimeoutError(f"no reply to {name} in {REPLY_TIMEOUT:.0f} s")
+        except (OSError, websocket.WebSocketException) as exc:
+            exception = exc
+        finally:
+            self.waiting.pop(request_id, None)
+        self.environment.events.request.fire(
+            request_type="WS", name=name, response_time=(time.perf_counter() - started) * 1000,
+            response_length=len(json.dumps(reply)) if reply else 0, exception=exception, context={},
+        )  # fmt: skip
+        return None if exception else reply
+
+    def _read(self) -> None:
+        assert self.ws is not None
+        while True:
+            try:
+                frame = self.ws.recv()
+            except (OSError, websocket.WebSocketException):
+                return
+            if not frame:
+                return
+            arrived = now_ms()
+            message: Message = json.loads(frame)
+            if "ch" not in message:
+                waiter = self.waiting.get(str(message.get("id")))
+                if waiter is not None:
+                    waiter.set(message)
+                continue
+            kind = message.get("t")
+            if kind == "round":
+                self.rounds[message["game"]] = message
+                self.multiplier.pop(message["game"], None)
+            elif kind == "tick":
+                self.multiplier[message["game"]] = message.get("multiplier", 0)
+            if "ts" in message and (kind != "tick" or random.random() < self.lag_sample):
+                self.environment.events.request.fire(
+                    request_type="PUSH", name=f"lag {kind}", response_time=max(0.0, arrived - message["ts"]),
+                    response_length=len(frame), exception=None, context={},
+                )  # fmt: skip
+
+
+class CroupierPlayer(User):
+    """A Mini App player: authenticates, follows one game and plays it round after round."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        options = environment.parsed_options
+        self.games = [g.strip() for g in getattr(options, "croupier_games", "dice").split(",") if g.strip()]
+        self.bet_range = (getattr(options, "croupier_bet_min", 1), getattr(options, "croupier_bet_max", 10))
+        self.think = (getattr(options, "croupier_think_min", 1.0), getattr(options, "croupier_think_max", 5.0))
+        self.cashout = getattr(options, "croupier_cashout", 150)
+        url = (self.host or "ws://127.0.0.1:8000").rstrip("/")
+        self.client = CroupierClient(environment, url if url.endswith("/ws") else url + "/ws",
+                                     getattr(options, "croupier_lag_sample", 0.1))  # fmt: skip
+        self.user_id = 10**12 + _worker_salt * 10**5 + next(_user_ids)
+        self.game = random.choice(self.games)
+        self.last_round = -1
+
+    def on_start(self) -> None:
+        token = os.environ.get("CROUPIER_BOT_TOKEN")
+        if not token:
+            raise StopUser("set CROUPIER_BOT_TOKEN to the server's bot token")
+        started = time.perf_counter()
+        try:
+            self.client.connect()
+        except (OSError, websocket.WebSocketException) as exc:
+            self.environment.events.request.fire(request_type="WS", name="connect",
+                                                 response_time=(time.perf_counter() - started) * 1000,
+                                                 response_length=0, exception=exc, context={})  # fmt: skip
+            raise StopUser() from exc
+        init_data = sign_init_data(token, user_id=self.user_id, first_name="Locust")
+        if self.client.request("auth", {"t": "auth", "init_data": init_data}) is None:
+            raise StopUser()
+        subscribed = self.client.request("subscribe", {"t": "subscribe", "game": self.game})
+        if subscribed is None:
+            raise StopUser()
+        if subscribed.get("round"):
+            self.client.rounds.setdefault(self.game, {**subscribed["round"], "t": "round"})
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    @task
+    def play_a_round(self) -> None:
+        """Wait for a round taking bets, bet, and in crash cash out at the target; then think."""
+        round_event = self._next_betting_round()
+        if round_event is None:
+            return
+        amount = random.randint(*self.bet_range)
+        placed = self.client.request("bet", {"t": "bet", "game": self.game, "round": round_event["round"],
+                                             "amount": amount, "params": self._params(),
+                                             "key": secrets.token_hex(8)})  # fmt: skip
+        self.last_round = round_event["round"]
+        if placed is not None and self.game == "crash":
+            self._cash_out(round_event["round"])
+        gevent.sleep(random.uniform(*self.think))
+
+    def _next_betting_round(self, timeout: float = 30.0) -> Message | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.client.rounds.get(self.game)
+            if (current is not None and current.get("phase") == "betting" and current["round"] != self.last_round
+                    and current.get("closes_at", 0) - now_ms() > 300):  # fmt: skip
+                return current
+            gevent.sleep(0.05)
+        return None
+
+    def _params(self) -> Message:
+        if self.game == "dice":
+            return {"target": random.randint(2000, 8000), "side": random.choice(["under", "over"])}
+        if self.game == "roulette":
+            return random.choice([{"type": "red", "numbers": []}, {"type": "black", "numbers": []},
+                                  {"type": "straight", "numbers": [random.randint(0, 36)]}])  # fmt: skip
+        return {}
+
+    def _cash_out(self, round_id: int) -> None:
+        while True:
+            current = self.client.rounds.get(self.game, {})
+            if current.get("round") != round_id or current.get("phase") == "settled":
+                return  # crashed (or over) before the target: the bet is lost, nothing to send
+            if current.get("phase") == "running" and self.client.multiplier.get(self.game, 0) >= self.cashout:
+                self.client.request("action", {"t": "action", "game": self.game, "round": round_id,
+                                               "action": "cashout", "params": {}}, expected="too late")  # fmt: skip
+                return
+            gevent.sleep(0.02)
