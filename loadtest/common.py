@@ -72,9 +72,11 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
         "CROUPIER_DATA_DIR": tempfile.mkdtemp(prefix="croupier-bench-state-"),
         **env,
     }
+    # The node's log goes to a file, never to a pipe nobody reads (a full pipe would stall the node).
+    log = tempfile.NamedTemporaryFile(prefix="croupier-bench-node-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
-        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=environ, stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -86,7 +88,7 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not start: {process.stderr.read().decode() if process.stderr else ''}")
+                raise RuntimeError(f"node did not start: {Path(log.name).read_text()}")
             time.sleep(0.1)
         yield f"ws://127.0.0.1:{port}/ws", process.pid
     finally:
@@ -96,6 +98,8 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
+        print(f"  (node log: {log.name})")
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -3,8 +3,8 @@
 redis-py's pub/sub reader costs a coroutine, a timeout and a dict per message; measured here
 it tops out near 40,000 messages/s before the node does any work (docs/performance.md). This
 connection is an :class:`asyncio.Protocol`: bytes from the socket go to hiredis's reader, and
-every complete ``message`` is handed to ``on_message`` synchronously, in order, in the same
-callback.
+complete ``message``s are handed to ``on_message`` synchronously, in order, up to 64 per loop
+turn (reading pauses while more wait, so a burst cannot hold the event loop).
 
 It keeps itself connected: after a drop (or a silent partition, found by PINGs that get no
 answer) it reconnects every half second, subscribes again to every channel it follows, and
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 PING_EVERY = 2.0
 """Seconds between PINGs; a connection that answers nothing for three of them is dropped."""
 RETRY_EVERY = 0.5
+BATCH = 64
+"""Messages handed on per event-loop turn."""
 
 
 def _command(*parts: bytes) -> bytes:
@@ -43,6 +45,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
         self.answered = asyncio.Event()
+        self.paused = False
         self.heard = asyncio.get_running_loop().time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -52,12 +55,28 @@ class _Protocol(asyncio.Protocol):
         self.heard = asyncio.get_running_loop().time()
         self.answered.set()
         self.reader.feed(data)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand on up to :data:`BATCH` messages; if more are waiting, stop reading the socket and come
+        back in the next loop turn (one burst fanned out to thousands of sockets must not hold the loop)."""
         on_message = self.owner.on_message
-        while (reply := self.reader.gets()) is not False:
+        self.heard = asyncio.get_running_loop().time()  # still working through what Redis sent
+        for _ in range(BATCH):
+            reply = self.reader.gets()
+            if reply is False:
+                if self.paused and self.transport is not None:
+                    self.paused = False
+                    self.transport.resume_reading()
+                return
             if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                 on_message(reply[1], reply[2])
             elif isinstance(reply, hiredis.ReplyError):
                 log.warning("redis pub/sub: %s", reply)
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._dispatch)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():

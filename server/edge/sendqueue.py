@@ -25,6 +25,10 @@ CloseSocket = Callable[[int, str], Awaitable[None]]
 """Sends the close frame; raises ``ConnectionError`` when the peer is gone."""
 
 
+YIELD_EVERY = 8
+"""Frames a writer sends before it lets the other tasks of the event loop run."""
+
+
 class SendQueue:
     """Frames waiting for one socket, in order, followed by at most one close."""
 
@@ -95,6 +99,7 @@ class SendQueue:
         self._wakeup.set()
 
     async def _run(self) -> None:
+        sent = 0
         try:
             while True:
                 if self._frames:
@@ -104,6 +109,12 @@ class SendQueue:
                         await self._send(frame)
                     finally:
                         self._sending = False
+                    sent += 1
+                    if sent % YIELD_EVERY == 0:
+                        # A send into a socket with room completes without suspending: without this, one
+                        # writer would drain its whole queue in one go, and a broadcast to thousands of
+                        # sockets would hold the event loop (no reads, no pings) for seconds.
+                        await asyncio.sleep(0)
                     continue
                 if self._close is not None:
                     break

@@ -107,3 +107,38 @@ async def test_a_password_in_the_url_is_sent_with_auth() -> None:
 def test_a_url_that_is_not_redis_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="REDIS_URL must start with redis://"):
         PubSubConnection("http://127.0.0.1:6379", lambda _, __: None, lambda: None)
+
+
+async def test_a_burst_is_handed_on_over_several_loop_turns(redis_url: str) -> None:
+    """A thousand messages in one read must not hold the event loop for all of them."""
+    channel = f"test-{secrets.token_hex(4)}".encode()
+    turns = 0
+    at_turn: list[int] = []
+    connection = PubSubConnection(redis_url, lambda _, __: at_turn.append(turns), lambda: None)
+    connection.subscribe(channel)
+    connection.start()
+    await connection.connected.wait()
+    publisher = aioredis.Redis.from_url(redis_url)
+    for _ in range(50):
+        if await publisher.publish(channel, b"probe"):
+            break
+        await asyncio.sleep(0.02)
+    await until(lambda: len(at_turn) == 1)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    at_turn.clear()
+    async with publisher.pipeline(transaction=False) as pipe:
+        for _ in range(1000):
+            pipe.publish(channel, b"x" * 100)
+        await pipe.execute()
+    await until(lambda: len(at_turn) == 1000)
+    counter.cancel()
+    assert len(set(at_turn)) >= 1000 // 64  # at most 64 messages per loop turn
+    await connection.close()
+    await publisher.aclose()

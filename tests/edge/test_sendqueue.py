@@ -66,3 +66,24 @@ async def test_a_vanished_peer_ends_the_writer_quietly() -> None:
     queue.put("x")
     await asyncio.wait_for(writer, 1)
     assert closed == []
+
+
+async def test_a_writer_lets_other_tasks_run_while_it_drains_a_long_queue() -> None:
+    """Sends that never suspend (a socket with room) must not let one writer hold the event loop."""
+    sock = FakeSocket()
+    queue = SendQueue(sock.send, sock.close, limit=1000)
+    for i in range(200):
+        queue.put(f"frame {i}")
+    seen_by_neighbour: list[int] = []
+
+    async def neighbour() -> None:
+        for _ in range(5):
+            seen_by_neighbour.append(len(sock.frames))
+            await asyncio.sleep(0)
+
+    writer = queue.start()
+    await asyncio.gather(neighbour(), asyncio.sleep(0.05))
+    queue.close(1000)
+    await writer
+    assert len(sock.frames) == 200
+    assert any(0 < count < 200 for count in seen_by_neighbour), seen_by_neighbour  # it ran mid-drain
