@@ -156,7 +156,7 @@ class Session:
                 "unauthorized",
             )
         try:
-            await self.node.users.upsert(user)
+            await self.node.users.record(user)
             wallet = await self.node.ledger.open_wallet(user.id)
         except _STORE_FAILURES as exc:
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)

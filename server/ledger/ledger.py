@@ -66,7 +66,12 @@ class Ledger:
         return self._batcher
 
     async def open_wallet(self, user_id: int) -> WalletState:
-        """Open the user's wallet (with the configured welcome credit) unless it exists; return its state."""
+        """Open the user's wallet (with the configured welcome credit) unless it exists; return its state.
+
+        A wallet that exists is only read (no transaction to commit: returning users sign in fast)."""
+        existing = await self._pool.fetchrow("SELECT balance, version FROM accounts WHERE user_id = $1", user_id)
+        if existing is not None:
+            return WalletState(existing["balance"], existing["version"])
 
         async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
             wallet = await open_wallet(conn, user_id, welcome_credit=self._welcome_credit)
