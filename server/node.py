@@ -19,6 +19,7 @@ from .auth import Ed25519Verifier, HmacVerifier, InitDataValidator, Verifier
 from .broker import Broker, broker_from_url
 from .db.embedded import EmbeddedPostgres, default_pg_data_dir
 from .db.migrations import migrate
+from .db.pool import create_pool
 from .db.users import UserStore
 from .edge.audience import Audience
 from .edge.feeds import UserFeeds
@@ -109,7 +110,7 @@ class Node:
                 stack.callback(embedded.stop)
                 database = f"embedded, data in {embedded.data_dir}"
                 log.info("embedded PostgreSQL ready (data in %s)", embedded.data_dir)
-            pool = await asyncpg.create_pool(dsn, min_size=2, max_size=20, command_timeout=10)
+            pool = await create_pool(dsn, min_size=2, max_size=20, command_timeout=10)
             stack.push_async_callback(pool.close)
             async with pool.acquire() as conn:
                 applied = await migrate(conn)
