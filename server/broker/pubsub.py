@@ -71,6 +71,8 @@ class _Protocol(asyncio.Protocol):
                 return
             if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                 on_message(reply[1], reply[2])
+            elif type(reply) is list and len(reply) == 3 and reply[0] == b"subscribe":
+                self.owner.confirmed(reply[1])
             elif isinstance(reply, hiredis.ReplyError):
                 log.warning("redis pub/sub: %s", reply)
         if not self.paused and self.transport is not None:
@@ -95,6 +97,7 @@ class PubSubConnection:
         self.on_message = on_message
         self._on_connected = on_connected
         self._channels: set[bytes] = set()
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._protocol: _Protocol | None = None
         self._runner: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -103,11 +106,25 @@ class PubSubConnection:
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name="redis-pubsub")
 
-    def subscribe(self, channel: bytes) -> None:
+    def subscribe(self, channel: bytes) -> asyncio.Future[None]:
+        """Follow ``channel``; the future is done once Redis confirmed the subscription (after a
+        reconnect if it is down now: callers wait for it with a timeout of their own)."""
+        confirmation = self._confirmations.get(channel)
+        if confirmation is None or confirmation.done():
+            confirmation = self._confirmations[channel] = asyncio.get_running_loop().create_future()
         self._channels.add(channel)
         self._send(_command(b"SUBSCRIBE", channel))
+        return confirmation
+
+    def confirmed(self, channel: bytes) -> None:
+        confirmation = self._confirmations.pop(channel, None)
+        if confirmation is not None and not confirmation.done():
+            confirmation.set_result(None)
 
     def unsubscribe(self, channel: bytes) -> None:
+        confirmation = self._confirmations.pop(channel, None)
+        if confirmation is not None:
+            confirmation.cancel()
         self._channels.discard(channel)
         self._send(_command(b"UNSUBSCRIBE", channel))
 

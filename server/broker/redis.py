@@ -28,6 +28,7 @@ from .pubsub import PubSubConnection
 
 log = logging.getLogger(__name__)
 MAX_OUTGOING = 100_000
+SUBSCRIBE_WAIT = 2.0
 
 
 class RedisBroker:
@@ -39,6 +40,7 @@ class RedisBroker:
         self._skip = len(prefix.encode())
         self._subscriber = PubSubConnection(url, self._received, self._connected)
         self._was_connected = False
+        self._tried_connecting = False
         self._fanout = LocalFanout(on_first=self._upstream_subscribe, on_last=self._upstream_unsubscribe)
         self._origin = secrets.token_bytes(8)  # prefixes what this node sends, to recognise it coming back
         self._outgoing: list[tuple[str, bytes, HistoryPolicy | None]] = []
@@ -116,8 +118,18 @@ class RedisBroker:
         await self._client.aclose()
 
     async def _upstream_subscribe(self, channel: str) -> None:
-        self._subscriber.subscribe((self._prefix + channel).encode())
+        confirmation = self._subscriber.subscribe((self._prefix + channel).encode())
         self._subscriber.start()
+        if not self._tried_connecting:  # the node is starting: give the first connection a chance
+            self._tried_connecting = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscriber.connected.wait(), SUBSCRIBE_WAIT)
+        if not self._subscriber.connected.is_set():
+            return  # Redis is down: the subscription is made on reconnect (and on_resume tells who lost what)
+        try:  # from here on, nothing published on the channel is missed
+            await asyncio.wait_for(asyncio.shield(confirmation), SUBSCRIBE_WAIT)
+        except TimeoutError:
+            log.warning("redis did not confirm the subscription to %s within %.0f s", channel, SUBSCRIBE_WAIT)
 
     async def _upstream_unsubscribe(self, channel: str) -> None:
         self._subscriber.unsubscribe((self._prefix + channel).encode())
