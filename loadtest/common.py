@@ -109,10 +109,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def p99(samples: list[float]) -> float:
+    """The 99th percentile (nearest rank below), NaN without samples."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+
+
 def latency_summary(samples_ms: list[float]) -> str:
     if not samples_ms:
         return "no samples"
-    ordered = sorted(samples_ms)
-    p50 = statistics.median(ordered)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
+    return f"p50 {statistics.median(samples_ms):.1f} ms, p99 {p99(samples_ms):.1f} ms, max {max(samples_ms):.1f} ms"

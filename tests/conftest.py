@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -76,7 +77,7 @@ async def bank(database_url: str) -> AsyncIterator[Ledger]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    with redis_server() as url:
+    with redis_server(os.environ.get("TEST_REDIS_URL")) as url:
         yield url
 
 

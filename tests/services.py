@@ -132,8 +132,8 @@ class EmbeddedRedis:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    url = os.environ.get("TEST_REDIS_URL")
+def redis_server(url: str | None) -> Iterator[str]:
+    """``url``, or an embedded Valkey started here and stopped after (the suite, the benchmarks)."""
     if url:
         yield url
         return
@@ -168,6 +168,22 @@ async def scratch_database(server_url: str, prefix: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def migrated_pool(url: str, max_size: int = 4) -> AsyncIterator[Any]:
+    """An asyncpg pool on ``url`` with the schema migrated; closed after."""
+    import asyncpg
+
+    from server.db.migrations import migrate
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        yield pool
+    finally:
+        await pool.close()
 
 
 def with_database(url: str, database: str) -> str:

@@ -69,9 +69,9 @@ class Ledger:
         """Open the user's wallet (with the configured welcome credit) unless it exists; return its state.
 
         A wallet that exists is only read (no transaction to commit: returning users sign in fast)."""
-        existing = await self._pool.fetchrow("SELECT balance, version FROM accounts WHERE user_id = $1", user_id)
+        existing = await self._wallet_state(user_id)
         if existing is not None:
-            return WalletState(existing["balance"], existing["version"])
+            return existing
 
         async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
             wallet = await open_wallet(conn, user_id, welcome_credit=self._welcome_credit)
@@ -88,8 +88,11 @@ class Ledger:
 
     async def balance(self, user_id: int) -> WalletState:
         """The wallet's committed balance and version; zero for a user without a wallet."""
+        return await self._wallet_state(user_id) or WalletState(0, 0)
+
+    async def _wallet_state(self, user_id: int) -> WalletState | None:
         row = await self._pool.fetchrow("SELECT balance, version FROM accounts WHERE user_id = $1", user_id)
-        return WalletState(0, 0) if row is None else WalletState(row["balance"], row["version"])
+        return None if row is None else WalletState(row["balance"], row["version"])
 
     async def place_bet(self, request: BetRequest) -> PlacedBet:
         """Take the stake of a bet; returns once committed. See :mod:`server.ledger.bets`."""

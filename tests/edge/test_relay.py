@@ -14,7 +14,6 @@ from protocol import JSON
 from server.auth import TelegramUser
 from server.broker.memory import MemoryBroker
 from server.broker.redis import RedisBroker
-from server.db.migrations import migrate
 from server.db.users import UserStore
 from server.edge.audience import Audience
 from server.edge.feeds import UserFeeds
@@ -24,17 +23,14 @@ from tests.conftest import RunningNode
 from tests.edge.client import authed, init_data, open_socket, recv, request
 from tests.edge.test_audience import FakePeer
 from tests.ledger.conftest import next_user_id
-from tests.services import free_port
+from tests.services import free_port, migrated_pool
 
 
 @pytest.fixture
 async def own_pool(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
     """A migrated database of this test's own: no other test's events in its outbox."""
-    pool = await asyncpg.create_pool(empty_database, min_size=1, max_size=4)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    yield pool
-    await pool.close()
+    async with migrated_pool(empty_database) as pool:
+        yield pool
 
 
 async def new_user(pool: asyncpg.Pool, user_id: int | None = None) -> int:

@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 
 from server.auth import TelegramUser
-from server.db.migrations import migrate
 from server.db.users import UserStore
 from server.ledger import Ledger
+from tests.services import migrated_pool
 
 _ids = itertools.count(secrets.randbelow(10**9) * 1000 + 10**12)
 
@@ -24,11 +24,8 @@ def next_user_id() -> int:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    yield pool
-    await pool.close()
+    async with migrated_pool(database_url, max_size=10) as pool:
+        yield pool
 
 
 @pytest.fixture

@@ -8,20 +8,17 @@ import asyncpg
 import pytest
 
 from server.auth import TelegramUser
-from server.db.migrations import migrate
 from server.db.users import UserStore
 from server.ledger import Ledger, audit
 from tests.ledger.conftest import create_open_round
+from tests.services import migrated_pool
 
 
 @pytest.fixture
 async def scratch(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
     """A database of its own: these tests corrupt it on purpose."""
-    pool = await asyncpg.create_pool(empty_database, min_size=1, max_size=4)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    yield pool
-    await pool.close()
+    async with migrated_pool(empty_database) as pool:
+        yield pool
 
 
 async def run_audit(pool: asyncpg.Pool) -> list[str]:
