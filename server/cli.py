@@ -90,6 +90,7 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
 
     from .app import create_app
     from .drain import DrainingServer
+    from .edge.wsprotocol import LeanWebSocketProtocol
     from .node import Node
 
     _configure_logging(log_level)
@@ -113,7 +114,7 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
         create_app(settings, on_ready=announce),
         host=host,
         port=port,
-        ws="auto",
+        ws=LeanWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         # Frames here are small JSON/MessagePack maps: permessage-deflate costs more CPU than it saves
         # bandwidth (16% of the server's CPU in the bet benchmark's profile, see docs/performance.md).

@@ -15,6 +15,7 @@ import uvicorn
 
 from server.app import create_app
 from server.db.migrations import migrate
+from server.edge.wsprotocol import LeanWebSocketProtocol
 from server.ledger import Ledger
 from server.settings import Settings
 from tests.services import free_port, postgres_server, redis_server, scratch_database
@@ -123,7 +124,7 @@ async def serve(settings: Settings) -> AsyncIterator[RunningNode]:
         create_app(settings),
         host="127.0.0.1",
         port=port,
-        ws="auto",
+        ws=LeanWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,
         lifespan="on",

@@ -13,6 +13,8 @@ class RateLimiter:
     (:attr:`exhausted`): the socket is then closed with 4429.
     """
 
+    __slots__ = ("_burst", "_clock", "_last", "_max_strikes", "_rate", "_strikes", "_tokens", "_window")
+
     def __init__(self, rate: float, burst: int, *, max_strikes: int = 20, window: float = 10.0,
                  clock: Callable[[], float]) -> None:  # fmt: skip
         self._rate = rate

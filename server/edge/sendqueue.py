@@ -1,9 +1,13 @@
-"""A bounded per-socket queue of encoded frames, drained by one writer task.
+"""A bounded per-socket queue of encoded frames, drained by a writer task while it holds any.
 
 Producers (replies, broadcasts) never await a socket: :meth:`SendQueue.put` appends the
 already-encoded frame and returns at once. When a socket cannot keep up and the queue
 holds ``limit`` frames, the queue is dropped and the socket is closed with 4503: the
 client reconnects and resumes, and nobody else waits for it.
+
+An idle socket costs no task and no buffer: the writer starts when a frame arrives and
+ends when the queue is empty (thousands of idle sockets would otherwise each hold a
+parked task, an event and an empty deque: about 2 KiB apiece).
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ YIELD_EVERY = 8
 class SendQueue:
     """Frames waiting for one socket, in order, followed by at most one close."""
 
+    __slots__ = ("_close", "_close_socket", "_frames", "_limit", "_send", "_sending", "_writer")
+
     def __init__(self, send: SendFrame, close: CloseSocket, *, limit: int) -> None:
         self._send = send
         self._close_socket = close
         self._limit = limit
-        self._frames: deque[Frame] = deque()
-        self._wakeup = asyncio.Event()
+        self._frames: deque[Frame] | None = None  # allocated while frames wait
         self._close: tuple[int, str] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None  # running while frames (or the close) wait
         self._sending = False
 
     @property
@@ -48,81 +53,81 @@ class SendQueue:
         return self._close is not None
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._frames) if self._frames is not None else 0
 
     @property
     def fill(self) -> float:
         """How full the queue is: 0.0 empty, 1.0 at the limit."""
-        return len(self._frames) / self._limit
-
-    def start(self) -> asyncio.Task[None]:
-        """Start the writer task; it ends after the close was sent or the socket failed."""
-        self._writer = asyncio.create_task(self._run(), name="ws-writer")
-        return self._writer
+        return len(self) / self._limit
 
     def put(self, frame: Frame) -> bool:
         """Queue ``frame``; return False if it was dropped (closing, or the queue overflowed)."""
         if self._close is not None:
             return False
-        if len(self._frames) >= self._limit:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
+        elif len(frames) >= self._limit:
             self._overflow()
             return False
-        self._frames.append(frame)
-        self._wakeup.set()
+        frames.append(frame)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._run())
         return True
 
     def close(self, code: int, reason: str = "") -> None:
         """Send what is queued, then close the socket with ``code``."""
         if self._close is None:
             self._close = (code, reason)
-            self._wakeup.set()
+            if self._writer is None:
+                self._writer = asyncio.get_running_loop().create_task(self._run())
 
     async def wait_closed(self, grace: float) -> None:
-        """Wait for the writer to finish, cancelling it after ``grace`` seconds."""
-        if self._writer is None:
+        """Wait for the close to be sent, cancelling the writer after ``grace`` seconds."""
+        writer = self._writer
+        if writer is None:
             return
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self._writer), grace)
-        if not self._writer.done():
-            self._writer.cancel()
+            await asyncio.wait_for(asyncio.shield(writer), grace)
+        writer = self._writer  # an overflow may have replaced it with the close sender
+        if writer is not None and not writer.done():
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await writer
 
     def _overflow(self) -> None:
-        log.info("send queue overflow (%d frames): closing the socket with 4503", len(self._frames))
-        self._frames.clear()
+        log.info("send queue overflow (%d frames): closing the socket with 4503", len(self))
+        self._frames = None
         self._close = (CloseCode.TOO_SLOW, "send queue overflow")
         if self._sending and self._writer is not None:
             # The writer is stuck in a send to a socket that does not read: stop waiting for it.
             self._writer.cancel()
-            self._writer = asyncio.create_task(self._send_close(), name="ws-close")
-        self._wakeup.set()
+            self._writer = asyncio.get_running_loop().create_task(self._send_close())
 
     async def _run(self) -> None:
         sent = 0
         try:
-            while True:
-                if self._frames:
-                    frame = self._frames.popleft()
-                    self._sending = True
-                    try:
-                        await self._send(frame)
-                    finally:
-                        self._sending = False
-                    sent += 1
-                    if sent % YIELD_EVERY == 0:
-                        # A send into a socket with room completes without suspending: without this, one
-                        # writer would drain its whole queue in one go, and a broadcast to thousands of
-                        # sockets would hold the event loop (no reads, no pings) for seconds.
-                        await asyncio.sleep(0)
-                    continue
-                if self._close is not None:
-                    break
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            while self._frames:
+                frame = self._frames.popleft()
+                self._sending = True
+                try:
+                    await self._send(frame)
+                finally:
+                    self._sending = False
+                sent += 1
+                if sent % YIELD_EVERY == 0:
+                    # A send into a socket with room completes without suspending: without this, one
+                    # writer would drain its whole queue in one go, and a broadcast to thousands of
+                    # sockets would hold the event loop (no reads, no pings) for seconds.
+                    await asyncio.sleep(0)
         except (OSError, RuntimeError) as exc:  # peer gone: nothing left to deliver to
             log.debug("socket send failed: %s", exc)
-            self._frames.clear()
+            self._frames = None
+            self._close = (1006, "peer gone")  # 1006: closed without a close frame; later frames drop
+            return
+        self._frames = None
+        if self._close is None:
+            self._writer = None  # idle: the next put starts a new writer
             return
         await self._send_close()
 

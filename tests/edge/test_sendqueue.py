@@ -27,12 +27,11 @@ class FakeSocket:
 async def test_frames_go_out_in_order_then_the_close() -> None:
     sock = FakeSocket()
     queue = SendQueue(sock.send, sock.close, limit=10)
-    writer = queue.start()
     for i in range(5):
         assert queue.put(str(i))
     queue.close(4401, "unauthorized")
     assert not queue.put("late")
-    await asyncio.wait_for(writer, 1)
+    await queue.wait_closed(grace=1)
     assert sock.frames == ["0", "1", "2", "3", "4"]
     assert sock.closed == (4401, "unauthorized")
 
@@ -40,7 +39,6 @@ async def test_frames_go_out_in_order_then_the_close() -> None:
 async def test_overflow_closes_4503_without_waiting_for_a_stuck_peer() -> None:
     sock = FakeSocket(blocked=True)
     queue = SendQueue(sock.send, sock.close, limit=4)
-    queue.start()
     assert queue.put(b"first")
     for _ in range(3):
         await asyncio.sleep(0)  # the writer takes "first" and hangs in send
@@ -62,10 +60,10 @@ async def test_a_vanished_peer_ends_the_writer_quietly() -> None:
         closed.append(code)
 
     queue = SendQueue(broken, close, limit=4)
-    writer = queue.start()
-    queue.put("x")
-    await asyncio.wait_for(writer, 1)
+    assert queue.put("x")
+    await queue.wait_closed(grace=1)
     assert closed == []
+    assert queue.closing and not queue.put("y")  # later frames are dropped, no writer restarts
 
 
 async def test_a_writer_lets_other_tasks_run_while_it_drains_a_long_queue() -> None:
@@ -81,9 +79,23 @@ async def test_a_writer_lets_other_tasks_run_while_it_drains_a_long_queue() -> N
             seen_by_neighbour.append(len(sock.frames))
             await asyncio.sleep(0)
 
-    writer = queue.start()
     await asyncio.gather(neighbour(), asyncio.sleep(0.05))
     queue.close(1000)
-    await writer
+    await queue.wait_closed(grace=1)
     assert len(sock.frames) == 200
     assert any(0 < count < 200 for count in seen_by_neighbour), seen_by_neighbour  # it ran mid-drain
+
+
+async def test_an_idle_queue_holds_no_writer_task_and_wakes_for_the_next_frame() -> None:
+    sock = FakeSocket()
+    queue = SendQueue(sock.send, sock.close, limit=10)
+    tasks_before = len(asyncio.all_tasks())
+    assert queue.put("a")
+    await asyncio.sleep(0.01)
+    assert sock.frames == ["a"] and len(asyncio.all_tasks()) == tasks_before  # the writer ended
+    assert queue.put("b") and queue.put("c")
+    await asyncio.sleep(0.01)
+    assert sock.frames == ["a", "b", "c"] and len(asyncio.all_tasks()) == tasks_before
+    queue.close(1000, "bye")  # a close with nothing queued still goes out
+    await queue.wait_closed(grace=1)
+    assert sock.closed == (1000, "bye")

@@ -1,0 +1,127 @@
+"""uvicorn's WebSocket protocol, trimmed for thousands of long-lived idle sockets.
+
+uvicorn's ``websockets-sansio`` protocol (what ``ws="auto"`` picks) gives every connection an
+``asyncio.Queue`` for received messages and an ``asyncio.Event`` for write flow control: four
+deques, about 3.8 KiB, a seventh of what an idle authenticated socket costs the node
+(tracemalloc, docs/performance.md). :class:`LeanWebSocketProtocol` swaps them for two
+objects that allocate nothing while empty, and lets go of the handshake response once it
+was sent. Everything else (parsing, keepalive pings, close handshake, flow control) is
+uvicorn's own, unchanged.
+
+It depends on two attribute names of uvicorn's class (``queue``: ``put_nowait``, ``get``,
+``empty``; ``writable``: ``set``, ``clear``, ``wait``); ``tests/edge/test_wsprotocol.py``
+checks that uvicorn still uses no more than that, and every socket test runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Generic, TypeVar
+
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+T = TypeVar("T")
+
+
+class Inbox(Generic[T]):
+    """A FIFO with ``asyncio.Queue``'s ``put_nowait`` / ``get`` / ``empty``, unbounded, that holds
+    a list of items and, only while somebody waits, a list of waiters."""
+
+    __slots__ = ("_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        self._wake_one()
+
+    async def get(self) -> T:
+        while not self._items:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                if self._items:  # this getter was woken but leaves: the item is the next one's
+                    self._wake_one()
+                raise
+        return self._items.pop(0)
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if not waiters:
+            self._waiters = None
+
+
+class Flag:
+    """``asyncio.Event``'s ``is_set`` / ``set`` / ``clear`` / ``wait``, with the waiters' list
+    allocated only while somebody waits."""
+
+    __slots__ = ("_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if self._is_set:
+            return
+        self._is_set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> bool:
+        if self._is_set:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
+class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with a lighter receive queue and write flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # uvicorn reads the response only until the handshake completes.
+            del self.response
