@@ -20,7 +20,6 @@ from .broker import Broker, broker_from_url
 from .db.embedded import EmbeddedPostgres, default_pg_data_dir
 from .db.migrations import migrate
 from .db.pool import create_pool
-from .db.users import UserStore
 from .edge.audience import Audience
 from .edge.feeds import UserFeeds
 from .edge.relay import OutboxRelay
@@ -50,7 +49,6 @@ class Node:
     pool: asyncpg.Pool
     broker: Broker
     validator: InitDataValidator
-    users: UserStore
     ledger: Ledger
     rounds: RoundEngine
     audience: Audience
@@ -165,7 +163,6 @@ class Node:
                 pool=pool,
                 broker=broker,
                 validator=validator_for(settings),
-                users=UserStore(pool),
                 ledger=ledger,
                 rounds=engine,
                 audience=audience,

@@ -1,4 +1,5 @@
-"""The ``users`` table: Telegram users as last seen at authentication."""
+"""The ``users`` table: Telegram users as last seen at authentication (written at sign-in by
+:mod:`server.ledger.signin`, many at a time)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,9 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
-_CURRENT = """
-SELECT 1 FROM users
-WHERE id = $1 AND first_name = $2 AND last_name IS NOT DISTINCT FROM $3 AND username IS NOT DISTINCT FROM $4
-  AND language_code IS NOT DISTINCT FROM $5 AND is_premium = $6
-  AND last_seen_at > now() - make_interval(secs => $7)
-"""
-
 SEEN_PRECISION = 600.0
 """Seconds ``last_seen_at`` may lag: a returning user with an unchanged profile is not written again
-sooner (authentication is then a read, with no commit to wait for)."""
+sooner (authentication is then a read, with no commit to wait for; see :mod:`server.ledger.signin`)."""
 
 
 class UserStore:
@@ -36,12 +30,6 @@ class UserStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-
-    async def record(self, user: TelegramUser) -> None:
-        """Record ``user`` as seen now (within :data:`SEEN_PRECISION`), creating it on first sight."""
-        fields = (user.id, user.first_name, user.last_name, user.username, user.language_code, user.is_premium)
-        if await self._pool.fetchval(_CURRENT, *fields, SEEN_PRECISION) is None:
-            await self._pool.execute(_UPSERT, *fields)
 
     async def upsert(self, user: TelegramUser) -> None:
         """Record ``user`` as seen now, creating it on first sight (always writes)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,6 +32,10 @@ log = logging.getLogger(__name__)
 
 
 _STORE_FAILURES: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, LedgerError)
+
+
+_GAME_REQUESTS = (m.Subscribe, m.Unsubscribe, m.Bet, m.Action, m.History)
+"""Requests that name a game."""
 
 
 class State(Enum):
@@ -62,6 +65,9 @@ def now_ms() -> int:
 class Session:
     """One authenticated (or authenticating) WebSocket client."""
 
+    __slots__ = ("_clock", "_limiter", "_malformed", "codec", "node", "peer", "session_id", "state",
+                 "subscriptions", "user")  # fmt: skip
+
     def __init__(self, node: Node, peer: Peer, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.peer = peer
@@ -71,7 +77,7 @@ class Session:
         self.session_id = secrets.token_urlsafe(12)
         self.subscriptions: set[str] = set()
         self._clock = clock
-        self._malformed: deque[float] = deque()
+        self._malformed: list[float] = []  # times of recent malformed frames (most sockets send none)
         self._limiter = RateLimiter(node.settings.rate_limit, node.settings.rate_burst, clock=clock)
 
     async def detach(self) -> None:
@@ -131,9 +137,8 @@ class Session:
         reply = _error(exc.request_id, exc.code, exc.message, exc.field)
         now = self._clock()
         window = self.node.settings.malformed_window
+        self._malformed = [t for t in self._malformed if t >= now - window]
         self._malformed.append(now)
-        while self._malformed and self._malformed[0] < now - window:
-            self._malformed.popleft()
         if len(self._malformed) > self.node.settings.malformed_limit:
             return self._close(reply, CloseCode.PROTOCOL_ABUSE, "too many malformed messages")
         return Outcome([reply])
@@ -156,8 +161,7 @@ class Session:
                 "unauthorized",
             )
         try:
-            await self.node.users.record(user)
-            wallet = await self.node.ledger.open_wallet(user.id)
+            wallet = await self.node.ledger.sign_in(user)
         except _STORE_FAILURES as exc:
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)
             return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry auth shortly")])
@@ -195,9 +199,7 @@ class Session:
 
     async def _dispatch(self, request: m.Request) -> Outcome:
         assert self.user is not None
-        if isinstance(request, m.Subscribe | m.Unsubscribe | m.Bet | m.Action | m.History) and (
-            self.node.rounds.rules(request.game) is None
-        ):
+        if isinstance(request, _GAME_REQUESTS) and (self.node.rounds.rules(request.game) is None):
             return Outcome([self._unknown_game(request.id, request.game)])
         match request:
             case m.Ping():

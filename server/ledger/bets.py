@@ -13,21 +13,18 @@ and see each other's committed bets.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
 import orjson
 
+from ..db.groupcommit import GroupCommit
 from .errors import BettingClosed, IdempotencyConflict, InsufficientFunds, LedgerError
 from .events import UserEvent, balance_event
 from .transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +233,9 @@ def _conflict(request: BetRequest) -> IdempotencyConflict:
 
 
 class BetBatcher:
-    """Coalesces concurrent :meth:`place` calls into shared transactions.
-
-    A batch closes when ``max_batch`` bets wait or ``max_wait`` seconds passed since the
-    first; up to ``concurrency`` batches commit at once (each on its own connection and house
-    shard), and bets keep gathering while they do, so batches grow with load.
+    """Coalesces concurrent :meth:`place` calls into shared transactions (see
+    :class:`~server.db.groupcommit.GroupCommit`): each batch commits on its own connection and
+    house shard, and its ``balance`` events are announced once the bettors have their acks.
     """
 
     def __init__(
@@ -258,83 +253,45 @@ class BetBatcher:
         self._epoch = epoch
         self._announce = announce
         self._houses = itertools.cycle(house_accounts)
-        self._max_batch = max_batch
-        self._max_wait = max_wait
-        self._slots = asyncio.Semaphore(concurrency)
-        self._pending: list[tuple[BetRequest, asyncio.Future[PlacedBet]]] = []
-        self._wakeup = asyncio.Event()
-        self._commits: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.bets = 0
+        self._group: GroupCommit[BetRequest, PlacedBet] = GroupCommit(
+            self._commit,
+            name="bet-batcher",
+            max_batch=max_batch,
+            max_wait=max_wait,
+            concurrency=concurrency,
+            shutdown_error=lambda: LedgerError("the node is shutting down; retry with the same key"),
+            expected=(LedgerError,),
+            after=self._announce_events,
+        )
+
+    @property
+    def batches(self) -> int:
+        """Bet batches committed so far."""
+        return self._group.batches
 
     def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="bet-batcher")
+        self._group.start()
 
     async def close(self) -> None:
         """Stop taking batches and wait for those in flight to commit."""
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-        if self._commits:
-            await asyncio.gather(*self._commits, return_exceptions=True)
-        for _, future in self._pending:
-            if not future.done():
-                future.set_exception(LedgerError("the node is shutting down; retry with the same key"))
-        self._pending.clear()
+        await self._group.close()
 
     async def place(self, request: BetRequest) -> PlacedBet:
         """Place one bet; returns after its transaction committed, or raises a :class:`LedgerError`."""
-        future: asyncio.Future[PlacedBet] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
-        self._wakeup.set()
-        return await future
+        return await self._group.submit(request)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            if len(self._pending) < self._max_batch:
-                await asyncio.sleep(self._max_wait)
-            await self._slots.acquire()
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            if not self._pending:
-                self._wakeup.clear()
-            task = asyncio.create_task(self._commit(batch))
-            self._commits.add(task)
-            task.add_done_callback(self._committed)
-
-    def _committed(self, task: asyncio.Task[None]) -> None:
-        self._commits.discard(task)
-        self._slots.release()
-
-    async def _commit(self, batch: list[tuple[BetRequest, asyncio.Future[PlacedBet]]]) -> None:
-        requests = [request for request, _ in batch]
+    async def _commit(self, requests: list[BetRequest]) -> list[BetOutcome]:
         house = next(self._houses)
-        try:
-            # 23505: a key inserted by a transaction that committed after our read; the retry replays it.
-            outcomes = await in_transaction(
-                self._pool,
-                lambda conn: commit_bets(conn, requests, house, self._epoch),
-                retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
-            )
-        except Exception as exc:
-            if not isinstance(exc, LedgerError):
-                log.exception("bet batch of %d failed", len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.batches += 1
-        self.bets += len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, PlacedBet):
-                future.set_result(outcome)
-            else:
-                future.set_exception(outcome)
-        if self._announce is not None:  # after the replies were released: a socket sees bet_ok, then balance
+        # 23505: a key inserted by a transaction that committed after our read; the retry replays it.
+        return await in_transaction(
+            self._pool,
+            lambda conn: commit_bets(conn, requests, house, self._epoch),
+            retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+        )
+
+    def _announce_events(self, outcomes: Sequence[PlacedBet | Exception]) -> None:
+        # After the replies were released: a socket sees bet_ok, then balance.
+        if self._announce is not None:
             events = [o.event for o in outcomes if isinstance(o, PlacedBet) and o.event is not None]
             if events:
                 self._announce(events)

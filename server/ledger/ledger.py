@@ -1,8 +1,10 @@
 """The :class:`Ledger`: the only code that writes money.
 
 Every operation is one PostgreSQL transaction whose ledger transactions balance to zero.
-Bets go through the group-commit :class:`~server.ledger.bets.BetBatcher`; the rarer
-operations (deposits, adjustments, settlement, refunds) run directly.
+Bets, sign-ins and crash cash-outs go through group commit
+(:class:`~server.ledger.bets.BetBatcher`, :class:`~server.ledger.signin.SignIns`,
+:meth:`Ledger.record_cashout`); the rarer operations (deposits, adjustments, settlement,
+refunds) run directly.
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from ..auth import TelegramUser
+from ..db.groupcommit import GroupCommit
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
-from .errors import InsufficientFunds, UnknownAccount
+from .errors import InsufficientFunds, LedgerError, UnknownAccount
 from .events import UserEvent, balance_event, settlement_events, store_events
 from .postings import post, transfer
 from .settlement import ClosedBet, refund_bets, settle_bets
+from .signin import SignIns
 from .transactions import Connection, in_transaction
 from .wallets import WalletState, open_wallet, system_account, wallet_id
 
 HOUSE_SHARDS = 8
+
+_RECORD_CASHOUTS = """
+UPDATE bets SET cashout = d.multiplier
+FROM unnest($1::bigint[], $2::integer[]) AS d(id, multiplier)
+WHERE bets.id = d.id AND bets.status = 'accepted' AND bets.cashout IS NULL
+RETURNING bets.id
+"""
 
 
 class Ledger:
@@ -40,6 +52,8 @@ class Ledger:
         self._welcome_credit = welcome_credit
         self._batch_options = {"max_batch": batch_max, "max_wait": batch_wait, "concurrency": batch_concurrency}
         self._batcher: BetBatcher | None = None
+        self._sign_ins: SignIns | None = None
+        self._cashouts: GroupCommit[tuple[list[int], int], list[int]] | None = None
         self._houses: list[int] = []
         self._bank = 0
         self.epoch = ""
@@ -54,11 +68,27 @@ class Ledger:
         self._batcher = BetBatcher(self._pool, self._houses, epoch=self.epoch, announce=self._announce,
                                    **self._batch_options)  # type: ignore[arg-type]  # fmt: skip
         self._batcher.start()
+        self._sign_ins = SignIns(self._pool, bank=self._bank, welcome_credit=self._welcome_credit, epoch=self.epoch,
+                                 announce=self._announce, **self._batch_options)  # type: ignore[arg-type]  # fmt: skip
+        self._sign_ins.start()
+        self._cashouts = GroupCommit(self._record_cashouts, name="cash-outs",
+                                     shutdown_error=lambda: LedgerError("the node is shutting down; retry"),
+                                     expected=(LedgerError,), **self._batch_options)  # type: ignore[arg-type]  # fmt: skip
+        self._cashouts.start()
 
     async def close(self) -> None:
-        """Wait for bets in flight to commit, then stop taking bets."""
+        """Wait for bets, sign-ins and cash-outs in flight to commit, then stop taking them."""
         if self._batcher is not None:
             await self._batcher.close()
+        if self._sign_ins is not None:
+            await self._sign_ins.close()
+        if self._cashouts is not None:
+            await self._cashouts.close()
+
+    @property
+    def sign_ins(self) -> SignIns:
+        assert self._sign_ins is not None, "Ledger.start() was not called"
+        return self._sign_ins
 
     @property
     def batcher(self) -> BetBatcher:
@@ -85,6 +115,11 @@ class Ledger:
         wallet, events = await in_transaction(self._pool, work)
         self._announced(events)
         return wallet
+
+    async def sign_in(self, user: TelegramUser) -> WalletState:
+        """Record an authenticated ``user`` and open their wallet unless it exists; group-committed
+        with concurrent sign-ins (see :mod:`server.ledger.signin`). Returns the wallet's state."""
+        return await self.sign_ins.sign_in(user)
 
     async def balance(self, user_id: int) -> WalletState:
         """The wallet's committed balance and version; zero for a user without a wallet."""
@@ -133,18 +168,18 @@ class Ledger:
     async def record_cashout(self, bet_ids: list[int], multiplier: int) -> list[int]:
         """Record a cash-out at ``multiplier`` on bets still open and not cashed out; return those ids.
 
-        No money moves here: the payout is made when the round settles.
+        No money moves here: the payout is made when the round settles. Cash-outs are
+        group-committed: every crash player aiming at the same multiplier cashes out at once.
         """
-        rows = await in_transaction(
-            self._pool,
-            lambda conn: conn.fetch(
-                "UPDATE bets SET cashout = $2 WHERE id = ANY($1::bigint[]) AND status = 'accepted' "
-                "AND cashout IS NULL RETURNING id",
-                bet_ids,
-                multiplier,
-            ),
-        )
-        return [row["id"] for row in rows]
+        assert self._cashouts is not None, "Ledger.start() was not called"
+        return await self._cashouts.submit((bet_ids, multiplier))
+
+    async def _record_cashouts(self, batch: list[tuple[list[int], int]]) -> list[list[int]]:
+        ids = [bet_id for bet_ids, _ in batch for bet_id in bet_ids]
+        multipliers = [multiplier for bet_ids, multiplier in batch for _ in bet_ids]
+        rows = await in_transaction(self._pool, lambda conn: conn.fetch(_RECORD_CASHOUTS, ids, multipliers))
+        recorded = {row["id"] for row in rows}
+        return [[bet_id for bet_id in bet_ids if bet_id in recorded] for bet_ids, _ in batch]
 
     async def refund(self, bet_ids: list[int]) -> list[ClosedBet]:
         """Void bets and return their stakes, in one transaction; bets already closed are skipped."""

@@ -229,6 +229,24 @@ async def test_cashouts_are_recorded_once(ledger: Ledger, new_user: NewUser) -> 
     assert await ledger.record_cashout([placed.bet_id], 170) == []
 
 
+async def test_a_crowd_cashing_out_at_once_shares_commits_and_each_gets_its_own_bets(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool
+) -> None:
+    users = [await new_user(100) for _ in range(40)]
+    placed = await asyncio.gather(*(ledger.place_bet(bet(user, 10)) for user in users))
+    already = placed[0].bet_id
+    await ledger.record_cashout([already], 120)
+    assert ledger._cashouts is not None
+    before = ledger._cashouts.batches
+    answers = await asyncio.gather(*(ledger.record_cashout([p.bet_id], 150 + i % 3) for i, p in enumerate(placed)))
+    assert answers[0] == []  # cashed out before: not again
+    assert answers[1:] == [[p.bet_id] for p in placed[1:]]
+    assert ledger._cashouts.batches - before < 10
+    stored = dict(await pool.fetch("SELECT id, cashout FROM bets WHERE id = ANY($1)", [p.bet_id for p in placed]))
+    assert stored[already] == 120
+    assert all(stored[p.bet_id] == 150 + i % 3 for i, p in enumerate(placed) if i)
+
+
 def test_postings_refuse_unbalanced_legs() -> None:
     with pytest.raises(ValueError):
         Posting("adjust", ((1, -5), (2, 4)))
