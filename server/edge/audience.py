@@ -43,17 +43,17 @@ class Audience:
     """channel -> the sockets listening to it on this node."""
 
     def __init__(self) -> None:
-        self._by_channel: dict[str, list[Peer]] = {}
+        # An insertion-ordered set per channel (a dict with no values): a game channel holds every
+        # socket of the node, and joins and leaves in a connect storm must not scan it.
+        self._by_channel: dict[str, dict[Peer, None]] = {}
 
     def add(self, channel: str, peer: Peer) -> None:
-        peers = self._by_channel.setdefault(channel, [])
-        if peer not in peers:
-            peers.append(peer)
+        self._by_channel.setdefault(channel, {})[peer] = None
 
     def remove(self, channel: str, peer: Peer) -> None:
         peers = self._by_channel.get(channel)
-        if peers and peer in peers:
-            peers.remove(peer)
+        if peers is not None:
+            peers.pop(peer, None)
             if not peers:
                 del self._by_channel[channel]
 

@@ -87,8 +87,8 @@ class SendQueue:
         writer = self._writer
         if writer is None:
             return
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(writer), grace)
+        if not writer.done():
+            await asyncio.wait((writer,), timeout=grace)
         writer = self._writer  # an overflow may have replaced it with the close sender
         if writer is not None and not writer.done():
             writer.cancel()
