@@ -1,8 +1,8 @@
 """A locust swarm of Mini App players: one real WebSocket per simulated player.
 
 Each player mints its own signed initData with the bot token in ``CROUPIER_BOT_TOKEN`` (the
-variable the server reads), authenticates, subscribes to one game of the mix, and plays: a bet
-each round after a think time and, in crash, a cash-out at its target multiplier. Every
+variable the server reads), authenticates, subscribes to one game of the mix, and plays: in each round it
+takes a think time after betting opens, bets, and in crash cashes out at its target multiplier. Every
 exchange is a locust request (type ``WS``: ``auth``, ``subscribe``, ``bet``, ``action``; a
 refused request is a failure named by its error code), and the lag of game events (arrival
 minus the server's ``ts``) is its own entry (type ``PUSH``).
@@ -12,7 +12,7 @@ minus the server's ``ts``) is its own entry (type ``PUSH``).
 
 Options (also as environment variables): ``--croupier-games`` (the mix, ``crash,dice,roulette``),
 ``--croupier-bet-min`` / ``--croupier-bet-max`` (amount per bet), ``--croupier-think-min`` /
-``--croupier-think-max`` (seconds between rounds played), ``--croupier-cashout`` (crash target
+``--croupier-think-max`` (seconds from betting opening to the bet), ``--croupier-cashout`` (crash target
 multiplier in hundredths), ``--croupier-lag-sample`` (share of ticks whose lag is reported).
 Players need money: start the server with ``CROUPIER_WELCOME_CREDIT`` (see docs/loadtest.md).
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 import gevent
 import websocket
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from locust import User, events, task
 from locust.env import Environment
 from locust.exception import StopUser
@@ -38,6 +38,8 @@ from server.auth import sign_init_data
 
 Message = dict[str, Any]
 REPLY_TIMEOUT = 10.0
+BET_MARGIN_MS = 300
+"""A player bets only while more than this remains of the betting window (a Mini App greys the button)."""
 _user_ids = itertools.count(1)
 _worker_salt = secrets.randbelow(10**6)
 
@@ -74,6 +76,8 @@ class CroupierClient:
         self.multiplier: dict[str, int] = {}
         self.ids = itertools.count(1)
         self.reader: gevent.Greenlet | None = None
+        self.changed = Event()
+        """Set by the reader on every round event and tick: players wait on it instead of polling."""
 
     def connect(self) -> None:
         self.ws = websocket.create_connection(self.url, subprotocols=["croupier.v1.json"], timeout=REPLY_TIMEOUT,
@@ -141,6 +145,8 @@ class CroupierClient:
                 self.multiplier.pop(message["game"], None)
             elif kind == "tick":
                 self.multiplier[message["game"]] = message.get("multiplier", 0)
+            if kind in ("round", "tick"):
+                self.changed.set()
             if "ts" in message and (kind != "tick" or random.random() < self.lag_sample):
                 self.environment.events.request.fire(
                     request_type="PUSH", name=f"lag {kind}", response_time=max(0.0, arrived - message["ts"]),
@@ -191,28 +197,45 @@ class CroupierPlayer(User):
 
     @task
     def play_a_round(self) -> None:
-        """Wait for a round taking bets, bet, and in crash cash out at the target; then think."""
+        """Wait for a round taking bets, think, bet while betting is still open, and in crash cash out
+        at the target. Players think for different times, as people do: a crowd does not bet in the
+        same millisecond, but spread over the betting window."""
         round_event = self._next_betting_round()
         if round_event is None:
             return
+        self.last_round = round_event["round"]
+        window = (round_event.get("closes_at", 0) - now_ms() - BET_MARGIN_MS) / 1000
+        gevent.sleep(max(0.0, min(random.uniform(*self.think), window)))
+        if round_event.get("closes_at", 0) - now_ms() <= BET_MARGIN_MS:
+            return  # thought too long: this round is missed, like a player who hesitated
         amount = random.randint(*self.bet_range)
         placed = self.client.request("bet", {"t": "bet", "game": self.game, "round": round_event["round"],
                                              "amount": amount, "params": self._params(),
                                              "key": secrets.token_hex(8)})  # fmt: skip
-        self.last_round = round_event["round"]
         if placed is not None and self.game == "crash":
             self._cash_out(round_event["round"])
-        gevent.sleep(random.uniform(*self.think))
+
+    def _wait_for(self, ready: Any, timeout: float) -> Any:
+        """Return ``ready()`` once it is truthy (re-checked at every round event or tick), or None."""
+        deadline = time.monotonic() + timeout
+        while (result := ready()) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.client.changed.clear()  # no switch between the check above and this: no wakeup lost
+            self.client.changed.wait(min(remaining, 1.0))
+        return result
 
     def _next_betting_round(self, timeout: float = 30.0) -> Message | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def betting() -> Message | None:
             current = self.client.rounds.get(self.game)
             if (current is not None and current.get("phase") == "betting" and current["round"] != self.last_round
-                    and current.get("closes_at", 0) - now_ms() > 300):  # fmt: skip
+                    and current.get("closes_at", 0) - now_ms() > BET_MARGIN_MS):  # fmt: skip
                 return current
-            gevent.sleep(0.05)
-        return None
+            return None
+
+        result: Message | None = self._wait_for(betting, timeout)
+        return result
 
     def _params(self) -> Message:
         if self.game == "dice":
@@ -223,12 +246,14 @@ class CroupierPlayer(User):
         return {}
 
     def _cash_out(self, round_id: int) -> None:
-        while True:
+        def moment() -> str | None:
             current = self.client.rounds.get(self.game, {})
             if current.get("round") != round_id or current.get("phase") == "settled":
-                return  # crashed (or over) before the target: the bet is lost, nothing to send
+                return "over"  # crashed (or over) before the target: the bet is lost, nothing to send
             if current.get("phase") == "running" and self.client.multiplier.get(self.game, 0) >= self.cashout:
-                self.client.request("action", {"t": "action", "game": self.game, "round": round_id,
-                                               "action": "cashout", "params": {}}, expected="too late")  # fmt: skip
-                return
-            gevent.sleep(0.02)
+                return "now"
+            return None
+
+        if self._wait_for(moment, 120.0) == "now":
+            self.client.request("action", {"t": "action", "game": self.game, "round": round_id,
+                                           "action": "cashout", "params": {}}, expected="too late")  # fmt: skip
