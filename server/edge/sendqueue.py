@@ -5,9 +5,11 @@ already-encoded frame and returns at once. When a socket cannot keep up and the 
 holds ``limit`` frames, the queue is dropped and the socket is closed with 4503: the
 client reconnects and resumes, and nobody else waits for it.
 
-An idle socket costs no task and no buffer: the writer starts when a frame arrives and
-ends when the queue is empty (thousands of idle sockets would otherwise each hold a
-parked task, an event and an empty deque: about 2 KiB apiece).
+A frame for a socket with nothing queued and room in its transport is written at once
+(``send_now``). Otherwise it waits in the queue for a writer task, which starts when the
+first frame waits and ends when the queue is empty: an idle socket costs no task and no
+buffer (thousands of idle sockets would otherwise each hold a parked task, an event and an
+empty deque: about 2 KiB apiece), and a broadcast wakes no task per socket.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ SendFrame = Callable[[Frame], Awaitable[None]]
 """Writes one frame; raises ``ConnectionError`` (an ``OSError``) when the peer is gone."""
 CloseSocket = Callable[[int, str], Awaitable[None]]
 """Sends the close frame; raises ``ConnectionError`` when the peer is gone."""
+SendNow = Callable[[Frame], bool]
+"""Writes one frame at once if the socket has room; False if it must wait (then nothing was written)."""
 
 
 YIELD_EVERY = 8
@@ -36,10 +40,11 @@ YIELD_EVERY = 8
 class SendQueue:
     """Frames waiting for one socket, in order, followed by at most one close."""
 
-    __slots__ = ("_close", "_close_socket", "_frames", "_limit", "_send", "_sending", "_writer")
+    __slots__ = ("_close", "_close_socket", "_frames", "_limit", "_send", "_send_now", "_sending", "_writer")
 
-    def __init__(self, send: SendFrame, close: CloseSocket, *, limit: int) -> None:
+    def __init__(self, send: SendFrame, close: CloseSocket, *, limit: int, send_now: SendNow | None = None) -> None:
         self._send = send
+        self._send_now = send_now
         self._close_socket = close
         self._limit = limit
         self._frames: deque[Frame] | None = None  # allocated while frames wait
@@ -66,6 +71,8 @@ class SendQueue:
             return False
         frames = self._frames
         if frames is None:
+            if self._writer is None and self._send_now is not None and self._send_now(frame):
+                return True  # nothing waiting and the socket had room: written, no task to wake
             frames = self._frames = deque()
         elif len(frames) >= self._limit:
             self._overflow()

@@ -23,6 +23,7 @@ from protocol import CloseCode, Codec, negotiate
 from ..node import Node
 from .sendqueue import Frame, SendQueue
 from .session import Session, State
+from .wsprotocol import SEND_NOW
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,15 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, node: Node) -
     async def close(code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    queue = SendQueue(send_frame, close, limit=node.settings.send_queue_frames)
+    write_now = scope.get("extensions", {}).get(SEND_NOW)  # croupier serve's WebSocket protocol offers it
+
+    def send_now(frame: Frame) -> bool:
+        if isinstance(frame, bytes):
+            return bool(write_now(frame, True))
+        return bool(write_now(frame.encode(), False))
+
+    queue = SendQueue(send_frame, close, limit=node.settings.send_queue_frames,
+                      send_now=send_now if write_now is not None else None)  # fmt: skip
     session = Session(node, _Peer(codec, queue))
     try:
         await _serve_frames(session, queue, receive, node)

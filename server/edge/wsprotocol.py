@@ -5,8 +5,10 @@ uvicorn's ``websockets-sansio`` protocol (what ``ws="auto"`` picks) gives every 
 deques, about 3.8 KiB, a seventh of what an idle authenticated socket costs the node
 (tracemalloc, docs/performance.md). :class:`LeanWebSocketProtocol` swaps them for two
 objects that allocate nothing while empty, and lets go of the handshake response once it
-was sent. Everything else (parsing, keepalive pings, close handshake, flow control) is
-uvicorn's own, unchanged.
+was sent. It also offers the app a synchronous write (the ASGI extension
+``croupier.send_now``, see :meth:`LeanWebSocketProtocol.send_now`): a frame for a socket with
+room goes out at once, with no task to wake. Everything else (parsing, keepalive pings, close
+handshake, flow control) is uvicorn's own, unchanged.
 
 It depends on two attribute names of uvicorn's class (``queue``: ``put_nowait``, ``get``,
 ``empty``; ``writable``: ``set``, ``clear``, ``wait``); ``tests/edge/test_wsprotocol.py``
@@ -16,12 +18,25 @@ checks that uvicorn still uses no more than that, and every socket test runs on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any, Generic, TypeVar
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+from websockets.http11 import Request
 
 T = TypeVar("T")
+
+KERNEL_SEND_BUFFER = 64 * 1024
+"""SO_SNDBUF of every WebSocket (the kernel doubles it). Left alone, Linux grows a socket's send
+buffer up to 4 MiB (``tcp_wmem``): a client that stops reading could hold that much of the
+server's memory and would only meet its bounded send queue (and 4503) after megabytes. Game
+frames are small: 128 KiB is seconds of pushes."""
+
+SEND_NOW = "croupier.send_now"
+"""The ASGI extension (in ``scope["extensions"]``) holding :meth:`LeanWebSocketProtocol.send_now`."""
 
 
 class Inbox(Generic[T]):
@@ -119,6 +134,36 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if getattr(self, "scope", None) is not None:
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[SEND_NOW] = self.send_now
+
+    def send_now(self, data: bytes, binary: bool) -> bool:
+        """Write one data frame now if the socket can take it without waiting; False if it cannot
+        (handshake not done, closing or closed, or the transport's buffer is full): then the
+        caller sends it the usual way, through ``send``, which waits for room."""
+        if (not self.handshake_complete or self.close_sent or self.disconnected or self.initial_response is not None
+                or not self.writable.is_set()):  # fmt: skip
+            return False
+        try:
+            if binary:
+                self.conn.send_binary(data)
+            else:
+                self.conn.send_text(data)
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

@@ -99,3 +99,27 @@ async def test_an_idle_queue_holds_no_writer_task_and_wakes_for_the_next_frame()
     queue.close(1000, "bye")  # a close with nothing queued still goes out
     await queue.wait_closed(grace=1)
     assert sock.closed == (1000, "bye")
+
+
+async def test_a_socket_with_room_is_written_at_once_and_order_holds_when_it_has_none() -> None:
+    sock = FakeSocket()
+    room = [True]
+    written_now: list[Frame] = []
+
+    def send_now(frame: Frame) -> bool:
+        if room[0]:
+            written_now.append(frame)
+        return room[0]
+
+    queue = SendQueue(sock.send, sock.close, limit=10, send_now=send_now)
+    tasks_before = len(asyncio.all_tasks())
+    assert queue.put("a") and queue.put("b")
+    assert written_now == ["a", "b"] and len(asyncio.all_tasks()) == tasks_before  # no writer needed
+    room[0] = False  # the transport is full: frames wait for the writer, which waits for room
+    assert queue.put("c")
+    room[0] = True
+    assert queue.put("d")  # "c" is still queued: "d" must not overtake it
+    await asyncio.sleep(0.01)
+    assert written_now == ["a", "b"] and sock.frames == ["c", "d"]
+    assert queue.put("e")  # the queue drained and the writer ended: straight out again
+    assert written_now == ["a", "b", "e"]
