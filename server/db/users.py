@@ -7,9 +7,9 @@ import asyncpg
 
 from ..auth import TelegramUser
 
-_UPSERT = """
+UPSERT_USERS = """
 INSERT INTO users (id, first_name, last_name, username, language_code, is_premium)
-VALUES ($1, $2, $3, $4, $5, $6)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[])
 ON CONFLICT (id) DO UPDATE SET
     first_name = EXCLUDED.first_name,
     last_name = EXCLUDED.last_name,
@@ -18,6 +18,8 @@ ON CONFLICT (id) DO UPDATE SET
     is_premium = EXCLUDED.is_premium,
     last_seen_at = now()
 """
+"""Record users as seen now, creating them on first sight: one array per column (id, first_name,
+last_name, username, language_code, is_premium), sorted by id when several (row locks in id order)."""
 
 
 SEEN_PRECISION = 600.0
@@ -33,6 +35,5 @@ class UserStore:
 
     async def upsert(self, user: TelegramUser) -> None:
         """Record ``user`` as seen now, creating it on first sight (always writes)."""
-        await self._pool.execute(
-            _UPSERT, user.id, user.first_name, user.last_name, user.username, user.language_code, user.is_premium
-        )
+        await self._pool.execute(UPSERT_USERS, [user.id], [user.first_name], [user.last_name], [user.username],
+                                 [user.language_code], [user.is_premium])  # fmt: skip

@@ -23,7 +23,7 @@ import asyncpg
 from ..auth import TelegramUser
 from ..db import UNAVAILABLE_ERRORS
 from ..db.groupcommit import GroupCommit
-from ..db.users import SEEN_PRECISION
+from ..db.users import SEEN_PRECISION, UPSERT_USERS
 from .errors import LedgerError
 from .events import UserEvent, balance_event, store_events
 from .postings import post, transfer
@@ -42,18 +42,6 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bo
      AS q(id, first_name, last_name, username, language_code, is_premium)
 LEFT JOIN users u ON u.id = q.id
 LEFT JOIN accounts a ON a.user_id = q.id
-"""
-
-_UPSERT = """
-INSERT INTO users (id, first_name, last_name, username, language_code, is_premium)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[])
-ON CONFLICT (id) DO UPDATE SET
-    first_name = EXCLUDED.first_name,
-    last_name = EXCLUDED.last_name,
-    username = EXCLUDED.username,
-    language_code = EXCLUDED.language_code,
-    is_premium = EXCLUDED.is_premium,
-    last_seen_at = now()
 """
 
 _OPEN_WALLETS = """
@@ -149,7 +137,7 @@ class SignIns:
         self, conn: Connection, stale: list[TelegramUser], no_wallet: list[int]
     ) -> tuple[dict[int, WalletState], list[UserEvent]]:
         if stale:
-            await conn.execute(_UPSERT, *_profiles(stale))
+            await conn.execute(UPSERT_USERS, *_profiles(stale))
         credited: dict[int, int] = {}
         if no_wallet:
             opened = await conn.fetch(_OPEN_WALLETS, no_wallet)  # none if another node opened them meanwhile
