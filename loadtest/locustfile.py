@@ -25,7 +25,8 @@ import os
 import random
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gevent
 import websocket
@@ -37,6 +38,7 @@ from locust.exception import StopUser
 from server.auth import sign_init_data
 
 Message = dict[str, Any]
+T = TypeVar("T")
 REPLY_TIMEOUT = 10.0
 BET_MARGIN_MS = 300
 """A player bets only while more than this remains of the betting window (a Mini App greys the button)."""
@@ -215,7 +217,7 @@ class CroupierPlayer(User):
         if placed is not None and self.game == "crash":
             self._cash_out(round_event["round"])
 
-    def _wait_for(self, ready: Any, timeout: float) -> Any:
+    def _wait_for(self, ready: Callable[[], T | None], timeout: float) -> T | None:
         """Return ``ready()`` once it is truthy (re-checked at every round event or tick), or None."""
         deadline = time.monotonic() + timeout
         while (result := ready()) is None:
@@ -234,8 +236,7 @@ class CroupierPlayer(User):
                 return current
             return None
 
-        result: Message | None = self._wait_for(betting, timeout)
-        return result
+        return self._wait_for(betting, timeout)
 
     def _params(self) -> Message:
         if self.game == "dice":

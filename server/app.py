@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .edge.ws import serve_socket, websocket_endpoint
+from .edge.ws import serve_socket
 from .node import Node
 from .settings import Settings
 
@@ -41,7 +41,7 @@ class CroupierApp(Starlette):
     A socket lives for hours: every coroutine between the server and the endpoint stays
     suspended for as long as it does. Starlette's middleware stack and router are seven of
     them, about 3 KiB per idle socket, and do nothing for a WebSocket that the endpoint does
-    not do itself. HTTP (health, readiness) and the lifespan take the usual path.
+    not do itself. HTTP (health, readiness) and the lifespan take the usual routes.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,7 +63,6 @@ def create_app(settings: Settings, *, on_ready: Callable[[Node], None] | None = 
             yield
 
     routes = [
-        WebSocketRoute(WS_PATH, websocket_endpoint),  # served by CroupierApp.__call__ before routing
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]

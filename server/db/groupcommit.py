@@ -56,8 +56,6 @@ class GroupCommit(Generic[Req, Res]):
         self._runner: asyncio.Task[None] | None = None
         self.batches = 0
         """Batches committed so far."""
-        self.requests = 0
-        """Requests answered by those batches."""
 
     def start(self) -> None:
         """Start gathering batches."""
@@ -111,7 +109,6 @@ class GroupCommit(Generic[Req, Res]):
                     future.set_exception(exc)
             return
         self.batches += 1
-        self.requests += len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away (its socket closed)
                 continue

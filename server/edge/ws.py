@@ -130,14 +130,3 @@ def _too_big(frame: bytes | str, limit: int) -> bool:
     if isinstance(frame, str) and len(frame) * 4 > limit:
         return len(frame.encode()) > limit
     return False
-
-
-class _AsgiEndpoint:
-    """The ``/ws`` route's app (Starlette routes an object that is not a function as raw ASGI)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await serve_socket(scope, receive, send, scope["app"].state.node)
-
-
-websocket_endpoint = _AsgiEndpoint()
-"""The ``GET /ws`` route's app."""

@@ -39,21 +39,41 @@ SEND_NOW = "croupier.send_now"
 """The ASGI extension (in ``scope["extensions"]``) holding :meth:`LeanWebSocketProtocol.send_now`."""
 
 
-class Inbox(Generic[T]):
+class _Waiters:
+    """Futures of the tasks parked on an object; the list exists only while somebody waits."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    async def _park(self) -> None:
+        """Wait until woken (or cancelled)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if not self._waiters:
+                self._waiters = None
+
+
+class Inbox(_Waiters, Generic[T]):
     """A FIFO with ``asyncio.Queue``'s ``put_nowait`` / ``get`` / ``empty``, unbounded, that holds
     a list of items and, only while somebody waits, a list of waiters."""
 
-    __slots__ = ("_items", "_waiters")
+    __slots__ = ("_items",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._items: list[T] = []
-        self._waiters: list[asyncio.Future[None]] | None = None
 
     def empty(self) -> bool:
         return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items)
 
     def put_nowait(self, item: T) -> None:
         self._items.append(item)
@@ -61,15 +81,9 @@ class Inbox(Generic[T]):
 
     async def get(self) -> T:
         while not self._items:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
             try:
-                await waiter
+                await self._park()
             except BaseException:
-                if self._waiters is not None and waiter in self._waiters:
-                    self._waiters.remove(waiter)
                 if self._items:  # this getter was woken but leaves: the item is the next one's
                     self._wake_one()
                 raise
@@ -82,19 +96,17 @@ class Inbox(Generic[T]):
             if not waiter.done():
                 waiter.set_result(None)
                 break
-        if not waiters:
-            self._waiters = None
 
 
-class Flag:
+class Flag(_Waiters):
     """``asyncio.Event``'s ``is_set`` / ``set`` / ``clear`` / ``wait``, with the waiters' list
     allocated only while somebody waits."""
 
-    __slots__ = ("_is_set", "_waiters")
+    __slots__ = ("_is_set",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._is_set = False
-        self._waiters: list[asyncio.Future[None]] | None = None
 
     def is_set(self) -> bool:
         return self._is_set
@@ -103,8 +115,7 @@ class Flag:
         if self._is_set:
             return
         self._is_set = True
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
+        for waiter in self._waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -112,17 +123,8 @@ class Flag:
         self._is_set = False
 
     async def wait(self) -> bool:
-        if self._is_set:
-            return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
+        if not self._is_set:
+            await self._park()
         return True
 
 
