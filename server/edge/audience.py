@@ -1,7 +1,8 @@
 """Who on this node listens to what: sockets by channel (``user:<id>``, ``game:<name>``).
 
-A push is encoded once per subprotocol in use among the channel's sockets, and the same
-bytes go to every socket's bounded queue (encode once, send many). Droppable pushes (crash
+A push is encoded once per subprotocol in use among the channel's sockets, framed once
+(:class:`~server.edge.frame.Frame`), and the same bytes go to every socket's bounded queue
+(encode once, send many). Droppable pushes (crash
 ticks) skip sockets whose queue is already half full, so a slow client loses ticks before it
 loses its connection.
 """
@@ -14,7 +15,7 @@ import orjson
 
 from protocol import Codec
 
-from .sendqueue import Frame
+from .frame import Frame
 
 
 class Peer(Protocol):
@@ -77,6 +78,7 @@ class Audience:
             codec = peer.codec
             frame = encoded.get(codec.name)
             if frame is None:
-                frame = encoded[codec.name] = codec.encode(orjson.loads(payload)) if codec.binary else payload.decode()
+                data = codec.encode(orjson.loads(payload)) if codec.binary else payload
+                frame = encoded[codec.name] = Frame(data, codec.binary)
             delivered += peer.put(frame)
         return delivered

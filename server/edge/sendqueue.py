@@ -6,10 +6,11 @@ holds ``limit`` frames, the queue is dropped and the socket is closed with 4503:
 client reconnects and resumes, and nobody else waits for it.
 
 A frame for a socket with nothing queued and room in its transport is written at once
-(``send_now``). Otherwise it waits in the queue for a writer task, which starts when the
-first frame waits and ends when the queue is empty: an idle socket costs no task and no
-buffer (thousands of idle sockets would otherwise each hold a parked task, an event and an
-empty deque: about 2 KiB apiece), and a broadcast wakes no task per socket.
+(``send_now``: the frame's prebuilt wire bytes straight to the transport). Otherwise it
+waits in the queue for a writer task, which starts when the first frame waits and ends
+when the queue is empty: an idle socket costs no task and no buffer (thousands of idle
+sockets would otherwise each hold a parked task, an event and an empty deque: about 2 KiB
+apiece), and a broadcast wakes no task per socket.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from collections.abc import Awaitable, Callable
 
 from protocol import CloseCode
 
+from .frame import Frame
+
 log = logging.getLogger(__name__)
 
-Frame = bytes | str
 SendFrame = Callable[[Frame], Awaitable[None]]
 """Writes one frame; raises ``ConnectionError`` (an ``OSError``) when the peer is gone."""
 CloseSocket = Callable[[int, str], Awaitable[None]]

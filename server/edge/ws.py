@@ -21,7 +21,8 @@ from starlette.types import Receive, Scope, Send
 from protocol import CloseCode, Codec, negotiate
 
 from ..node import Node
-from .sendqueue import Frame, SendQueue
+from .frame import Frame
+from .sendqueue import SendQueue
 from .session import Session, State
 from .wsprotocol import SEND_NOW
 
@@ -44,23 +45,17 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, node: Node) -
     async def send_frame(frame: Frame) -> None:
         # Only this queue's writer sends on the socket: the server raises an OSError
         # (ClientDisconnected) when the peer is gone, which ends the writer.
-        if isinstance(frame, bytes):
-            await send({"type": "websocket.send", "bytes": frame})
+        if frame.binary:
+            await send({"type": "websocket.send", "bytes": frame.data})
         else:
-            await send({"type": "websocket.send", "text": frame})
+            await send({"type": "websocket.send", "text": frame.data.decode()})
 
     async def close(code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    write_now = scope.get("extensions", {}).get(SEND_NOW)  # croupier serve's WebSocket protocol offers it
-
-    def send_now(frame: Frame) -> bool:
-        if isinstance(frame, bytes):
-            return bool(write_now(frame, True))
-        return bool(write_now(frame.encode(), False))
-
-    queue = SendQueue(send_frame, close, limit=node.settings.send_queue_frames,
-                      send_now=send_now if write_now is not None else None)  # fmt: skip
+    # croupier serve's WebSocket protocol offers a synchronous write of a frame's wire bytes.
+    send_now = scope.get("extensions", {}).get(SEND_NOW)
+    queue = SendQueue(send_frame, close, limit=node.settings.send_queue_frames, send_now=send_now)
     session = Session(node, _Peer(codec, queue))
     try:
         await _serve_frames(session, queue, receive, node)
@@ -104,8 +99,7 @@ async def _answer(session: Session, queue: SendQueue, frame: bytes | str) -> Non
     outcome = await session.receive(frame)
     codec = session.codec
     for reply in outcome.replies:
-        data = codec.encode(reply)
-        queue.put(data if codec.binary else data.decode())
+        queue.put(Frame(codec.encode(reply), codec.binary))
     if outcome.close is not None:
         queue.close(outcome.close, outcome.reason)
 

@@ -7,8 +7,9 @@ deques, about 3.8 KiB, a seventh of what an idle authenticated socket costs the 
 objects that allocate nothing while empty, and lets go of the handshake response once it
 was sent. It also offers the app a synchronous write (the ASGI extension
 ``croupier.send_now``, see :meth:`LeanWebSocketProtocol.send_now`): a frame for a socket with
-room goes out at once, with no task to wake. Everything else (parsing, keepalive pings, close
-handshake, flow control) is uvicorn's own, unchanged.
+room goes out at once, its prebuilt wire bytes straight to the transport, with no task to
+wake. Everything else (parsing, keepalive pings, close handshake, flow control) is uvicorn's
+own, unchanged.
 
 It depends on two attribute names of uvicorn's class (``queue``: ``put_nowait``, ``get``,
 ``empty``; ``writable``: ``set``, ``clear``, ``wait``); ``tests/edge/test_wsprotocol.py``
@@ -24,8 +25,10 @@ from typing import Any, Generic, TypeVar
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
 from websockets.http11 import Request
+from websockets.protocol import OPEN
+
+from .frame import Frame
 
 T = TypeVar("T")
 
@@ -150,21 +153,19 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
             extensions[SEND_NOW] = self.send_now
 
-    def send_now(self, data: bytes, binary: bool) -> bool:
+    def send_now(self, frame: Frame) -> bool:
         """Write one data frame now if the socket can take it without waiting; False if it cannot
         (handshake not done, closing or closed, or the transport's buffer is full): then the
-        caller sends it the usual way, through ``send``, which waits for room."""
+        caller sends it the usual way, through ``send``, which waits for room.
+
+        The frame's prebuilt wire bytes go straight to the transport: the same bytes for every
+        socket of a broadcast. That is what ``websockets`` itself would write (an unmasked,
+        unfragmented frame, no extension negotiated: permessage-deflate is off), minus
+        serializing it again for each socket."""
         if (not self.handshake_complete or self.close_sent or self.disconnected or self.initial_response is not None
-                or not self.writable.is_set()):  # fmt: skip
+                or not self.writable.is_set() or self.conn.state is not OPEN or self.conn.extensions):  # fmt: skip
             return False
-        try:
-            if binary:
-                self.conn.send_binary(data)
-            else:
-                self.conn.send_text(data)
-        except InvalidState:
-            return False
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.write(frame.wire)
         return True
 
     async def send(self, message: ASGISendEvent) -> None:

@@ -27,7 +27,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -87,6 +87,13 @@ class _Running:
     ctx: RoundContext
     finished: bool = False
     """The last tick said done: the round is being settled and takes no more actions."""
+    by_user: dict[int, list[int]] = field(default_factory=dict)
+    """user id -> positions of their bets in ``state.bets`` (fixed while running: betting closed),
+    so a crowd cashing out at once costs one lookup each, not a scan of every bet."""
+
+    def __post_init__(self) -> None:
+        for index, bet in enumerate(self.state.bets):
+            self.by_user.setdefault(bet.user_id, []).append(index)
 
 
 @dataclass(slots=True)
@@ -314,7 +321,7 @@ class RoundEngine:
                 raise RoundRefused(ErrorCode.ROUND_MISMATCH, f"round {round_id} is not the current round", "round")
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"round {round_id} is {view['phase']}, not running", "round")
         state = running.state
-        mine = [(i, bet) for i, bet in enumerate(state.bets) if bet.user_id == user_id]
+        mine = [(i, state.bets[i]) for i in running.by_user.get(user_id, ())]
         if not mine:
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"you have no bet in round {round_id}", "round")
         if running.finished:  # over, settling now: let the game say why it is too late, and change nothing

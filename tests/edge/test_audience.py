@@ -8,7 +8,7 @@ import msgspec
 
 from protocol import JSON, MSGPACK, Codec
 from server.edge.audience import Audience
-from server.edge.sendqueue import Frame
+from server.edge.frame import Frame
 
 
 class FakePeer:
@@ -33,9 +33,10 @@ def test_push_encodes_once_per_subprotocol_and_reaches_every_socket() -> None:
         audience.add("game:dice", peer)
     payload = json.dumps({"t": "round", "ch": "game:dice", "offset": 1, "epoch": "e", "round": 9}).encode()
     assert audience.push_json("game:dice", payload) == 4
-    assert all(p.frames == [payload.decode()] for p in json_peers)
-    assert json_peers[0].frames[0] is json_peers[1].frames[0]  # the same object: encoded once
-    assert msgspec.msgpack.decode(packed.frames[0])["round"] == 9
+    assert all([frame.data for frame in p.frames] == [payload] for p in json_peers)
+    assert json_peers[0].frames[0] is json_peers[1].frames[0]  # the same object: encoded and framed once
+    assert json_peers[0].frames[0].wire == bytes((0x81, len(payload))) + payload  # FIN + text, unmasked
+    assert packed.frames[0].binary and msgspec.msgpack.decode(packed.frames[0].data)["round"] == 9
 
 
 def test_ticks_skip_lagging_sockets_but_round_events_do_not() -> None:

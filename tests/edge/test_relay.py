@@ -114,7 +114,7 @@ async def test_a_second_copy_of_a_user_event_is_dropped() -> None:
 
     for offset in (1, 2, 2, 1, 4, 3, 4):  # duplicates and a late one (3 arrives after 4)
         await broker.publish("user:9", event(offset))
-    assert [json.loads(frame)["offset"] for frame in peer.frames] == [1, 2, 4, 3]
+    assert [json.loads(frame.data)["offset"] for frame in peer.frames] == [1, 2, 4, 3]
 
 
 async def test_a_commit_by_a_process_that_never_publishes_still_reaches_the_socket(
@@ -194,7 +194,7 @@ async def test_a_gap_in_a_user_channel_is_filled_from_the_history(own_pool: asyn
         if len(peer.frames) == 3:
             break
         await asyncio.sleep(0.02)
-    assert [json.loads(frame)["offset"] for frame in peer.frames] == [3, 1, 2]
+    assert [json.loads(frame.data)["offset"] for frame in peer.frames] == [3, 1, 2]
 
     # Nothing arrives to reveal a loss, but the broker says it was disconnected: catch up anyway.
     await orphan.deposit(user, 1, ref="d4")
@@ -204,7 +204,7 @@ async def test_a_gap_in_a_user_channel_is_filled_from_the_history(own_pool: asyn
         if len(peer.frames) == 4:
             break
         await asyncio.sleep(0.02)
-    assert [json.loads(frame)["offset"] for frame in peer.frames] == [3, 1, 2, 4]
+    assert [json.loads(frame.data)["offset"] for frame in peer.frames] == [3, 1, 2, 4]
     await broker.publish(f"user:{user}", third)
     assert len(peer.frames) == 4  # and never twice
 
@@ -220,4 +220,4 @@ async def test_a_socket_joining_gets_only_events_after_its_welcome(own_pool: asy
 
     for offset in (6, 7, 8):  # a late relay of old events, then a new one
         await broker.publish("user:5", event(offset))
-    assert [json.loads(frame)["offset"] for frame in peer.frames] == [8]
+    assert [json.loads(frame.data)["offset"] for frame in peer.frames] == [8]
