@@ -91,14 +91,17 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
     from .app import create_app
     from .drain import DrainingServer
     from .edge.wsprotocol import LeanWebSocketProtocol
+    from .gcpolicy import freeze_startup, tune_for_many_connections
     from .node import Node
 
     _configure_logging(log_level)
+    tune_for_many_connections()
 
     running: list[Node] = []
 
     def announce(node: Node) -> None:
         running.append(node)
+        freeze_startup()
         lines = [
             f"Croupier node {settings.node_id} serving on http://{host}:{port}  (WebSocket: ws://{host}:{port}/ws)",
             f"  PostgreSQL: {node.database}",
