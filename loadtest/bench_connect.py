@@ -9,6 +9,7 @@ beside it the same for the ``websockets`` library's own server (``loadtest/broad
 holding N idle connections, its ceiling.
 
     .venv/bin/python -m loadtest.bench_connect --sockets 5000 --runs 3
+    .venv/bin/python -m loadtest.bench_connect --sockets 5000 --runs 3 --workers 2   # Redis: embedded Valkey
 
 Prints the storm's duration and rate, and KiB per idle socket with the ratio to the ceiling.
 """
@@ -17,19 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import os
 import secrets
 import statistics
 import time
 from urllib.parse import urlsplit
 
-import psutil
 import uvloop
 
 from loadtest.bench_broadcast import ceiling_process
-from loadtest.common import bench_database, free_port, node_process
+from loadtest.common import bench_database, free_port, node_process, process_cpu_seconds, tree_cpu_seconds, tree_rss
 from loadtest.rawws import CountingClient, open_client
 from server.auth import sign_init_data
+from tests.services import redis_server
 
 WAVE = 500
 """Sockets opened at once: more than the listen backlog at once would only measure SYN retries."""
@@ -60,12 +63,12 @@ async def storm(port: int, count: int, token: str | None, first_user: int) -> tu
 
 
 async def settled_rss(pid: int) -> int:
-    """The process's RSS once it stopped moving (after allocations from the last connects settle)."""
-    process = psutil.Process(pid)
-    last = process.memory_info().rss
+    """The RSS of the process (and its workers) once it stopped moving (after allocations from the last
+    connects settle)."""
+    last = tree_rss(pid)
     for _ in range(20):
         await asyncio.sleep(0.5)
-        rss = process.memory_info().rss
+        rss = tree_rss(pid)
         if abs(rss - last) < 64 * 1024:
             return rss
         last = rss
@@ -80,10 +83,10 @@ async def croupier(url: str, pid: int, token: str, sockets: int, first_user: int
     for client in warm_clients:
         client.close()
     before = await settled_rss(pid)
-    node, generator = psutil.Process(pid), psutil.Process()
-    cpu = _cpu(node), _cpu(generator)
+    generator = os.getpid()  # its own CPU only: its children are the benchmark's PostgreSQL and Valkey
+    cpu = tree_cpu_seconds(pid), process_cpu_seconds(generator)
     new, clients = await storm(port, sockets, token, first_user)
-    new_cpu = _cpu(node) - cpu[0], _cpu(generator) - cpu[1]
+    new_cpu = tree_cpu_seconds(pid) - cpu[0], process_cpu_seconds(generator) - cpu[1]
     kib = (await settled_rss(pid) - before) / sockets / 1024
     for client in clients:
         client.close()
@@ -92,11 +95,6 @@ async def croupier(url: str, pid: int, token: str, sockets: int, first_user: int
     for client in clients:
         client.close()
     return {"new": new, "returning": returning, "kib": kib, "node_cpu": new_cpu[0], "generator_cpu": new_cpu[1]}
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 async def ceiling(pid: int, port: int, sockets: int, token: str) -> tuple[float, float]:
@@ -115,25 +113,37 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server (default: embedded)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="croupier serve --workers N (more than 1: with Redis, an embedded Valkey by default)",
+    )
+    parser.add_argument("--redis-url", default=None, help="the Redis for --workers (default: an embedded Valkey)")
     args = parser.parse_args()
     gc.freeze()
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
     ceiling_kib: list[float] = []
     ceiling_storm: list[float] = []
     results: list[dict[str, float]] = []
-    with bench_database(args.database_url) as database_url:
+    with contextlib.ExitStack() as stack:
+        database_url = stack.enter_context(bench_database(args.database_url))
+        node_env = {"CROUPIER_GAMES": "dice", "CROUPIER_BETTING_MS": "3600000", "CROUPIER_WELCOME_CREDIT": "100",
+                    "CROUPIER_WORKERS": str(args.workers)}  # fmt: skip
+        if args.workers > 1:
+            node_env["REDIS_URL"] = stack.enter_context(redis_server(args.redis_url))
         for run in range(args.runs):
             port = free_port()
             with ceiling_process(port) as process:
                 seconds, kib = uvloop.run(ceiling(process.pid, port, args.sockets, token))
                 ceiling_storm.append(seconds)
                 ceiling_kib.append(kib)
-            with node_process(database_url, token, CROUPIER_GAMES="dice", CROUPIER_BETTING_MS="3600000",
-                              CROUPIER_WELCOME_CREDIT="100") as (url, pid):  # fmt: skip
+            with node_process(database_url, token, **node_env) as (url, pid):
                 results.append(uvloop.run(croupier(url, pid, token, args.sockets, 1_000_000 * (run + 1))))
     ours = {key: [r[key] for r in results] for key in ("new", "returning", "kib", "node_cpu", "generator_cpu")}
     n = args.sockets
-    print(f"connect storm, {n} sockets (connect + auth + subscribe, {WAVE} in flight):")
+    workers = f", croupier serve --workers {args.workers}" if args.workers > 1 else ""
+    print(f"connect storm, {n} sockets (connect + auth + subscribe, {WAVE} in flight{workers}):")
     for label in ("new", "returning"):
         times = ours[label]
         print(f"  {label} users: {', '.join(f'{t:.2f}' for t in times)} s; median {statistics.median(times):.2f} s "

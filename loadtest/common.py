@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from server.db.embedded import EmbeddedPostgres
 
@@ -76,14 +77,16 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
     log = tempfile.NamedTemporaryFile(prefix="croupier-bench-node-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
-        env=environ, stdout=subprocess.DEVNULL, stderr=log,
+        env=environ, stdout=log, stderr=log,
     )  # fmt: skip
+    workers = int(environ.get("CROUPIER_WORKERS", "1"))
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    if response.status == 200:
+                    # With workers, /readyz answers from whichever took the connection: wait for all.
+                    if response.status == 200 and (workers == 1 or "workers ready" in Path(log.name).read_text()):
                         break
             except OSError:
                 pass
@@ -103,10 +106,31 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process (and its waited children) used so far."""
+    """User + system CPU seconds the process itself used so far (not its children)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children (a node's worker processes)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for member in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its live children, in bytes."""
+    process = psutil.Process(pid)
+    total = 0
+    for member in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += member.memory_info().rss
+    return total
 
 
 def p99(samples: list[float]) -> float:

@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
@@ -33,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes sharing the port, each a full node (default: CROUPIER_WORKERS or 1; "
+                            "more than 1 needs REDIS_URL)")  # fmt: skip
+    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    serve.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
 
     commands.add_parser("migrate", help="apply database migrations and exit")
 
@@ -69,7 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"croupier: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return _serve(settings, args.host, args.port, args.log_level)
+        workers = args.workers if args.workers is not None else settings.workers
+        if workers < 1:
+            print("croupier: --workers must be at least 1", file=sys.stderr)
+            return 2
+        if workers > 1 and args.listen_fd is None:
+            return _supervise(settings, args.host, args.port, args.log_level, workers)
+        return _serve(settings, args.host, args.port, args.log_level, listen_fd=args.listen_fd,
+                      ready_fd=args.ready_fd)  # fmt: skip
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "credit":
@@ -85,7 +99,39 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
+def _supervise(settings: Settings, host: str, port: int, log_level: str, workers: int) -> int:
+    """``croupier serve --workers N``: bind the port, start the database if embedded, run N workers."""
+    from .workers import Supervisor, bind_sockets
+
+    _configure_logging(log_level)
+    if settings.redis_url is None:
+        print(f"croupier: --workers {workers} needs REDIS_URL: the workers of a node share events through Redis",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        sockets = bind_sockets(host, port, workers)
+    except OSError as exc:
+        print(f"croupier: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        async with _database(settings, take_over=True) as dsn:
+            supervisor = Supervisor(sockets, env={**os.environ, "DATABASE_URL": dsn}, node_id=settings.node_id,
+                                    host=host, log_level=log_level)  # fmt: skip
+            return await supervisor.run()
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(run())
+        return 1
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_fd: int | None = None,
+           ready_fd: int | None = None) -> int:  # fmt: skip
+    """Run one node; with ``listen_fd``, as a worker of :func:`_supervise` on the socket it was handed."""
     import uvicorn
 
     from .app import create_app
@@ -102,6 +148,11 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
     def announce(node: Node) -> None:
         running.append(node)
         freeze_startup()
+        if ready_fd is not None:  # a worker: one line here, the supervisor says when all are up
+            print(f"Croupier worker {settings.node_id} ready (pid {os.getpid()})", flush=True)
+            os.write(ready_fd, b"!")
+            os.close(ready_fd)
+            return
         lines = [
             f"Croupier node {settings.node_id} serving on http://{host}:{port}  (WebSocket: ws://{host}:{port}/ws)",
             f"  PostgreSQL: {node.database}",
@@ -135,18 +186,25 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
             await running[0].drain()
 
     server = DrainingServer(config, drain)
+    sockets = None
+    if listen_fd is not None:
+        from .workers import die_with_parent
+
+        die_with_parent()
+        sockets = [socket.socket(fileno=listen_fd)]
     # uvicorn re-raises Ctrl-C after its graceful shutdown; everything is stopped by then.
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=sockets)
     if server.started:
         print("Croupier stopped.", flush=True)
     return 0 if server.started else 1
 
 
 @contextlib.asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[str]:
+async def _database(settings: Settings, *, take_over: bool = False) -> AsyncIterator[str]:
     """The DSN of a migrated database: DATABASE_URL, or the embedded PostgreSQL (started if it
-    is not running, and then stopped after; a server a running node uses is left alone)."""
+    is not running, and then stopped after; a server a running node uses is left alone unless
+    ``take_over``: the supervisor of workers owns it like a single node does)."""
     import asyncpg
 
     from .db.embedded import EmbeddedPostgres, default_pg_data_dir
@@ -156,7 +214,7 @@ async def _database(settings: Settings) -> AsyncIterator[str]:
     dsn = settings.database_url
     if dsn is None:
         embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
-        dsn = await asyncio.to_thread(embedded.start, take_over=False)
+        dsn = await asyncio.to_thread(embedded.start, take_over=take_over)
     try:
         conn = await asyncpg.connect(dsn)
         try:

@@ -67,6 +67,8 @@ class Settings:
     """On SIGTERM, how long ``/readyz`` answers 503 (draining) before the sockets are closed with 1012."""
     handover_seconds: float = 5.0
     """On SIGTERM, how long the node may take to finish the rounds it drives before releasing them."""
+    workers: int = 1
+    """Worker processes ``croupier serve`` runs on its port (``--workers`` overrides); more than one needs Redis."""
 
     @property
     def database_is_embedded(self) -> bool:
@@ -139,6 +141,7 @@ class Settings:
             history_ttl=_float(env, "CROUPIER_HISTORY_TTL", 300.0),
             drain_seconds=_float(env, "CROUPIER_DRAIN_SECONDS", 0.0, zero=True),
             handover_seconds=_float(env, "CROUPIER_HANDOVER_SECONDS", 5.0, zero=True),
+            workers=_int(env, "CROUPIER_WORKERS", 1, minimum=1),
         )
 
 
