@@ -116,8 +116,10 @@ def _supervise(settings: Settings, host: str, port: int, log_level: str, workers
 
     async def run() -> int:
         async with _database(settings, take_over=True) as dsn:
-            supervisor = Supervisor(sockets, env={**os.environ, "DATABASE_URL": dsn}, node_id=settings.node_id,
-                                    host=host, log_level=log_level)  # fmt: skip
+            worker = [sys.executable, "-m", "server", "serve", "--host", host, "--port",
+                      str(sockets[0].getsockname()[1]), "--log-level", log_level]  # fmt: skip
+            supervisor = Supervisor(sockets, worker, env={**os.environ, "DATABASE_URL": dsn},
+                                    node_id=settings.node_id, host=host)  # fmt: skip
             return await supervisor.run()
 
     try:

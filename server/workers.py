@@ -26,9 +26,8 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -89,25 +88,35 @@ class _Worker:
 class Supervisor:
     """Starts, watches and stops the worker processes of one node."""
 
-    def __init__(self, sockets: list[socket.socket], *, env: Mapping[str, str], node_id: str, host: str,
-                 log_level: str) -> None:  # fmt: skip
+    def __init__(self, sockets: list[socket.socket], argv: Sequence[str], *, env: Mapping[str, str], node_id: str,
+                 host: str, min_uptime: float = MIN_UPTIME, stop_grace: float = STOP_GRACE) -> None:  # fmt: skip
+        """``argv`` starts one worker (``croupier serve`` with the node's options); each gets
+        ``--listen-fd`` (its socket) and ``--ready-fd`` (a pipe to write one byte to once it serves)
+        appended, and ``CROUPIER_NODE_ID=<node_id>-w<i>`` in its environment."""
         self._workers = [_Worker(index, sock) for index, sock in enumerate(sockets)]
+        self._argv = list(argv)
         self._env = dict(env)
         self._node_id = node_id
         self._host = host
-        self._log_level = log_level
-        self._signals = 0
+        self._min_uptime = min_uptime
+        self._stop_grace = stop_grace
         self._stopping = asyncio.Event()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [w.process.pid for w in self._workers if w.process is not None and w.process.returncode is None]
 
     @property
     def port(self) -> int:
         return int(self._workers[0].sock.getsockname()[1])
 
     async def run(self) -> int:
-        """Run the workers until a signal (exit status 0) or a worker that cannot stay up (1)."""
+        """Run the workers until a signal (exit status 0) or a worker that cannot stay up (1); the
+        listening sockets are closed when it returns."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal)
+            loop.add_signal_handler(sig, self.stop)
         try:
             for worker in self._workers:
                 await self._start(worker)
@@ -121,9 +130,11 @@ class Supervisor:
                 if worker.process is not None and worker.process.returncode is None:
                     worker.process.kill()
                     await worker.process.wait()
+                worker.sock.close()
 
-    def _on_signal(self) -> None:
-        self._signals += 1
+    def stop(self) -> None:
+        """Send every worker SIGTERM (they drain and exit); :meth:`run` returns once they are gone.
+        What SIGINT and SIGTERM do; a second call sends a second SIGTERM (workers then stop at once)."""
         self._stopping.set()
         for worker in self._workers:
             if worker.process is not None and worker.process.returncode is None:
@@ -135,8 +146,7 @@ class Supervisor:
         env = {**self._env, "CROUPIER_NODE_ID": f"{self._node_id}-w{worker.index}", "CROUPIER_WORKERS": "1"}
         try:
             worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server", "serve", "--host", self._host, "--port", str(self.port),
-                "--log-level", self._log_level, "--listen-fd", str(fd), "--ready-fd", str(ready_write),
+                *self._argv, "--listen-fd", str(fd), "--ready-fd", str(ready_write),
                 env=env, pass_fds=(fd, ready_write), start_new_session=True,
             )  # fmt: skip
         finally:
@@ -154,7 +164,7 @@ class Supervisor:
         log.info("worker %d ready (pid %d)", worker.index, worker.process.pid)
         worker.ready = True
         if all(w.ready for w in self._workers):
-            address = f"{self._host}:{self.port}"
+            address = f"{self._host}:{self._workers[0].sock.getsockname()[1]}"
             print(f"Croupier node {self._node_id}: {len(self._workers)} workers ready on http://{address}"
                   f"  (WebSocket: ws://{address}/ws)", flush=True)  # fmt: skip
 
@@ -173,7 +183,7 @@ class Supervisor:
                     worker = exits[future]
                     code = future.result()
                     uptime = time.monotonic() - worker.started
-                    if uptime < MIN_UPTIME:
+                    if uptime < self._min_uptime:
                         log.error("worker %d exited with status %d %.1f s after its start: stopping the node",
                                   worker.index, code, uptime)  # fmt: skip
                         return 1
@@ -186,10 +196,10 @@ class Supervisor:
 
     async def _stop_all(self) -> None:
         if not self._stopping.is_set():
-            self._on_signal()
+            self.stop()
         running = [w.process for w in self._workers if w.process is not None and w.process.returncode is None]
         if not running:
             return
-        _, late = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running], timeout=STOP_GRACE)
+        _, late = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running], timeout=self._stop_grace)
         if late:
-            log.error("%d workers still running %.0f s after SIGTERM: killing them", len(late), STOP_GRACE)
+            log.error("%d workers still running %.0f s after SIGTERM: killing them", len(late), self._stop_grace)
