@@ -170,6 +170,8 @@ def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_f
         create_app(settings, on_ready=announce),
         host=host,
         port=port,
+        loop="uvloop",  # both come with uvicorn[standard]; named so that a missing one fails loudly
+        http="httptools",
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         # Frames here are small JSON/MessagePack maps: permessage-deflate costs more CPU than it saves

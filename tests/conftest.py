@@ -18,7 +18,7 @@ from server.db.migrations import migrate
 from server.edge.wsprotocol import LeanWebSocketProtocol
 from server.ledger import Ledger
 from server.settings import Settings
-from tests.services import free_port, postgres_server, redis_server, scratch_database
+from tests.services import EmbeddedRedis, free_port, postgres_server, redis_server, scratch_database
 
 TEST_BOT_TOKEN = "123456789:TEST-token-for-the-croupier-suite_x"
 INTEGRATION_FIXTURES = {
@@ -26,6 +26,7 @@ INTEGRATION_FIXTURES = {
     "database_url",
     "empty_database",
     "redis_url",
+    "redis",
     "node_server",
     "start_node",
     "db",
@@ -80,6 +81,15 @@ async def bank(database_url: str) -> AsyncIterator[Ledger]:
 def redis_url() -> Iterator[str]:
     with redis_server(os.environ.get("TEST_REDIS_URL")) as url:
         yield url
+
+
+@pytest.fixture
+def redis() -> Iterator[EmbeddedRedis]:
+    """A Redis of the test's own (an embedded Valkey), for tests that stop it or need it to themselves."""
+    server = EmbeddedRedis()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

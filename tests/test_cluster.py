@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,6 @@ from tests.services import EmbeddedRedis, PartitionableProxy, clean_env, node_pr
 pytestmark = pytest.mark.integration
 TOKEN = "1:abcdefghijklmnop"
 Message = dict[str, Any]
-
-
-@pytest.fixture
-def redis() -> Iterator[EmbeddedRedis]:
-    """A Redis of this test's own: it is stopped and started under the nodes."""
-    server = EmbeddedRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 def node_env(database_url: str, redis_url: str, state: Path, node_id: str, **extra: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.services import clean_env, node_process, wait_ready
@@ -24,7 +25,11 @@ def locust_binary() -> str:
     return found
 
 
-async def test_a_small_swarm_plays_every_game_with_no_failures(empty_database: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_small_swarm_plays_every_game_with_no_failures(
+    empty_database: str, tmp_path: Path, processes: int
+) -> None:
+    """Also as ``locust --processes 2`` (forked after the locustfile is imported): still one user per player."""
     locust = locust_binary()
     env = clean_env(CROUPIER_BOT_TOKEN=TOKEN, DATABASE_URL=empty_database, CROUPIER_DATA_DIR=str(tmp_path / "state"),
                     CROUPIER_BETTING_MS="1200", CROUPIER_ROUND_PAUSE_MS="200", CROUPIER_WELCOME_CREDIT="100000",
@@ -35,7 +40,8 @@ async def test_a_small_swarm_plays_every_game_with_no_failures(empty_database: s
         run = subprocess.run(
             [locust, "-f", str(LOCUSTFILE), "--headless", "-u", "12", "-r", "12", "-t", "8s", "--csv",
              str(tmp_path / "out"), "--host", f"ws://127.0.0.1:{port}", "--croupier-think-min", "0.1",
-             "--croupier-think-max", "0.3", "--croupier-cashout", "120", "--only-summary"],
+             "--croupier-think-max", "0.3", "--croupier-cashout", "120", "--only-summary",
+             "--processes", str(processes)],
             env={**clean_env(CROUPIER_BOT_TOKEN=TOKEN), "PYTHONPATH": str(LOCUSTFILE.parents[1])},
             capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
         )  # fmt: skip
@@ -48,6 +54,11 @@ async def test_a_small_swarm_plays_every_game_with_no_failures(empty_database: s
     assert int(stats[("WS", "auth")]["Request Count"]) == 12  # one per player
     assert int(stats[("PUSH", "lag round")]["Request Count"]) > 0, report
     assert float(stats[("WS", "bet")]["99%"]) < 5000
+    conn = await asyncpg.connect(empty_database)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM users") == 12  # no two players share a Telegram user
+    finally:
+        await conn.close()
 
 
 def test_a_swarm_without_the_bot_token_stops_with_a_clear_message(tmp_path: Path) -> None:

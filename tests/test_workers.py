@@ -29,14 +29,6 @@ from tests.test_cluster import Player, bet, betting_after, node_env, players
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def redis() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis()
-    server.start()
-    yield server
-    server.stop()
-
-
 @contextlib.contextmanager
 def supervisor(env: dict[str, str], workers: int, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``croupier serve --workers N`` on a free port, its output in ``log``; every process it started is
