@@ -101,6 +101,7 @@ class Supervisor:
         self._min_uptime = min_uptime
         self._stop_grace = stop_grace
         self._stopping = asyncio.Event()
+        self._watchers: set[asyncio.Task[None]] = set()  # readiness readers (the loop keeps only weak references)
 
     @property
     def pids(self) -> list[int]:
@@ -152,7 +153,9 @@ class Supervisor:
         finally:
             os.close(ready_write)
         worker.started, worker.ready = time.monotonic(), False
-        asyncio.get_running_loop().create_task(self._await_ready(worker, ready_read))
+        watcher = asyncio.get_running_loop().create_task(self._await_ready(worker, ready_read))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
 
     async def _await_ready(self, worker: _Worker, ready_read: int) -> None:
         try:
