@@ -124,7 +124,10 @@ def _supervise(settings: Settings, host: str, port: int, log_level: str, workers
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            return asyncio.run(run())
+            status = asyncio.run(run())
+            if status == 0:
+                print("Croupier stopped.", flush=True)
+            return status
         return 1
     finally:
         for sock in sockets:

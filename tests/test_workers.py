@@ -130,6 +130,7 @@ async def test_workers_share_the_port_follow_the_player_restart_and_drain(
             await watcher.ws.wait_closed()
         assert watcher.ws.close_code == 1012
         assert await asyncio.to_thread(process.wait, 30) == 0
+        assert "Croupier stopped." in log.read_text()
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in now)
         assert await watcher.ws.wait_closed() is None
 
