@@ -112,11 +112,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _tree(pid: int) -> list[psutil.Process]:
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its live children (a node's worker processes)."""
-    process = psutil.Process(pid)
     total = 0.0
-    for member in (process, *process.children(recursive=True)):
+    for member in _tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             times = member.cpu_times()
             total += times.user + times.system
@@ -125,9 +129,8 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and its live children, in bytes."""
-    process = psutil.Process(pid)
     total = 0
-    for member in (process, *process.children(recursive=True)):
+    for member in _tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             total += member.memory_info().rss
     return total

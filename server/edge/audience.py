@@ -2,9 +2,8 @@
 
 A push is encoded once per subprotocol in use among the channel's sockets, framed once
 (:class:`~server.edge.frame.Frame`), and the same bytes go to every socket's bounded queue
-(encode once, send many). Droppable pushes (crash
-ticks) skip sockets whose queue is already half full, so a slow client loses ticks before it
-loses its connection.
+(encode once, send many). Droppable pushes (crash ticks) skip sockets whose queue is already
+half full, so a slow client loses ticks before it loses its connection.
 """
 
 from __future__ import annotations

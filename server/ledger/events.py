@@ -17,6 +17,7 @@ from protocol import messages as m
 
 from .settlement import ClosedBet
 from .transactions import Connection
+from .wallets import WalletState
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,12 @@ def balance_event(user_id: int, offset: int, epoch: str, *, balance: int, delta:
     """A ``balance`` push: the wallet changed by ``delta`` to ``balance``."""
     push = m.Balance(ch="user", offset=offset, epoch=epoch, balance=balance, delta=delta, reason=reason, ref=ref)
     return UserEvent(user_id, offset, JSON.encode(push))
+
+
+def welcome_event(user_id: int, wallet: WalletState, epoch: str) -> UserEvent:
+    """The ``balance`` push of a new wallet's welcome credit (``wallet.credited``)."""
+    return balance_event(user_id, wallet.version, epoch, balance=wallet.balance, delta=wallet.credited,
+                         reason="deposit", ref="welcome")  # fmt: skip
 
 
 def settlement_events(closed: list[ClosedBet], epoch: str) -> list[UserEvent]:

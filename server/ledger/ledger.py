@@ -17,7 +17,7 @@ from ..auth import TelegramUser
 from ..db.groupcommit import GroupCommit
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
 from .errors import InsufficientFunds, LedgerError, UnknownAccount
-from .events import UserEvent, balance_event, settlement_events, store_events
+from .events import UserEvent, balance_event, settlement_events, store_events, welcome_event
 from .postings import post, transfer
 from .settlement import ClosedBet, refund_bets, settle_bets
 from .signin import SignIns
@@ -105,11 +105,8 @@ class Ledger:
 
         async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
             wallet = await open_wallet(conn, user_id, welcome_credit=self._welcome_credit)
-            events = []
-            if wallet.credited:
-                events = [balance_event(user_id, wallet.version, self.epoch, balance=wallet.balance,
-                                        delta=wallet.credited, reason="deposit", ref="welcome")]  # fmt: skip
-                await store_events(conn, events)
+            events = [welcome_event(user_id, wallet, self.epoch)] if wallet.credited else []
+            await store_events(conn, events)
             return wallet, events
 
         wallet, events = await in_transaction(self._pool, work)

@@ -25,7 +25,7 @@ from ..db import UNAVAILABLE_ERRORS
 from ..db.groupcommit import GroupCommit
 from ..db.users import SEEN_PRECISION, UPSERT_USERS
 from .errors import LedgerError
-from .events import UserEvent, balance_event, store_events
+from .events import UserEvent, store_events, welcome_event
 from .postings import post, transfer
 from .transactions import Connection, in_transaction
 from .wallets import WalletState
@@ -150,10 +150,6 @@ class SignIns:
             for row in await conn.fetch(_WALLETS, no_wallet):
                 user_id = row["user_id"]
                 states[user_id] = WalletState(row["balance"], row["version"], credited.get(user_id, 0))
-        events = [self._welcome_event(user_id, state) for user_id, state in states.items() if state.credited]
+        events = [welcome_event(user_id, state, self._epoch) for user_id, state in states.items() if state.credited]
         await store_events(conn, events)
         return states, events
-
-    def _welcome_event(self, user_id: int, state: WalletState) -> UserEvent:
-        return balance_event(user_id, state.version, self._epoch, balance=state.balance, delta=state.credited,
-                             reason="deposit", ref="welcome")  # fmt: skip
