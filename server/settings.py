@@ -7,6 +7,7 @@ Secrets (the bot token, database passwords) come only from the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -69,6 +70,24 @@ class Settings:
     """On SIGTERM, how long the node may take to finish the rounds it drives before releasing them."""
     workers: int = 1
     """Worker processes ``croupier serve`` runs on its port (``--workers`` overrides); more than one needs Redis."""
+    initdata_max_skew: int = 60
+    """Seconds an initData's ``auth_date`` may lie in the future (clock skew) before it is refused."""
+    handshake_timeout: float = 5.0
+    """Seconds a connection has to complete its HTTP request / WebSocket upgrade before it is closed."""
+    max_unauthenticated: int = 10_000
+    """Connections a node holds at once that have not authenticated yet (more are refused at once)."""
+    max_sockets_per_user: int = 5
+    """Sockets one user may hold (across nodes with Redis); a new one closes the oldest with 4409."""
+    user_rate_limit: float = 400.0
+    user_rate_burst: int = 800
+    """Requests a second one user may make over all their sockets and nodes, and the burst."""
+    ip_connect_rate: float = 20.0
+    ip_connect_burst: int = 200
+    """New connections a second from one client address, and the burst (0: no limit)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Networks (CIDR) of proxies whose ``X-Forwarded-For`` names the real client address."""
+    ip_connect_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Client networks the per-address connection limit does not apply to (local load tests, probes)."""
 
     @property
     def database_is_embedded(self) -> bool:
@@ -142,6 +161,16 @@ class Settings:
             drain_seconds=_float(env, "CROUPIER_DRAIN_SECONDS", 0.0, zero=True),
             handover_seconds=_float(env, "CROUPIER_HANDOVER_SECONDS", 5.0, zero=True),
             workers=_int(env, "CROUPIER_WORKERS", 1, minimum=1),
+            initdata_max_skew=_int(env, "CROUPIER_INITDATA_MAX_SKEW", 60, minimum=0),
+            handshake_timeout=_float(env, "CROUPIER_HANDSHAKE_TIMEOUT", 5.0),
+            max_unauthenticated=_int(env, "CROUPIER_MAX_UNAUTHENTICATED", 10_000, minimum=1),
+            max_sockets_per_user=_int(env, "CROUPIER_MAX_SOCKETS_PER_USER", 5, minimum=1),
+            user_rate_limit=_float(env, "CROUPIER_USER_RATE_LIMIT", 400.0),
+            user_rate_burst=_int(env, "CROUPIER_USER_RATE_BURST", 800, minimum=1),
+            ip_connect_rate=_float(env, "CROUPIER_IP_CONNECT_RATE", 20.0, zero=True),
+            ip_connect_burst=_int(env, "CROUPIER_IP_CONNECT_BURST", 200, minimum=1),
+            trusted_proxies=_networks(env, "CROUPIER_TRUSTED_PROXIES", ""),
+            ip_connect_exempt=_networks(env, "CROUPIER_IP_CONNECT_EXEMPT", "127.0.0.0/8,::1/128"),
         )
 
 
@@ -199,6 +228,20 @@ def _games(
         name = "CROUPIER_GAMES" if "unknown game" in str(exc) else "CROUPIER_GAME_PARAMS"
         raise SettingsError(f"{name}: {exc}") from None
     return games, params
+
+
+def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    raw = env.get(name)
+    raw = default if raw is None else raw
+    networks: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name} must be comma-separated addresses or CIDR networks, got {item!r}") from None
+    return tuple(networks)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
