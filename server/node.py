@@ -150,7 +150,6 @@ class Node:
                 settings=EngineSettings(
                     betting_ms=settings.betting_ms,
                     pause_ms=settings.round_pause_ms,
-                    max_payout=settings.max_payout,
                     chain_length=settings.seed_chain_length,
                     history_size=settings.history_size,
                     history_ttl=settings.history_ttl,

@@ -26,8 +26,11 @@ CommitBatch = Callable[[list[Req]], Awaitable[Sequence[Res | Exception]]]
 class GroupCommit(Generic[Req, Res]):
     """Coalesces concurrent :meth:`submit` calls into batches handed to ``commit``.
 
-    If ``commit`` raises, every request of the batch gets that exception (logged unless it is
-    one of ``expected``). ``after`` runs with the results once the callers were released.
+    If ``commit`` raises one of ``expected`` (a condition of the whole batch, such as an
+    unavailable database), every request of the batch gets it. Any other exception is the fault
+    of some request in it: the batch is committed again in halves until only the requests that
+    cause it get it, and every other request its normal result. ``after`` runs with the results
+    once the callers were released.
     """
 
     def __init__(
@@ -99,15 +102,7 @@ class GroupCommit(Generic[Req, Res]):
         self._slots.release()
 
     async def _run_batch(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
-        try:
-            results = await self._commit([request for request, _ in batch])
-        except Exception as exc:
-            if not isinstance(exc, self._expected):
-                log.exception("%s: batch of %d failed", self._name, len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+        results = await self._results([request for request, _ in batch])
         self.batches += 1
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away (its socket closed)
@@ -118,3 +113,19 @@ class GroupCommit(Generic[Req, Res]):
                 future.set_result(result)
         if self._after is not None:
             self._after(results)
+
+    async def _results(self, requests: list[Req]) -> Sequence[Res | Exception]:
+        """One result per request. A batch that fails for a reason of its own (not one of
+        ``expected``: those, like an unavailable database, concern every request alike) is run
+        again in halves, down to the request that makes it fail: only that one gets the error."""
+        try:
+            return await self._commit(requests)
+        except Exception as exc:
+            if isinstance(exc, self._expected):
+                return [exc] * len(requests)
+            if len(requests) == 1:
+                return [exc]  # the caller answers (and logs) it
+            log.warning("%s: a batch of %d failed (%s: %s); committing it in halves to isolate the cause",
+                        self._name, len(requests), type(exc).__name__, exc)  # fmt: skip
+            half = len(requests) // 2
+            return [*await self._results(requests[:half]), *await self._results(requests[half:])]

@@ -23,7 +23,7 @@ from ..auth import InitDataError, TelegramUser
 from ..db import UNAVAILABLE_ERRORS
 from ..ledger import BetRequest, LedgerError, PlacedBet
 from ..node import Node
-from ..rounds.engine import RoundRefused
+from ..rounds.engine import CheckedBet, RoundRefused
 from ..rounds.handler import InvalidBet
 from .audience import Peer, game_channel
 from .ratelimit import RateLimiter
@@ -99,15 +99,22 @@ class Session:
             request = self.codec.decode(frame)
         except ProtocolError as exc:
             return self._malformed_frame(exc)
-        if self.state is State.AWAITING_AUTH:
-            if not isinstance(request, m.Auth):
-                return self._close(
-                    _error(request.id, ErrorCode.AUTH_REQUIRED, "send auth with your initData first"),
-                    CloseCode.UNAUTHORIZED,
-                    "auth required",
-                )
-            return await self._authenticate(request)
-        return await self._dispatch(request)
+        try:
+            if self.state is State.AWAITING_AUTH:
+                if not isinstance(request, m.Auth):
+                    return self._close(
+                        _error(request.id, ErrorCode.AUTH_REQUIRED, "send auth with your initData first"),
+                        CloseCode.UNAUTHORIZED,
+                        "auth required",
+                    )
+                return await self._authenticate(request)
+            return await self._dispatch(request)
+        except Exception:
+            # A fault of the server, not of the client: this request alone fails, the socket stays open.
+            log.exception("internal error answering %s request %r (session %s)", type(request).__name__, request.id,
+                          self.session_id)  # fmt: skip
+            message = "internal error: the request failed and was logged; retry (a bet with the same key)"
+            return Outcome([_error(request.id, ErrorCode.INTERNAL, message)])
 
     def _rate_limited(self, frame: bytes | str) -> Outcome:
         """Over the rate: the request is not looked at (nothing charged); ignoring that closes with 4429."""
@@ -238,7 +245,8 @@ class Session:
                 # A retry of a bet placed before its round moved on must still get its first answer.
                 return await self._replay_or(request, user_id, params)
             return Outcome([params])
-        bet = BetRequest(user_id, request.game, request.round, request.amount, params, request.key)
+        bet = BetRequest(user_id, request.game, request.round, request.amount, params.params, request.key,
+                         exposure=params.exposure, exposure_cap=params.exposure_cap)  # fmt: skip
         try:
             placed = await self.node.ledger.place_bet(bet)
         except LedgerError as exc:
@@ -300,8 +308,8 @@ class Session:
         games = ", ".join(self.node.games) or "none"
         return _error(request_id, ErrorCode.UNKNOWN_GAME, f"no game named {game!r} (games: {games})", "game")
 
-    def _checked_params(self, request: m.Bet) -> dict[str, object] | m.Error:
-        """The bet's params as the game normalised them, or the error to answer with."""
+    def _checked_params(self, request: m.Bet) -> CheckedBet | m.Error:
+        """The bet as the game accepts it (normalised params, exposure), or the error to answer with."""
         rules = self.node.rounds.rules(request.game)
         assert rules is not None
         if request.amount < rules.min_bet:
@@ -318,7 +326,7 @@ class Session:
             return _error(request.id, ErrorCode.INVALID_BET,
                           f"params take {size} bytes; the limit is {rules.max_params_bytes}", "params")  # fmt: skip
         try:
-            return self.node.rounds.validate_bet(request.game, request.round, request.params)
+            return self.node.rounds.validate_bet(request.game, request.round, request.amount, request.params)
         except RoundRefused as exc:
             return _error(request.id, exc.code, str(exc), exc.field)
         except InvalidBet as exc:

@@ -8,7 +8,9 @@ point, else 0. The multiplier at t ms is ``floor(100 * e^(growth * t))``.
 
 Exposure cap (bustabit's forcePoint): when betting closes, if the round's total stake times the
 multiplier could exceed ``max_exposure``, everyone still in is cashed out at the multiplier
-where it would, ``force_point``.
+where it would, ``force_point``. Payout cap (the game's ``max_payout``): a bet still in when its
+payout would pass the cap is cashed out at the highest multiplier that stays within it (listed
+by bet id in the stored outcome's ``capped``); a cash-out after that point is refused saying so.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from ..rounds.handler import (
 from .registry import register
 
 MAX_CRASH_POINT = 100_000_000  # 1,000,000.00x
+
+
+def cap_multiplier(amount: int, max_payout: int) -> int:
+    """The highest multiplier (hundredths) at which a bet of ``amount`` pays no more than ``max_payout``."""
+    return ((max_payout + 1) * 100 - 1) // amount
+
+
+def _capped_at(bet: BetInfo, outcome: Mapping[str, Any]) -> int | None:
+    capped: Mapping[str, int] = outcome.get("capped", {})
+    return capped.get(str(bet.bet_id))
 
 
 @register
@@ -70,10 +82,21 @@ class Crash(RoundHandler):
         return math.ceil(math.log(multiplier / 100) / self.params["growth_per_ms"]) if multiplier > 100 else 0
 
     def start(self, ctx: RoundContext, state: RunState) -> dict[str, Any]:
+        crash_point = state.outcome["crash_point"]
+        fields: dict[str, Any] = {}
         stake = sum(bet.amount for bet in state.bets)
-        if stake and stake * state.outcome["crash_point"] // 100 > self.params["max_exposure"]:
-            return {"force_point": max(101, self.params["max_exposure"] * 100 // stake)}
-        return {}
+        if stake and stake * crash_point // 100 > self.params["max_exposure"]:
+            fields["force_point"] = max(101, self.params["max_exposure"] * 100 // stake)
+        # The payout cap: a bet still in when its payout would pass it is cashed out there.
+        capped: dict[str, int] = {}
+        for bet in state.bets:
+            cap_point = cap_multiplier(bet.amount, ctx.max_payout)
+            exits = [m for m in (bet.params.get("auto_cashout"), fields.get("force_point")) if m is not None]
+            if cap_point < crash_point and (not exits or min(exits) > cap_point):
+                capped[str(bet.bet_id)] = cap_point
+        if capped:
+            fields["capped"] = capped
+        return fields
 
     def tick(self, ctx: RoundContext, state: RunState) -> TickResult:
         crash_point = state.outcome["crash_point"]
@@ -92,21 +115,21 @@ class Crash(RoundHandler):
             raise ActionRefused(f"too late: the round crashed at {crash_point / 100:.2f}x")
         if bet.cashout is not None:
             raise ActionRefused(f"already cashed out at {bet.cashout / 100:.2f}x")
+        cap = _capped_at(bet, state.outcome)
+        if cap is not None and cap <= current:
+            raise ActionRefused(f"already cashed out at {cap / 100:.2f}x, where the payout reached the game's cap")
         earlier = [m for m in (bet.params.get("auto_cashout"), state.outcome.get("force_point")) if m is not None]
         if earlier and min(earlier) <= current:
             raise ActionRefused(f"already cashed out automatically at {min(earlier) / 100:.2f}x")
         return ActionResult({"multiplier": current, "payout": bet.amount * current // 100}, cashout=current)
 
     def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
-        exits = [m for m in (bet.cashout, bet.params.get("auto_cashout"), outcome.get("force_point")) if m is not None]
+        exits = [m for m in (bet.cashout, bet.params.get("auto_cashout"), outcome.get("force_point"),
+                             _capped_at(bet, outcome)) if m is not None]  # fmt: skip
         if not exits:
             return 0
         exit_at = min(exits)
         return bet.amount * exit_at // 100 if exit_at < outcome["crash_point"] else 0
-
-    def recover(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int | None:
-        # Players could not cash out while the node was down: recorded cash-outs are paid, the rest refunded.
-        return self.payout(bet, outcome) if bet.cashout is not None else None
 
     def public_outcome(self, outcome: Mapping[str, Any]) -> dict[str, Any]:
         return {key: outcome[key] for key in ("crash_point", "force_point") if key in outcome}

@@ -21,7 +21,11 @@ def winning_rolls(target: int, side: str) -> int:
 @register
 class Dice(RoundHandler):
     name = "dice"
-    default_params: ClassVar[Mapping[str, Any]] = {"house_edge_bp": 100, "running_ms": 1000}
+    default_params: ClassVar[Mapping[str, Any]] = {
+        "house_edge_bp": 100,
+        "running_ms": 1000,
+        "max_exposure": 100_000_000,  # the most one round may pay out, every bet counted as a win
+    }
 
     def multiplier(self, target: int, side: str) -> int:
         """Payout multiplier in hundredths for a bet on ``side`` of ``target``."""
@@ -47,6 +51,12 @@ class Dice(RoundHandler):
         target, side, roll = bet.params["target"], bet.params["side"], outcome["roll"]
         won = roll < target if side == "under" else roll > target
         return bet.amount * self.multiplier(target, side) // 100 if won else 0
+
+    def max_multiplier(self, params: Mapping[str, Any]) -> int:
+        return self.multiplier(params["target"], params["side"])
+
+    def exposure_cap(self) -> int:
+        return int(self.params["max_exposure"])
 
     def declared_rtp(self, params: Mapping[str, Any]) -> float:
         wins = winning_rolls(params["target"], params["side"])

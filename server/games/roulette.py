@@ -59,7 +59,10 @@ def covered(kind: str, numbers: list[int]) -> frozenset[int]:
 @register
 class Roulette(RoundHandler):
     name = "roulette"
-    default_params: ClassVar[Mapping[str, Any]] = {"running_ms": 3000}
+    default_params: ClassVar[Mapping[str, Any]] = {
+        "running_ms": 3000,
+        "max_exposure": 100_000_000,  # the most one round may pay out, every bet counted as a win
+    }
 
     def validate_bet(self, params: Mapping[str, Any]) -> dict[str, Any]:
         unknown = set(params) - {"type", "numbers"}
@@ -92,6 +95,12 @@ class Roulette(RoundHandler):
         if outcome["number"] in covered(kind, bet.params["numbers"]):
             return bet.amount * (ODDS[kind] + 1)
         return 0
+
+    def max_multiplier(self, params: Mapping[str, Any]) -> int:
+        return (ODDS[params["type"]] + 1) * 100
+
+    def exposure_cap(self) -> int:
+        return int(self.params["max_exposure"])
 
     def declared_rtp(self, params: Mapping[str, Any]) -> float:
         return len(covered(params["type"], params["numbers"])) * (ODDS[params["type"]] + 1) / 37

@@ -11,6 +11,7 @@ from .audit import AuditReport, audit
 from .bets import BetRequest, PlacedBet
 from .errors import (
     BettingClosed,
+    ExposureCapReached,
     IdempotencyConflict,
     InsufficientFunds,
     LedgerError,
@@ -26,6 +27,7 @@ __all__ = [
     "BetRequest",
     "BettingClosed",
     "ClosedBet",
+    "ExposureCapReached",
     "IdempotencyConflict",
     "InsufficientFunds",
     "Ledger",

@@ -6,7 +6,8 @@ Checks, each over the whole ledger:
 - no wallet is negative;
 - the balances of all accounts sum to zero (money is conserved);
 - every bet's stake transaction exists, takes exactly the bet's amount from the bettor's
-  wallet, and every closed bet's payout matches its settlement transaction.
+  wallet, and every closed bet's payout matches its settlement transaction;
+- no bet is still open in a round that was settled or voided.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ _CHECKS: list[tuple[str, str]] = [
            WHERE b.status <> 'accepted'
              AND (b.payout IS NULL OR coalesce(l.amount, 0) <> b.payout
                   OR (b.payout > 0) <> (b.settle_txn IS NOT NULL))""",
+    ),
+    (
+        "bets still open in a round that is settled or voided (a stake taken and never settled)",
+        """SELECT b.id FROM bets b JOIN rounds r ON r.id = b.round_id
+           WHERE b.status = 'accepted' AND r.phase IN ('settled', 'voided')""",
     ),
 ]
 

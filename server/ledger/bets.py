@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from ..db.groupcommit import GroupCommit
-from .errors import BettingClosed, IdempotencyConflict, InsufficientFunds, LedgerError
+from .errors import BettingClosed, ExposureCapReached, IdempotencyConflict, InsufficientFunds, LedgerError
 from .events import UserEvent, balance_event
 from .transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 
@@ -37,6 +37,10 @@ class BetRequest:
     amount: int
     params: dict[str, Any] = field(default_factory=dict)
     key: str | None = None
+    exposure: int = 0
+    """What the bet adds to its round's exposure: the most it can pay."""
+    exposure_cap: int | None = None
+    """The most the round's bets may add up to (None: no cap): a bet that would pass it is refused."""
 
     def same_bet(self, game: str, round_id: int, amount: int, params: dict[str, Any]) -> bool:
         return (self.game, self.round_id, self.amount, self.params) == (game, round_id, amount, params)
@@ -72,10 +76,13 @@ WHERE a.user_id = ANY($1::bigint[]) OR a.id = $2
 ORDER BY a.id FOR UPDATE OF a
 """
 
-# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch,
-# and the bets already placed with the batch's idempotency keys.
+# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, the exposure of the
+# rounds whose game caps it (their rows locked: batches adding to one capped round take turns), ids for the
+# batch, and the bets already placed with the batch's idempotency keys.
 _READ = """
 SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting') AS open_rounds,
+       (SELECT coalesce(json_object_agg(c.id, c.exposure), '{}') FROM (
+            SELECT id, exposure FROM rounds WHERE id = ANY($5::bigint[]) ORDER BY id FOR UPDATE) AS c) AS exposures,
        array(SELECT nextval('bets_id_seq') FROM generate_series(1, $2)) AS bet_ids,
        array(SELECT nextval('ledger_txns_id_seq') FROM generate_series(1, $2)) AS txn_ids,
        (SELECT coalesce(json_agg(json_build_object(
@@ -110,6 +117,9 @@ WITH txns AS (
     WHERE id = $5
 ), events AS (
     INSERT INTO user_events (user_id, "offset", payload) SELECT * FROM unnest($6::bigint[], $16::bigint[], $17::bytea[])
+), exposures AS (
+    UPDATE rounds SET exposure = e.exposure FROM unnest($18::bigint[], $19::bigint[]) AS e(id, exposure)
+    WHERE rounds.id = e.id
 )
 INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn)
 SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::bigint[], $9::jsonb[], $10::text[],
@@ -130,9 +140,12 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
         if row["user_id"] is not None:
             wallets[row["user_id"]] = [row["id"], row["balance"], row["version"]]
     keyed = [r for r in batch if r.key is not None]
-    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed])
+    capped = sorted({r.round_id for r in batch if r.exposure_cap is not None})
+    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed],
+                               capped)  # fmt: skip
     assert read is not None
     open_rounds = set(read["open_rounds"])
+    exposures = {int(round_id): value for round_id, value in orjson.loads(read["exposures"]).items()}
     prior: dict[tuple[int, str], Mapping[str, Any]] = {
         (row["user_id"], row["idem_key"]): row for row in orjson.loads(read["prior"])
     }
@@ -160,6 +173,15 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
             available = 0 if wallet is None else wallet[1]
             outcomes[index] = InsufficientFunds(f"balance {available} is less than the bet amount {request.amount}")
             continue
+        if request.exposure_cap is not None:
+            exposure = exposures.get(request.round_id, 0) + request.exposure
+            if exposure > request.exposure_cap:
+                outcomes[index] = ExposureCapReached(
+                    f"round {request.round_id} of {request.game} is full: with this bet its winners could be paid "
+                    f"{exposure}, over the round's cap of {request.exposure_cap}; bet less or in the next round"
+                )
+                continue
+            exposures[request.round_id] = exposure
         wallet[1] -= request.amount
         wallet[2] += 1
         accepted.append((index, request, wallet[1], wallet[2]))
@@ -190,6 +212,8 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
             [balance for _, _, balance, _ in accepted],
             [version for _, _, _, version in accepted],
             [event.payload for event in events],
+            list(exposures),
+            list(exposures.values()),
         )
         for (index, request, balance, version), bet_id, event in zip(accepted, bet_ids, events, strict=True):
             outcomes[index] = PlacedBet(

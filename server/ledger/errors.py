@@ -29,6 +29,12 @@ class BettingClosed(LedgerError):
     code = ErrorCode.BETTING_CLOSED
 
 
+class ExposureCapReached(LedgerError):
+    """The bet's round holds as much as its game lets one round pay out. Nothing was charged."""
+
+    code = ErrorCode.INVALID_BET
+
+
 class LedgerUnavailable(LedgerError):
     """PostgreSQL did not answer. The operation was not committed (nothing charged)."""
 

@@ -15,8 +15,8 @@ and fans events out to its subscribed sockets, encoded once per subprotocol.
 
 A handler that raises voids its round: every bet is refunded, the seed is revealed, the next
 round starts. A driver that stops mid-round (crash, restart) leaves the round unfinished in
-PostgreSQL; the next driver settles it by its outcome, or refunds it (see
-:meth:`RoundHandler.recover`), before opening a new one.
+PostgreSQL; the next driver voids it if it was still betting, or resumes it from its recorded
+start if it was running (see :meth:`RoundEngine._recover_round`), before opening a new one.
 """
 
 from __future__ import annotations
@@ -71,10 +71,19 @@ class RoundRefused(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class CheckedBet:
+    """A bet the round and the game accept: its normalised params, the most it can pay (counted in
+    its round's exposure) and the round's exposure cap (None: the game has none)."""
+
+    params: dict[str, Any]
+    exposure: int
+    exposure_cap: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     betting_ms: int = 10_000
     pause_ms: int = 3_000
-    max_payout: int = 100_000_000
     chain_length: int = 100_000
     history_size: int = 500
     history_ttl: float = 300.0
@@ -165,9 +174,8 @@ class RoundEngine:
                                                                     self._on_action_request))  # fmt: skip
             self._subscriptions.append(await self._broker.subscribe(game_channel(table.name), self._on_event))
             if await self._hold_lock(table.name):
-                # This node drives the game: settle what a previous driver left before serving anyone.
+                # This node drives the game: its driver task first finishes what a previous driver left.
                 await self._become_driver(table)
-                await self._recover(table)
             elif table.view is None:  # driven by another node: show its round until the next event arrives
                 table.view = await self._store.current_view(table.name)
             self._tasks.append(asyncio.create_task(self._drive(table), name=f"round-driver-{table.name}"))
@@ -193,8 +201,9 @@ class RoundEngine:
         table = self._tables.get(game)
         return None if table is None else table.rules
 
-    def validate_bet(self, game: str, round_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Normalised params of a bet on ``round_id``, or :class:`RoundRefused` / :class:`InvalidBet`."""
+    def validate_bet(self, game: str, round_id: int, amount: int, params: Mapping[str, Any]) -> CheckedBet:
+        """A bet of ``amount`` with ``params`` on ``round_id``, checked against the round and the game's
+        rules and caps, or :class:`RoundRefused` / :class:`InvalidBet`."""
         table = self._tables[game]
         view = table.view
         if view is None or view["phase"] != "betting" or now_ms() >= view["closes_at"]:
@@ -203,7 +212,18 @@ class RoundEngine:
         if view["round"] != round_id:
             raise RoundRefused(ErrorCode.ROUND_MISMATCH,
                                f"round {round_id} is not taking bets; round {view['round']} is", "round")  # fmt: skip
-        return table.handler.validate_bet(params)
+        handler = table.handler
+        normalised = handler.validate_bet(params)
+        cap = table.rules.max_payout
+        multiplier = handler.max_multiplier(normalised)
+        worst = amount * (multiplier if multiplier is not None else 101) // 100
+        if worst > cap:
+            could = "could pay" if multiplier is not None else "would pay at 1.01x"
+            raise InvalidBet(f"this bet {could} {worst}; the most one bet may pay on {game} is {cap}", "amount")
+        exposure_cap = handler.exposure_cap()
+        if exposure_cap is not None and multiplier is None:
+            exposure_cap = None  # no worst case to count (crash caps its rounds with force_point instead)
+        return CheckedBet(normalised, worst if exposure_cap is not None else 0, exposure_cap)
 
     def handler_params(self, game: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` as the game normalises them, or as sent when the game refuses them."""
@@ -324,6 +344,12 @@ class RoundEngine:
         mine = [(i, state.bets[i]) for i in running.by_user.get(user_id, ())]
         if not mine:
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"you have no bet in round {round_id}", "round")
+        named = params.get("bet")
+        if named is not None:
+            mine = [(i, bet) for i, bet in mine if bet.bet_id == named]
+            if not mine:
+                raise RoundRefused(ErrorCode.BAD_REQUEST, f"bet {named!r} is not one of yours in round {round_id}",
+                                   "params.bet")  # fmt: skip
         if running.finished:  # over, settling now: let the game say why it is too late, and change nothing
             try:
                 table.handler.action(running.ctx, state, mine[0][1], action, params)
@@ -332,17 +358,20 @@ class RoundEngine:
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"too late: round {round_id} is over", "action")
         results: list[dict[str, Any]] = []
         recorded: list[tuple[int, BetInfo]] = []
-        try:
-            for index, bet in mine:
+        refusals: list[ActionRefused] = []
+        for index, bet in mine:  # the action applies to each of the user's bets it can (one refusal skips one bet)
+            try:
                 outcome = table.handler.action(running.ctx, state, bet, action, params)
-                if outcome.cashout is not None:
-                    # Into the state at once (no await in between): a settlement from here on pays it.
-                    state.bets[index] = replace(bet, cashout=outcome.cashout)
-                    recorded.append((index, bet))
-                results.append({"bet": bet.bet_id, **outcome.result})
-        except ActionRefused as exc:
-            if not results:
-                raise RoundRefused(ErrorCode.BAD_REQUEST, str(exc), "action") from None
+            except ActionRefused as exc:
+                refusals.append(exc)
+                continue
+            if outcome.cashout is not None:
+                # Into the state at once (no await in between): a settlement from here on pays it.
+                state.bets[index] = replace(bet, cashout=outcome.cashout)
+                recorded.append((index, bet))
+            results.append({"bet": bet.bet_id, **outcome.result})
+        if not results:
+            raise RoundRefused(ErrorCode.BAD_REQUEST, str(refusals[0]), "action")
         for multiplier in {state.bets[i].cashout for i, _ in recorded}:
             ids = [state.bets[i].bet_id for i, _ in recorded if state.bets[i].cashout == multiplier]
             try:
@@ -352,7 +381,7 @@ class RoundEngine:
                 for index, bet in recorded:
                     state.bets[index] = bet
                 raise
-        if len(results) == 1:
+        if len(mine) == 1:
             return results[0]
         return {"bets": results}
 
@@ -479,53 +508,61 @@ class RoundEngine:
                 self._held.clear()
                 return False
 
-    def _context(self, round_id: int, rng: FairRng, handler: RoundHandler) -> RoundContext:
-        return RoundContext(round_id, now_ms, rng, handler.params, log.getChild(handler.name))
+    def _context(self, round_id: int, rng: FairRng, table: GameTable) -> RoundContext:
+        handler = table.handler
+        return RoundContext(round_id, now_ms, rng, handler.params, log.getChild(handler.name), table.rules.max_payout)
 
     async def _play_round(self, table: GameTable) -> None:
-        handler = table.handler
         new = await self._store.open_round(table.name, self._settings.betting_ms, table.token)
         rng = FairRng(new.seed, new.salt, table.name)
         base = {"t": "round", "game": table.name, "round": new.round_id, "seed_hash": new.seed_hash,
                 "salt": new.salt, "closes_at": new.closes_at_ms}  # fmt: skip
-        voided = False
-        outcome: dict[str, Any] = {}
-        bets: list[BetInfo] = []
-        try:
-            outcome = handler.outcome(rng)
-        except Exception:
-            log.exception("%s outcome failed: round %d voided", table.name, new.round_id)
-            voided = True
+        outcome = self._draw(table, rng, new.round_id)
         await self._publish(table, {**base, "phase": "betting"})
         await asyncio.sleep(max(0.0, (new.closes_at_ms - now_ms()) / 1000))
         started = await self._store.start_running(new.round_id, table.token) or now_ms()
-        bets = await self._store.open_bets(new.round_id)
-        if not voided:
+        await self._finish(table, new.round_id, rng, base, new.seed, outcome, started)
+        if not self._handing_over:
+            await asyncio.sleep(self._settings.pause_ms / 1000)
+
+    def _draw(self, table: GameTable, rng: FairRng, round_id: int) -> dict[str, Any] | None:
+        """The round's outcome, or None (the round is voided) when the handler fails to draw it."""
+        try:
+            return table.handler.outcome(rng)
+        except Exception:
+            log.exception("%s outcome failed: round %d voided", table.name, round_id)
+            return None
+
+    async def _finish(self, table: GameTable, round_id: int, rng: FairRng, base: dict[str, Any], seed: str,
+                      outcome: dict[str, Any] | None, started: int) -> None:  # fmt: skip
+        """Run a round whose betting is closed from ``started`` (ms) to its end, settle it (or void it:
+        ``outcome`` None, or a handler failure) and announce the result with the seed."""
+        bets = await self._store.open_bets(round_id)
+        voided = outcome is None
+        if outcome is not None:
             try:
-                await self._run(table, new.round_id, rng, outcome, bets, started, base)
+                await self._run(table, round_id, rng, outcome, bets, started, base)
             except Exception:
-                log.exception("%s handler failed in round %d: voided, bets refunded", table.name, new.round_id)
+                log.exception("%s handler failed in round %d: voided, bets refunded", table.name, round_id)
                 voided = True
             if table.running is not None:
                 table.running.finished = True
                 bets = table.running.state.bets
         try:
-            await self._close_round(table, new.round_id, outcome, bets, voided=voided)
+            await self._close_round(table, round_id, outcome or {}, bets, voided=voided)
         finally:
             table.running = None
-        settled = {**base, "phase": "settled", "seed": new.seed}
-        if voided:
+        settled = {**base, "phase": "settled", "seed": seed}
+        if voided or outcome is None:
             settled["voided"] = True
         else:
-            settled["outcome"] = handler.public_outcome(outcome)
+            settled["outcome"] = table.handler.public_outcome(outcome)
         await self._publish(table, settled)
-        if not self._handing_over:
-            await asyncio.sleep(self._settings.pause_ms / 1000)
 
     async def _run(self, table: GameTable, round_id: int, rng: FairRng, outcome: dict[str, Any],
                    bets: list[BetInfo], started: int, base: dict[str, Any]) -> None:  # fmt: skip
         handler = table.handler
-        ctx = self._context(round_id, rng, handler)
+        ctx = self._context(round_id, rng, table)
         state = RunState(started, outcome, bets)
         outcome.update(handler.start(ctx, state))
         table.running = _Running(round_id, state, ctx)
@@ -541,13 +578,17 @@ class RoundEngine:
 
     async def _close_round(self, table: GameTable, round_id: int, outcome: dict[str, Any], bets: list[BetInfo],
                            *, voided: bool) -> list[ClosedBet]:  # fmt: skip
-        cap = self._settings.max_payout
+        cap = table.rules.max_payout
         if voided:
             payouts: list[tuple[int, int]] = []
             refunds = [bet.bet_id for bet in bets]
         else:
-            payouts = [(bet.bet_id, min(table.handler.payout(bet, outcome), cap)) for bet in bets]
+            payouts = [(bet.bet_id, table.handler.payout(bet, outcome)) for bet in bets]
             refunds = []
+            over = [(bet, paid) for bet, paid in payouts if paid > cap]
+            if over:  # bets are refused or cashed out before they can pass the cap: this is a game's bug
+                log.error("%s round %d: payouts over the cap of %d cut to it: %s", table.name, round_id, cap, over)
+                payouts = [(bet, min(paid, cap)) for bet, paid in payouts]
         phase, stored = ("voided", None) if voided else ("settled", outcome)
         token = table.token
 
@@ -562,44 +603,30 @@ class RoundEngine:
             await self._recover_round(table, stored)
 
     async def _recover_round(self, table: GameTable, stored: StoredRound) -> None:
-        handler = table.handler
-        bets = await self._store.open_bets(stored.round_id)
-        payouts: list[tuple[int, int]] = []
-        refunds: list[int] = []
-        outcome: dict[str, Any] | None = None
-        if stored.phase == "running":
-            try:
-                rng = FairRng(stored.seed, stored.salt, table.name)
-                outcome = handler.outcome(rng)
-                state = RunState(stored.started_at_ms or now_ms(), outcome, bets)
-                outcome.update(handler.start(self._context(stored.round_id, rng, handler), state))
-                for bet in bets:
-                    paid = handler.recover(bet, outcome)
-                    if paid is None:
-                        refunds.append(bet.bet_id)
-                    else:
-                        payouts.append((bet.bet_id, min(paid, self._settings.max_payout)))
-            except Exception:
-                log.exception("%s recovery of round %d failed: refunding", table.name, stored.round_id)
-                outcome, payouts, refunds = None, [], [bet.bet_id for bet in bets]
+        """Finish a round a previous driver left unfinished (it stopped, or lost its lease).
+
+        Betting is closed first, under the lock every bet batch holds shared (see
+        :meth:`RoundStore.start_running`): a bet another node commits now either committed before
+        (and is read with the others) or finds the round closed; none is left behind in a round that
+        nothing settles again. A round still betting is voided: every bet refunded. A running round
+        goes on from its recorded start, as if its driver had never stopped: the game's clock is the
+        wall clock since ``started_at``, so a crash curve is where it would be now; auto cash-outs it
+        passed are paid, recorded cash-outs are paid, and the rest is settled by the game's rule
+        (crash: a bet still in when the curve reaches the crash point loses).
+        """
+        closed_at = await self._store.start_running(stored.round_id, table.token)
+        rng = FairRng(stored.seed, stored.salt, table.name)
+        base = {"t": "round", "game": table.name, "round": stored.round_id, "seed_hash": stored.seed_hash,
+                "salt": stored.salt}  # fmt: skip
+        if stored.phase == "betting":
+            outcome = None
+            started = closed_at or now_ms()
         else:
-            refunds = [bet.bet_id for bet in bets]
-        phase = "settled" if outcome is not None else "voided"
-        token = table.token
-
-        async def mark(conn: Any) -> None:
-            await RoundStore.mark_closed(conn, stored.round_id, phase, outcome, token)
-
-        await self._ledger.settle(payouts, refunds=refunds, also=mark)
-        log.info("%s round %d left unfinished: %s (%d paid, %d refunded)", table.name, stored.round_id, phase,
-                 len(payouts), len(refunds))  # fmt: skip
-        event: dict[str, Any] = {"t": "round", "game": table.name, "round": stored.round_id, "phase": "settled",
-                                 "seed_hash": stored.seed_hash, "salt": stored.salt, "seed": stored.seed}  # fmt: skip
-        if outcome is None:
-            event["voided"] = True
-        else:
-            event["outcome"] = handler.public_outcome(outcome)
-        await self._publish(table, event)
+            outcome = self._draw(table, rng, stored.round_id)
+            started = stored.started_at_ms or closed_at or now_ms()
+        log.info("%s round %d left %s by its driver: %s", table.name, stored.round_id, stored.phase,
+                 "voiding it" if outcome is None else "resuming it from its start")  # fmt: skip
+        await self._finish(table, stored.round_id, rng, base, stored.seed, outcome, started)
 
 
-__all__ = ["EngineSettings", "GameTable", "InvalidBet", "RoundEngine", "RoundRefused"]
+__all__ = ["CheckedBet", "EngineSettings", "GameTable", "InvalidBet", "RoundEngine", "RoundRefused"]

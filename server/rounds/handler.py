@@ -48,6 +48,9 @@ class RoundContext:
     rng: FairRng
     params: Mapping[str, Any]
     log: logging.Logger
+    max_payout: int = 100_000_000
+    """The most one bet may pay on this game (the operator's cap): a game whose multiplier is not
+    bounded in advance (crash) must end a bet's climb where it reaches this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,17 @@ class RoundHandler(ABC):
     def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
         """What ``bet`` pays (stake included; 0 for a loss) given the outcome and its cash-out."""
 
+    def max_multiplier(self, params: Mapping[str, Any]) -> int | None:
+        """The most a bet with these (validated) params can pay per unit staked, in hundredths, or
+        None when no bound is known before the round runs. A bet whose ``amount * max_multiplier // 100``
+        exceeds the game's ``max_payout`` is refused when it is placed."""
+        return None
+
+    def exposure_cap(self) -> int | None:
+        """The most one round may pay out in total, counting every bet at its ``max_multiplier``
+        (None: no cap). A bet that would take the round's sum past it is refused."""
+        return None
+
     def declared_rtp(self, params: Mapping[str, Any]) -> float:
         """The return to player this game promises for a bet with ``params`` (checked by the simulator)."""
         return 1.0 - float(self.params.get("house_edge_bp", 0)) / 10_000
@@ -134,14 +148,6 @@ class RoundHandler(ABC):
                params: Mapping[str, Any]) -> ActionResult:  # fmt: skip
         """Handle a player action during ``running``; games without actions refuse all."""
         raise ActionRefused(f"{self.name} has no action {action!r}")
-
-    def recover(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int | None:
-        """Settle ``bet`` of a round its node stopped in the middle of: the payout, or None to refund.
-
-        The default settles by the outcome (fixed since betting opened); games where players act
-        during ``running`` should refund what players could not finish (crash does).
-        """
-        return self.payout(bet, outcome)
 
     def public_outcome(self, outcome: Mapping[str, Any]) -> dict[str, Any]:
         """The outcome as published at settlement (the contract's ``outcome`` map)."""

@@ -284,3 +284,17 @@ async def test_closing_betting_waits_for_bet_batches_in_flight(pool: asyncpg.Poo
         late = await commit_bets(conn, [bet(user, 10)], house, "test")
     assert isinstance(late[0], BettingClosed)
     assert await pool.fetchval("SELECT count(*) FROM bets WHERE user_id = $1", user) == 1
+
+
+async def test_a_bet_postgresql_cannot_store_fails_alone(ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool) -> None:
+    # The protocol edge refuses such keys; this is the ledger's own defence if anything slips through.
+    users = [await new_user(100) for _ in range(12)]
+    requests = [bet(u, 5, key=f"k{i}") for i, u in enumerate(users)]
+    requests[5] = bet(users[5], 5, key="nul\x00key")
+    outcomes = await asyncio.gather(*(ledger.place_bet(r) for r in requests), return_exceptions=True)
+    failed = [i for i, o in enumerate(outcomes) if not isinstance(o, PlacedBet)]
+    assert failed == [5]
+    assert isinstance(outcomes[5], asyncpg.PostgresError)
+    for i, user in enumerate(users):
+        assert (await ledger.balance(user)).balance == (100 if i == 5 else 95)
+    await assert_audit_ok(pool)

@@ -120,3 +120,15 @@ async def test_sign_in_with_the_database_gone_is_a_ledger_error(database_url: st
             await ledger.sign_in(TelegramUser(id=next_user_id(), first_name="x"))
     finally:
         await ledger.close()
+
+
+async def test_a_profile_postgresql_cannot_store_fails_only_its_own_sign_in(
+    pool: asyncpg.Pool, generous: tuple[Ledger, list[UserEvent]]
+) -> None:
+    # initData sanitising strips NUL from names; this is the batch's own defence if one slips through.
+    ledger, _ = generous
+    users = [TelegramUser(id=next_user_id(), first_name=f"n{i}") for i in range(10)]
+    users[3] = TelegramUser(id=users[3].id, first_name="bad\x00name")
+    outcomes = await asyncio.gather(*(ledger.sign_in(u) for u in users), return_exceptions=True)
+    assert [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)] == [3]
+    assert all(o.balance == 100 for i, o in enumerate(outcomes) if i != 3 and not isinstance(o, BaseException))
