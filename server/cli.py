@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     credit = commands.add_parser("credit", help="credit (or, with a negative AMOUNT, debit) a user's wallet")
     credit.add_argument("user_id", type=int, metavar="USER_ID", help="Telegram user id (must have authenticated once)")
-    credit.add_argument("amount", type=int, metavar="AMOUNT", help="integer amount; negative to debit")
+    credit.add_argument("amount", type=int, metavar="AMOUNT",
+                        help="integer amount, at most 2^53-1 either way; negative to debit")  # fmt: skip
     credit.add_argument("--reason", required=True, help="why, for the ledger and the people who read it")
 
     commands.add_parser("audit", help="check the ledger: zero-sum transactions, balances, no negative wallets")
@@ -137,13 +138,11 @@ def _supervise(settings: Settings, host: str, port: int, log_level: str, workers
 def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_fd: int | None = None,
            ready_fd: int | None = None) -> int:  # fmt: skip
     """Run one node; with ``listen_fd``, as a worker of :func:`_supervise` on the socket it was handed."""
-    import uvicorn
-
     from .app import create_app
     from .drain import DrainingServer
-    from .edge.wsprotocol import LeanWebSocketProtocol
     from .gcpolicy import freeze_startup, tune_for_many_connections
     from .node import Node
+    from .serving import uvicorn_config
 
     _configure_logging(log_level)
     tune_for_many_connections()
@@ -169,24 +168,9 @@ def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_f
         lines.append("  Ctrl-C stops the node and everything it started.")
         print("\n".join(lines), flush=True)
 
-    config = uvicorn.Config(
-        create_app(settings, on_ready=announce),
-        host=host,
-        port=port,
-        loop="uvloop",  # both come with uvicorn[standard]; named so that a missing one fails loudly
-        http="httptools",
-        ws=LeanWebSocketProtocol,
-        ws_max_size=settings.max_frame_bytes,
-        # Frames here are small JSON/MessagePack maps: permessage-deflate costs more CPU than it saves
-        # bandwidth (16% of the server's CPU in the bet benchmark's profile, see docs/performance.md).
-        ws_per_message_deflate=False,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        lifespan="on",
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    # uvloop, httptools behind connection admission (handshake timeout, caps), the lean WebSocket protocol.
+    app = create_app(settings, on_ready=announce)
+    config = uvicorn_config(app, settings, host=host, port=port, log_level=log_level)
 
     async def drain() -> None:
         if running:
@@ -199,9 +183,22 @@ def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_f
 
         die_with_parent()
         sockets = [socket.socket(fileno=listen_fd)]
-    # uvicorn re-raises Ctrl-C after its graceful shutdown; everything is stopped by then.
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=sockets)
+    # The node refused to start (another node uses its database) or stopped because its database went away
+    # (then it interrupted itself, as Ctrl-C does): one line and that exit status, not uvicorn's traceback.
+    from .db.instance import FailureReport, NodeFailure
+
+    failures: list[NodeFailure] = []
+    app.add_middleware(FailureReport, failures=failures)
+    try:
+        # uvicorn re-raises Ctrl-C after its graceful shutdown; everything is stopped by then.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=sockets)
+    except SystemExit:  # uvicorn's exit when the lifespan failed at startup
+        if not failures:
+            raise
+    if failures:
+        print(f"croupier: {failures[0]}", file=sys.stderr, flush=True)
+        return failures[0].exit_status
     if server.started:
         print("Croupier stopped.", flush=True)
     return 0 if server.started else 1
@@ -210,8 +207,9 @@ def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_f
 @contextlib.asynccontextmanager
 async def _database(settings: Settings, *, take_over: bool = False) -> AsyncIterator[str]:
     """The DSN of a migrated database: DATABASE_URL, or the embedded PostgreSQL (started if it
-    is not running, and then stopped after; a server a running node uses is left alone unless
-    ``take_over``: the supervisor of workers owns it like a single node does)."""
+    is not running, and then stopped after). A server another live process started (a running
+    node) is used and left running; one whose owner died is adopted, and stopped after, only with
+    ``take_over``: the supervisor of workers owns it like a single node does."""
     import asyncpg
 
     from .db.embedded import EmbeddedPostgres, default_pg_data_dir
@@ -253,11 +251,19 @@ async def _migrate(settings: Settings) -> int:
 async def _credit(settings: Settings, user_id: int, amount: int, reason: str) -> int:
     import asyncpg
 
+    from protocol.messages import MAX_AMOUNT
+
     from .ledger import Ledger, LedgerError
 
     _configure_logging("warning")
-    if amount == 0 or not reason.strip():
-        print("croupier: AMOUNT must be non-zero and --reason must say why", file=sys.stderr)
+    if not 0 < user_id < 2**63:  # Telegram user ids are positive; the users table holds a bigint
+        print(f"croupier: USER_ID must be a Telegram user id, from 1 to {2**63 - 1}", file=sys.stderr)
+        return 2
+    if amount == 0 or abs(amount) > MAX_AMOUNT:  # the largest amount every client can hold exactly
+        print(f"croupier: AMOUNT must be a non-zero integer from -{MAX_AMOUNT} to {MAX_AMOUNT}", file=sys.stderr)
+        return 2
+    if not reason.strip():
+        print("croupier: --reason must say why", file=sys.stderr)
         return 2
     async with _database(settings) as dsn:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
@@ -267,6 +273,10 @@ async def _credit(settings: Settings, user_id: int, amount: int, reason: str) ->
             wallet = await ledger.adjust(user_id, amount, reason=reason)
         except LedgerError as exc:
             print(f"croupier: {exc}", file=sys.stderr)
+            return 1
+        except asyncpg.NumericValueOutOfRangeError:  # a balance beyond bigint: nothing was written
+            print(f"croupier: the ledger cannot hold the balance that credit would make for user {user_id}",
+                  file=sys.stderr)  # fmt: skip
             return 1
         finally:
             await ledger.close()

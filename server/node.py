@@ -17,12 +17,14 @@ import asyncpg
 
 from .auth import Ed25519Verifier, HmacVerifier, InitDataValidator, Verifier
 from .broker import Broker, broker_from_url
+from .broker.quota import quota_from_url
 from .db.embedded import EmbeddedPostgres, default_pg_data_dir
 from .db.migrations import migrate
 from .db.pool import create_pool
 from .edge.audience import Audience
 from .edge.feeds import UserFeeds
 from .edge.relay import OutboxRelay
+from .edge.userlimits import UserLimits
 from .games import configure_games
 from .ledger import Ledger
 from .rounds.engine import EngineSettings, RoundEngine
@@ -54,6 +56,7 @@ class Node:
     audience: Audience
     feeds: UserFeeds
     relay: OutboxRelay
+    user_limits: UserLimits
     database: str = "DATABASE_URL"
     """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
     draining: bool = False
@@ -97,17 +100,31 @@ class Node:
     async def open(cls, settings: Settings) -> AsyncIterator[Node]:
         """Start every resource the settings ask for, migrate the schema, and yield the node.
 
-        On exit everything is closed in reverse order, the embedded PostgreSQL included.
+        On exit everything is closed in reverse order, the embedded PostgreSQL included when this
+        node started it (a server another process started is left running).
+
+        The node claims its database first (:class:`~server.db.instance.DatabaseClaim`): alone on
+        the in-process broker, beside other nodes with Redis; else
+        :class:`~server.db.instance.DatabaseInUse` is raised. If the database goes away for good
+        while the node runs (its embedded PostgreSQL stopped), the node is interrupted as by
+        Ctrl-C and, once everything is closed, the failure is raised from here.
         """
+        from .db.instance import DatabaseClaim, interrupt_this_process
+
         async with AsyncExitStack() as stack:
             dsn = settings.database_url
             database = "DATABASE_URL"
+            embedded: EmbeddedPostgres | None = None
             if dsn is None:
                 embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
                 dsn = await asyncio.to_thread(embedded.start)
                 stack.callback(embedded.stop)
                 database = f"embedded, data in {embedded.data_dir}"
                 log.info("embedded PostgreSQL ready (data in %s)", embedded.data_dir)
+            claim = DatabaseClaim(dsn, node_id=settings.node_id, shared=settings.redis_url is not None,
+                                  postmaster=embedded, on_failure=interrupt_this_process)  # fmt: skip
+            await claim.acquire()
+            stack.push_async_callback(claim.release)
             pool = await create_pool(dsn, min_size=2, max_size=20, command_timeout=10)
             stack.push_async_callback(pool.close)
             async with pool.acquire() as conn:
@@ -138,6 +155,11 @@ class Node:
                 max_payout=settings.max_payout,
             )
             feeds = UserFeeds(broker, audience, relay.events_after)
+            user_limits = UserLimits(quota_from_url(settings.redis_url), broker, settings.node_id,
+                                     max_sockets=settings.max_sockets_per_user, rate=settings.user_rate_limit,
+                                     burst=settings.user_rate_burst)  # fmt: skip
+            await user_limits.start()
+            stack.push_async_callback(user_limits.close)
             engine = RoundEngine(
                 dsn=dsn,
                 node_id=settings.node_id,
@@ -167,5 +189,8 @@ class Node:
                 audience=audience,
                 feeds=feeds,
                 relay=relay,
+                user_limits=user_limits,
                 database=database,
             )
+        if claim.failure is not None:
+            raise claim.failure

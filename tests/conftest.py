@@ -15,8 +15,8 @@ import uvicorn
 
 from server.app import create_app
 from server.db.migrations import migrate
-from server.edge.wsprotocol import LeanWebSocketProtocol
 from server.ledger import Ledger
+from server.serving import uvicorn_config
 from server.settings import Settings
 from tests.services import EmbeddedRedis, free_port, postgres_server, redis_server, scratch_database
 
@@ -130,17 +130,8 @@ class RunningNode:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[RunningNode]:
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        ws=LeanWebSocketProtocol,
-        ws_max_size=settings.max_frame_bytes,
-        ws_per_message_deflate=False,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
+    # The configuration croupier serve runs (server/serving.py): the same HTTP and WebSocket protocols.
+    config = uvicorn_config(create_app(settings), settings, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

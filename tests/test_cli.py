@@ -84,6 +84,55 @@ async def test_credit_and_audit_commands(database_url: str, state_dir: Path) -> 
     assert "audit: OK" in audit.stdout
 
 
+async def test_credit_refuses_user_ids_and_amounts_out_of_range_in_one_line(database_url: str, state_dir: Path) -> None:
+    import asyncpg
+
+    from protocol.messages import MAX_AMOUNT
+
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("INSERT INTO users (id, first_name) VALUES (777002, 'cli') ON CONFLICT DO NOTHING")
+    await conn.execute("INSERT INTO accounts (kind, user_id) VALUES ('wallet', 777002) ON CONFLICT DO NOTHING")
+    await conn.close()
+    env = clean_env(CROUPIER_BOT_TOKEN="1:abcdefghijklmnop", CROUPIER_DATA_DIR=str(state_dir),
+                    DATABASE_URL=database_url)  # fmt: skip
+    refused = {
+        ("777002", str(2**63 - 1)): "AMOUNT",
+        ("777002", str(-(2**63))): "AMOUNT",
+        ("777002", str(MAX_AMOUNT + 1)): "AMOUNT",
+        ("777002", str(-MAX_AMOUNT - 1)): "AMOUNT",
+        ("777002", "0"): "AMOUNT",
+        ("0", "5"): "USER_ID",
+        ("-7", "5"): "USER_ID",
+        (str(2**63), "5"): "USER_ID",
+    }
+    for (user_id, amount), named in refused.items():
+        result = croupier("credit", user_id, amount, "--reason", "range", env=env)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (user_id, amount, result.stderr)
+        assert len(lines) == 1 and named in lines[0] and lines[0].startswith("croupier: "), result.stderr
+    blank = croupier("credit", "777002", "5", "--reason", " ", env=env)
+    assert blank.returncode == 2 and "--reason" in blank.stderr
+    largest = croupier("credit", "777002", str(MAX_AMOUNT), "--reason", "the largest credit", env=env)
+    assert largest.returncode == 0 and f"balance {MAX_AMOUNT}" in largest.stdout, largest.stderr
+    back = croupier("credit", "777002", str(-MAX_AMOUNT), "--reason", "and back", env=env)
+    assert back.returncode == 0 and "balance 0" in back.stdout, back.stderr
+
+
+async def test_credit_that_would_overflow_a_balance_says_so_in_one_line(empty_database: str, state_dir: Path) -> None:
+    import asyncpg
+
+    env = clean_env(CROUPIER_BOT_TOKEN="1:abcdefghijklmnop", CROUPIER_DATA_DIR=str(state_dir),
+                    DATABASE_URL=empty_database)  # fmt: skip
+    assert croupier("migrate", env=env).returncode == 0
+    conn = await asyncpg.connect(empty_database)  # this test's own database: a balance no credit could reach
+    await conn.execute("INSERT INTO users (id, first_name) VALUES (777003, 'cli')")
+    await conn.execute("INSERT INTO accounts (kind, user_id, balance) VALUES ('wallet', 777003, $1)", 2**63 - 10)
+    await conn.close()
+    result = croupier("credit", "777003", "100", "--reason", "overflow", env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "cannot hold" in lines[0], result.stderr
+
+
 async def test_serve_on_embedded_postgres_accepts_dev_initdata_and_stops_everything(state_dir: Path) -> None:
     """What `make run` does: embedded PostgreSQL, dev token, a socket that authenticates, Ctrl-C cleans up."""
     port = free_port()

@@ -1,4 +1,4 @@
-"""Several real node processes on one database: graceful drain and driver failover."""
+"""Several real node processes on one database (sharing events through Redis): graceful drain and driver failover."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server.auth import sign_init_data
-from tests.services import clean_env, node_process, wait_ready
+from tests.services import EmbeddedRedis, clean_env, node_process, wait_ready
 
 TOKEN = "1:abcdefghijklmnop"
 
 
-def node_env(database_url: str, state: Path) -> dict[str, str]:
+def node_env(database_url: str, state: Path, redis: EmbeddedRedis | None = None) -> dict[str, str]:
+    """Nodes sharing a database share events through ``redis`` (a node alone may use the in-process broker)."""
     return clean_env(CROUPIER_BOT_TOKEN=TOKEN, DATABASE_URL=database_url, CROUPIER_DATA_DIR=str(state),
                      CROUPIER_GAMES="dice", CROUPIER_BETTING_MS="30000", CROUPIER_SEED_CHAIN_LENGTH="200",
-                     CROUPIER_WELCOME_CREDIT="100")  # fmt: skip
+                     CROUPIER_WELCOME_CREDIT="100", **({"REDIS_URL": redis.url} if redis else {}))  # fmt: skip
 
 
 async def open_round(conn: asyncpg.Connection, after: int = 0, timeout: float = 10.0) -> int:
@@ -52,9 +53,9 @@ async def bet_on(port: int, user_id: int, round_id: int) -> dict[str, object]:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "kill"])
 async def test_another_node_takes_over_the_rounds_and_settles_the_one_in_flight(
-    empty_database: str, tmp_path: Path, stop: signal.Signals
+    empty_database: str, tmp_path: Path, stop: signal.Signals, redis: EmbeddedRedis
 ) -> None:
-    env = node_env(empty_database, tmp_path / "state")
+    env = node_env(empty_database, tmp_path / "state", redis)
     with node_process(env) as (first, first_port):
         await wait_ready(first_port)
         conn = await asyncpg.connect(empty_database)
@@ -100,11 +101,11 @@ async def lease_holder(conn: asyncpg.Connection, game: str = "dice") -> str | No
 
 
 async def test_drain_goes_unready_hands_the_game_over_then_closes_with_1012(
-    empty_database: str, tmp_path: Path
+    empty_database: str, tmp_path: Path, redis: EmbeddedRedis
 ) -> None:
     import httpx
 
-    env = node_env(empty_database, tmp_path / "state")
+    env = node_env(empty_database, tmp_path / "state", redis)
     conn = await asyncpg.connect(empty_database)
     try:
         with node_process({**env, "CROUPIER_NODE_ID": "leaving", "CROUPIER_DRAIN_SECONDS": "2.5"}) as (first, port):
@@ -144,9 +145,9 @@ async def test_drain_goes_unready_hands_the_game_over_then_closes_with_1012(
 
 
 async def test_drain_finishes_a_round_that_can_finish_in_time_before_handing_over(
-    empty_database: str, tmp_path: Path
+    empty_database: str, tmp_path: Path, redis: EmbeddedRedis
 ) -> None:
-    env = {**node_env(empty_database, tmp_path / "state"), "CROUPIER_BETTING_MS": "1500",
+    env = {**node_env(empty_database, tmp_path / "state", redis), "CROUPIER_BETTING_MS": "1500",
            "CROUPIER_HANDOVER_SECONDS": "5"}  # fmt: skip
     conn = await asyncpg.connect(empty_database)
     try:

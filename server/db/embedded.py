@@ -5,11 +5,19 @@ as a child process (no daemon, no atexit magic) so the owner stops it determinis
 in its lifespan. As root, PostgreSQL refuses to run, so the server runs as the system
 user ``embedded_postgres`` (created on first use) and its data dir belongs to that user.
 Connections go over a Unix socket only: nothing listens on TCP.
+
+Only the process that started the server stops it: it records itself in ``croupier.owner``
+in the data dir. Another process on the same data dir (a second node, ``croupier credit``)
+uses the running server and leaves it running. A server whose owner died without stopping
+it (killed) is adopted by the next process that starts with ``take_over``. Starting, adopting
+and stopping happen under a lock file beside the data dir (``pg.lock``), so processes starting
+and stopping at the same moment agree on who owns the server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -21,12 +29,15 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 SYSTEM_USER = "embedded_postgres"
+OWNER_FILE = "croupier.owner"
+"""In the data dir: ``<pid> <start time>`` of the process that owns (and alone stops) the server."""
 _SOCKET_PATH_LIMIT = 100
 SHARED_ROOT = Path("/var/lib/croupier")
 """As root: where PostgreSQL binaries and data go when the checkout's folders are private."""
@@ -105,8 +116,8 @@ class EmbeddedPostgres:
     """One PostgreSQL server on ``data_dir``: initialised on first start, reused after.
 
     :meth:`start` returns a DSN; :meth:`stop` shuts the server down (fast shutdown, then
-    kill after a grace period). A server left running by an owner that was killed is
-    adopted, not duplicated.
+    kill after a grace period) when this object owns it: when it started it, or adopted it
+    from an owner that died. A server another live process owns is used and left running.
     """
 
     def __init__(self, data_dir: Path, *, fsync: bool = True) -> None:
@@ -114,6 +125,8 @@ class EmbeddedPostgres:
         self._fsync = fsync
         self._process: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
+        self._pid_start: str | None = None
+        self._owned = False
         self._socket_dir: Path | None = None
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -126,26 +139,58 @@ class EmbeddedPostgres:
 
     @property
     def pid(self) -> int | None:
-        """PID of the postmaster, once started."""
+        """PID of the postmaster in use (owned or not), once started and until stopped."""
         return self._pid
+
+    @property
+    def owns(self) -> bool:
+        """True when :meth:`stop` stops the server: this object started it or adopted it."""
+        return self._owned
+
+    def is_running(self) -> bool:
+        """True while the postmaster this object started or found is still running."""
+        pid = self._pid
+        if pid is None:
+            return False
+        if self._process is not None and self._process.pid == pid:
+            return self._process.poll() is None
+        return self._pid_start is not None and _process_start(pid) == self._pid_start
 
     def start(self, timeout: float = 30.0, *, take_over: bool = True) -> str:
         """Initialise the data dir if needed, start the server and wait until it accepts connections.
 
-        A server already running on this data dir (its owner was killed, or another command
-        uses it) is reused. With ``take_over`` this object then owns it and :meth:`stop` stops
-        it; without (one-off admin commands beside a running node), :meth:`stop` leaves it.
+        A server already running on this data dir is used, not duplicated. If the process that
+        owns it is alive (a node, an admin command), this object leaves it running. If its owner
+        died without stopping it, ``take_over`` makes this object its owner (:meth:`stop` stops
+        it); without (one-off admin commands), it is left running as found.
         """
         self._prepare_dir()
-        if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb()
-        running = self._running_postmaster()
-        if running is not None:
+        with self._start_lock():
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb()
+            running = self._running_postmaster()
+            if running is not None and not self._settled(running[0], timeout):
+                running = None  # it was stopping: start a new one
+            if running is None:
+                self._launch(timeout)
+                return self.dsn
             pid, socket_dir = running
-            log.info("using embedded PostgreSQL already running on %s (pid %d)", self.data_dir, pid)
-            self._pid = pid if take_over else None
-            self._socket_dir = socket_dir
+            self._pid, self._pid_start, self._socket_dir = pid, _process_start(pid), socket_dir
+            owner = self._owner()
+            if owner is not None and _process_start(owner[0]) == owner[1]:
+                log.info("using embedded PostgreSQL already running on %s (pid %d); process %d started it "
+                         "and stops it", self.data_dir, pid, owner[0])  # fmt: skip
+            elif take_over:
+                self._record_owner()
+                self._owned = True
+                log.info("adopting embedded PostgreSQL left running on %s (pid %d) by a process that died",
+                         self.data_dir, pid)  # fmt: skip
+            else:
+                log.info("using embedded PostgreSQL already running on %s (pid %d); leaving it running",
+                         self.data_dir, pid)  # fmt: skip
             return self.dsn
+
+    def _launch(self, timeout: float) -> None:
         self._socket_dir = self._choose_socket_dir()
         args = [
             str(_postgres_bin_path() / "postgres"),
@@ -159,15 +204,30 @@ class EmbeddedPostgres:
             self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
                 args, stdout=logfile, stderr=subprocess.STDOUT, user=self._user, start_new_session=True
             )
-        self._pid = self._process.pid
+        self._pid, self._pid_start, self._owned = self._process.pid, _process_start(self._process.pid), True
+        self._record_owner()
         self._wait_ready(timeout)
-        return self.dsn
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Fast-shutdown the server (SIGINT), killing it if it does not stop within ``timeout``."""
-        pid, self._pid = self._pid, None
+        """Fast-shutdown the server (SIGINT), killing it if it does not stop within ``timeout``.
+
+        Only when this object owns it: a server another process owns is left running.
+        """
+        pid, owned, running = self._pid, self._owned, self.is_running()
+        self._pid, self._pid_start, self._owned = None, None, False
         if pid is None:
             return
+        if not owned:
+            log.info("leaving embedded PostgreSQL (pid %d) running: this process did not start it", pid)
+            return
+        with self._start_lock():  # a process starting meanwhile waits, then starts a new server
+            try:
+                if running:  # else it died already (and its PID may be another process's by now)
+                    self._shut_down(pid, timeout)
+            finally:
+                self._release_owner()
+
+    def _shut_down(self, pid: int, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
         deadline = time.monotonic() + timeout
@@ -179,6 +239,38 @@ class EmbeddedPostgres:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         self._alive(pid)
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        """Held while starting, using, adopting or stopping the server: other processes wait.
+
+        Beside the data dir, not in it: initdb wants an empty folder. Not re-entrant.
+        """
+        lock = self.data_dir.with_name(f"{self.data_dir.name}.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _owner(self) -> tuple[int, str] | None:
+        try:
+            pid, started = (self.data_dir / OWNER_FILE).read_text().split()
+            return int(pid), started
+        except (OSError, ValueError):
+            return None
+
+    def _record_owner(self) -> None:
+        me = os.getpid()
+        staging = self.data_dir / f".{OWNER_FILE}.{me}"
+        staging.write_text(f"{me} {_process_start(me)}\n")
+        staging.replace(self.data_dir / OWNER_FILE)
+
+    def _release_owner(self) -> None:
+        owner = self._owner()
+        if owner is not None and owner[0] == os.getpid():
+            (self.data_dir / OWNER_FILE).unlink(missing_ok=True)
 
     def _alive(self, pid: int) -> bool:
         if self._process is not None and self._process.pid == pid:
@@ -239,22 +331,71 @@ class EmbeddedPostgres:
             return None
         return pid, Path(lines[4].strip())
 
+    def _abandon(self) -> None:
+        """Stop a server this object launched and that failed to become ready (the start lock is held)."""
+        pid, running = self._pid, self.is_running()
+        self._pid, self._pid_start, self._owned = None, None, False
+        try:
+            if pid is not None and running:
+                self._shut_down(pid, 20.0)
+        finally:
+            self._release_owner()
+
+    def _settled(self, pid: int, timeout: float) -> bool:
+        """Wait for a postmaster this object did not start to accept connections: True once it
+        does, False if it stops (or exits) instead."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self._status(pid)
+            if status == "ready":
+                return True
+            if status == "stopping" or not self._alive(pid):
+                self._await_exit(pid, deadline)
+                return False
+            time.sleep(0.05)
+        raise EmbeddedPostgresError(f"embedded PostgreSQL (pid {pid}) did not become ready within {timeout:.0f} s")
+
+    def _await_exit(self, pid: int, deadline: float) -> None:
+        while self._alive(pid):
+            if time.monotonic() >= deadline:
+                raise EmbeddedPostgresError(f"embedded PostgreSQL (pid {pid}) is stopping and did not stop")
+            time.sleep(0.05)
+
+    def _status(self, pid: int) -> str | None:
+        """Postmaster ``pid``'s status in ``postmaster.pid``: starting, ready or stopping. None while
+        the file is absent or still the one a killed server left."""
+        with contextlib.suppress(FileNotFoundError):
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            if len(lines) >= 8 and lines[0].strip() == str(pid):
+                return lines[7].strip()
+        return None
+
     def _wait_ready(self, timeout: float) -> None:
         assert self._process is not None and self._socket_dir is not None
         deadline = time.monotonic() + timeout
-        pidfile = self.data_dir / "postmaster.pid"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 tail = (self.data_dir / "postgres.log").read_text(errors="replace")[-1500:]
                 code = self._process.returncode
+                self._abandon()
                 raise EmbeddedPostgresError(f"embedded PostgreSQL exited at start (code {code}):\n{tail}")
-            with contextlib.suppress(FileNotFoundError):
-                lines = pidfile.read_text().splitlines()
-                if len(lines) >= 8 and lines[7].strip() == "ready":
-                    return
+            if self._status(self._process.pid) == "ready":
+                return
             time.sleep(0.05)
-        self.stop()
+        self._abandon()
         raise EmbeddedPostgresError(f"embedded PostgreSQL did not become ready within {timeout:.0f} s")
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, from ``/proc``): with the PID, names one
+    process for good, since PIDs are reused. None when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def _ensure_system_user() -> None:

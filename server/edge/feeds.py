@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -31,17 +32,24 @@ FetchAfter = Callable[[dict[int, int]], Awaitable[list[tuple[int, int, bytes]]]]
 
 GAP_WAIT = 0.5
 """Seconds a gap may stay open (the missing event may just be late) before the history is read."""
+BALANCE_FRESH = 0.25
+"""Seconds a balance confirmed by the database is served from memory (with every event applied since):
+a user hammering ``balance`` from many sockets costs at most a few database reads a second."""
 MAX_PENDING = 1024
 """Offsets delivered above a gap kept track of; past that the gap is given up on."""
 
 
 class _Seen:
-    """What was delivered on one user channel: every offset up to ``floor``, and ``above`` it."""
+    """What was delivered on one user channel: every offset up to ``floor``, and ``above`` it; the
+    wallet balance as of ``floor`` (None when not known)."""
 
-    __slots__ = ("above", "floor")
+    __slots__ = ("above", "balance", "checked_at", "floor")
 
-    def __init__(self, floor: int) -> None:
+    def __init__(self, floor: int, balance: int | None, checked_at: float) -> None:
         self.floor = floor
+        self.balance = balance
+        self.checked_at = checked_at
+        """When the database last confirmed ``balance`` (monotonic seconds)."""
         self.above: set[int] = set()
 
     def first_time(self, offset: int) -> bool:
@@ -64,8 +72,10 @@ class _Seen:
 class UserFeeds:
     """Joins and leaves of sockets to their user's channel, and exactly-once delivery to them."""
 
-    def __init__(self, broker: Broker, audience: Audience, fetch_after: FetchAfter | None = None) -> None:
+    def __init__(self, broker: Broker, audience: Audience, fetch_after: FetchAfter | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self._broker = broker
+        self._clock = clock
         self._audience = audience
         self._fetch_after = fetch_after
         self._subscriptions: dict[str, Subscription] = {}
@@ -81,7 +91,7 @@ class UserFeeds:
         self._audience.add(channel, peer)
         async with self._guard:
             if channel not in self._subscriptions:
-                self._seen[channel] = _Seen(offset)
+                self._seen[channel] = _Seen(offset, None, float("-inf"))
                 self._subscriptions[channel] = await self._broker.subscribe(channel, self._deliver)
 
     async def leave(self, user_id: int, peer: Peer) -> None:
@@ -93,6 +103,22 @@ class UserFeeds:
                 self._seen.pop(channel, None)
                 await self._subscriptions.pop(channel).close()
 
+    def balance(self, user_id: int) -> int | None:
+        """The user's wallet balance as this node knows it: read from the database less
+        than :data:`BALANCE_FRESH` ago and kept up to date by every event since, with no gap. None when
+        it cannot tell: ask the database, then :meth:`confirm_balance`. (A write that is not announced
+        at once, e.g. by another process, reaches the node within ``BALANCE_FRESH`` or with its event.)"""
+        seen = self._seen.get(user_channel(user_id))
+        if seen is None or seen.gap or seen.balance is None or self._clock() - seen.checked_at > BALANCE_FRESH:
+            return None
+        return seen.balance
+
+    def confirm_balance(self, user_id: int, balance: int, version: int) -> None:
+        """The database said the wallet holds ``balance`` at ``version`` (its offset)."""
+        seen = self._seen.get(user_channel(user_id))
+        if seen is not None and not seen.gap and version >= seen.floor:
+            seen.balance, seen.checked_at = balance, self._clock()
+
     def catch_up_all(self) -> None:
         """The broker lost events meanwhile (it reconnected): read every followed user's history."""
         self._gaps.update(int(channel.removeprefix("user:")) for channel in self._seen)
@@ -100,10 +126,16 @@ class UserFeeds:
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         seen = self._seen.get(channel)
-        offset = orjson.loads(payload).get("offset")
+        event = orjson.loads(payload)
+        offset = event.get("offset")
         if seen is not None and isinstance(offset, int):
+            before = seen.floor
             if not seen.first_time(offset):
                 return
+            if offset == seen.floor and before == offset - 1 and "balance" in event:
+                seen.balance = event["balance"]  # the event right after what was known: the balance now
+            elif seen.floor != before:
+                seen.balance = None  # events above a gap filled in: the last one's balance is not at hand
             if seen.gap:
                 self._gaps.add(int(channel.removeprefix("user:")))
                 self._schedule_fill(delay=GAP_WAIT)

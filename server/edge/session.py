@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 import orjson
 
@@ -62,13 +63,21 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class SocketPeer(Peer, Protocol):
+    """The session's own socket: a :class:`Peer` that can also be closed (e.g. replaced by a newer one)."""
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Close the socket after what is queued."""
+        ...
+
+
 class Session:
     """One authenticated (or authenticating) WebSocket client."""
 
     __slots__ = ("_clock", "_limiter", "_malformed", "codec", "node", "peer", "session_id", "state",
                  "subscriptions", "user")  # fmt: skip
 
-    def __init__(self, node: Node, peer: Peer, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, node: Node, peer: SocketPeer, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.peer = peer
         self.codec = peer.codec
@@ -84,6 +93,7 @@ class Session:
         """The socket is gone: stop receiving pushes."""
         if self.user is not None:
             await self.node.feeds.leave(self.user.id, self.peer)
+            await self.node.user_limits.release(self.user.id, self.session_id)
         for game in self.subscriptions:
             self.node.audience.remove(game_channel(game), self.peer)
         self.subscriptions.clear()
@@ -181,6 +191,7 @@ class Session:
         self.user = user
         self.state = State.READY
         await self.node.feeds.join(user.id, self.peer, wallet.version)
+        await self.node.user_limits.admit(user.id, self.session_id, self.peer.close)
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
         welcome = m.Welcome(
             id=request.id,
@@ -206,6 +217,10 @@ class Session:
 
     async def _dispatch(self, request: m.Request) -> Outcome:
         assert self.user is not None
+        if not await self.node.user_limits.allow(self.user.id):
+            return Outcome([_error(request.id, ErrorCode.RATE_LIMITED,
+                                   f"your sockets together send more than {self.node.settings.user_rate_limit:g} "
+                                   "requests a second; slow down")])  # fmt: skip
         if isinstance(request, _GAME_REQUESTS) and (self.node.rounds.rules(request.game) is None):
             return Outcome([self._unknown_game(request.id, request.game)])
         match request:
@@ -232,10 +247,14 @@ class Session:
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
 
     async def _balance(self, request: m.BalanceRequest, user_id: int) -> Outcome:
+        known = self.node.feeds.balance(user_id)
+        if known is not None:  # confirmed a moment ago, every change since applied: no need to ask
+            return Outcome([m.Balance(id=request.id, balance=known)])
         try:
             wallet = await self.node.ledger.balance(user_id)
         except UNAVAILABLE_ERRORS:
             return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+        self.node.feeds.confirm_balance(user_id, wallet.balance, wallet.version)
         return Outcome([m.Balance(id=request.id, balance=wallet.balance)])
 
     async def _bet(self, request: m.Bet, user_id: int) -> Outcome:

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from protocol import CloseCode, Codec, negotiate
 
 from ..node import Node
+from .admission import ADMISSION, Ticket
 from .frame import Frame
 from .sendqueue import SendQueue
 from .session import Session, State
@@ -57,9 +58,16 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, node: Node) -
     send_now = scope.get("extensions", {}).get(SEND_NOW)
     queue = SendQueue(send_frame, close, limit=node.settings.send_queue_frames, send_now=send_now)
     session = Session(node, _Peer(codec, queue))
+    # croupier serve's HTTP protocol counts the connection as unauthenticated until the session authenticates.
+    ticket: Ticket | None = scope.get("extensions", {}).get(ADMISSION)
+    if ticket is not None:
+        ticket.claim()  # the handshake is done: the auth timeout applies from here, not the handshake timeout
+        receive = ticket.watch(receive, lambda: session.state is State.READY)
     try:
         await _serve_frames(session, queue, receive, node)
     finally:
+        if ticket is not None:
+            ticket.release()
         await session.detach()
         if not queue.closing:
             queue.close(CloseCode.NORMAL, "")
@@ -116,6 +124,10 @@ class _Peer:
 
     def backlog(self) -> float:
         return self._queue.fill
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        if not self._queue.closing:
+            self._queue.close(code, reason)
 
 
 def _too_big(frame: bytes | str, limit: int) -> bool:
