@@ -22,6 +22,7 @@ from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from .rounds.handler import RoundHandler
+    from .workers import Supervisor
 
 log = logging.getLogger("croupier")
 
@@ -121,7 +122,12 @@ def _supervise(settings: Settings, host: str, port: int, log_level: str, workers
                       str(sockets[0].getsockname()[1]), "--log-level", log_level]  # fmt: skip
             supervisor = Supervisor(sockets, worker, env={**os.environ, "DATABASE_URL": dsn},
                                     node_id=settings.node_id, host=host)  # fmt: skip
-            return await supervisor.run()
+            watching = asyncio.create_task(_watch_embedded(settings, supervisor))
+            try:
+                status = await supervisor.run()
+            finally:
+                watching.cancel()
+            return 1 if watching.done() and not watching.cancelled() and watching.result() else status
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -202,6 +208,23 @@ def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_f
     if server.started:
         print("Croupier stopped.", flush=True)
     return 0 if server.started else 1
+
+
+async def _watch_embedded(settings: Settings, supervisor: Supervisor) -> bool:
+    """With the embedded PostgreSQL, stop the workers (and the node, status 1) if it stops: they
+    would otherwise answer 503 forever, since nothing starts it again. True when it stopped."""
+    from .db.embedded import EmbeddedPostgres, default_pg_data_dir
+
+    if settings.database_url is not None:
+        return False
+    server = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
+    await asyncio.to_thread(server.start, take_over=False)  # finds the running one; never stops it
+    while server.is_running():  # noqa: ASYNC110 - a process of another user's: polled, nothing to await
+        await asyncio.sleep(0.5)
+    print(f"croupier: the embedded PostgreSQL of this node (data in {server.data_dir}) has stopped; "
+          "stopping the workers", file=sys.stderr, flush=True)  # fmt: skip
+    supervisor.stop()
+    return True
 
 
 @contextlib.asynccontextmanager

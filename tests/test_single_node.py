@@ -82,11 +82,11 @@ def until_gone(pid: int, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def serving(env: dict[str, str], port: int, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """``croupier serve`` on ``port``, its output in ``log``; stopped with Ctrl-C (then killed) after."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
+            [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning", *extra],
             env=env, stdout=out, stderr=out,
         )  # fmt: skip
     try:
@@ -273,3 +273,23 @@ async def test_a_claim_lost_with_its_session_is_taken_again_or_the_node_told_to_
         await usurper.release()
         await slow.release()
         await admin.close()
+
+
+async def test_workers_whose_embedded_postgres_dies_are_stopped_with_their_supervisor(
+    state_dir: Path, tmp_path: Path, redis: EmbeddedRedis
+) -> None:
+    env = dev_env(state_dir, REDIS_URL=redis.url)
+    port = free_port()
+    log = tmp_path / "supervisor.log"
+    with serving(env, port, log, "--workers", "2") as node:
+        await wait_ready(port, attempts=STARTUP_ATTEMPTS)
+        postgres = postmaster_pid(state_dir)
+        assert postgres is not None
+        os.kill(postgres, signal.SIGKILL)
+        try:
+            status = node.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the workers still run 60 s after their PostgreSQL died:\n{log.read_text()[-2000:]}")
+    output = log.read_text()
+    assert status == 1, output
+    assert "embedded PostgreSQL of this node" in output and "stopping the workers" in output, output
