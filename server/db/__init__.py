@@ -9,6 +9,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: the server is stopping, our session was ended
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
 )
 """Errors that mean "PostgreSQL is not answering": reported as ``unavailable``, never as a bug."""

@@ -43,11 +43,11 @@ async def in_transaction(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 return await work(conn)
+        except UNAVAILABLE_ERRORS as exc:  # first: some are PostgresErrors too (the server shutting down)
+            raise LedgerUnavailable(f"database unavailable: {type(exc).__name__}") from exc
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) not in retry_sqlstates or attempt == MAX_ATTEMPTS:
                 raise
             log.info("ledger transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
             await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not crypto
-        except UNAVAILABLE_ERRORS as exc:
-            raise LedgerUnavailable(f"database unavailable: {type(exc).__name__}") from exc
     raise AssertionError("unreachable")

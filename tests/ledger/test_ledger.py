@@ -298,3 +298,15 @@ async def test_a_bet_postgresql_cannot_store_fails_alone(ledger: Ledger, new_use
     for i, user in enumerate(users):
         assert (await ledger.balance(user)).balance == (100 if i == 5 else 95)
     await assert_audit_ok(pool)
+
+
+@pytest.mark.parametrize("error", [asyncpg.exceptions.AdminShutdownError, asyncpg.CannotConnectNowError])
+async def test_a_server_shutting_down_is_unavailable_not_a_bug(pool: asyncpg.Pool, error: type[Exception]) -> None:
+    from server.ledger import LedgerUnavailable
+    from server.ledger.transactions import in_transaction
+
+    async def work(conn: object) -> None:
+        raise error("the database system is shutting down")
+
+    with pytest.raises(LedgerUnavailable):
+        await in_transaction(pool, work)
