@@ -17,12 +17,19 @@ MAX_KEY_LENGTH = 64
 MAX_GAME_NAME_LENGTH = 64
 MAX_AMOUNT = 2**53 - 1
 """Largest amount accepted: every JS client can hold it exactly in a Number."""
+MAX_INT64 = 2**63 - 1
+"""Largest round id or offset accepted: they are PostgreSQL ``bigint`` and travel between nodes as JSON."""
 
 RequestId = int | Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
 GameName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GAME_NAME_LENGTH)]
 Amount = Annotated[int, msgspec.Meta(gt=0, le=MAX_AMOUNT)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
-RoundId = Annotated[int, msgspec.Meta(ge=0)]
+RoundId = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
+Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
+ParamInt = Annotated[int, msgspec.Meta(ge=-MAX_INT64 - 1, le=MAX_INT64)]
+ParamValue = None | bool | ParamInt | float | str | list[Any] | dict[str, Any]
+"""A value in ``params``: JSON only, integers within 64 bits (the decoder refuses MessagePack ``bin``, ``ext``
+and timestamps here). Deeper values are checked by :mod:`protocol.checks`, with U+0000 and the depth."""
 
 
 class _Request(msgspec.Struct, tag_field="t", kw_only=True):
@@ -41,7 +48,7 @@ class _Reply(msgspec.Struct, tag_field="t", kw_only=True, omit_defaults=True):
 class StreamPosition(msgspec.Struct, frozen=True):
     """Where a client stopped reading a channel: resume from here."""
 
-    offset: Annotated[int, msgspec.Meta(ge=0)]
+    offset: Offset
     epoch: str
 
 
@@ -69,7 +76,7 @@ class Bet(_Request, tag="bet"):
     game: GameName
     round: RoundId
     amount: Amount
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    params: dict[str, ParamValue] = msgspec.field(default_factory=dict)
     key: IdempotencyKey | None = None
 
 
@@ -79,7 +86,7 @@ class Action(_Request, tag="action"):
     game: GameName
     round: RoundId
     action: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    params: dict[str, ParamValue] = msgspec.field(default_factory=dict)
 
 
 class BalanceRequest(_Request, tag="balance"):

@@ -40,7 +40,7 @@ def validator_for(settings: Settings) -> InitDataValidator:
         verifier = HmacVerifier(settings.bot_token)
     else:
         verifier = Ed25519Verifier(settings.bot_id, settings.telegram_public_key)
-    return InitDataValidator(verifier, max_age=settings.initdata_max_age)
+    return InitDataValidator(verifier, max_age=settings.initdata_max_age, max_skew=settings.initdata_max_skew)
 
 
 @dataclass(slots=True)

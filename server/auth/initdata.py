@@ -19,6 +19,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,15 @@ TELEGRAM_PUBLIC_KEYS = {
 """Telegram's Ed25519 keys for third-party validation, by environment."""
 
 MAX_INIT_DATA_LENGTH = 8192
+DEFAULT_MAX_SKEW = 60
+"""Seconds an ``auth_date`` may be ahead of this server's clock (``CROUPIER_INITDATA_MAX_SKEW``)."""
+
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
+_USER_ID = re.compile(r"[0-9]{1,19}")
+"""ASCII digits only: ``str.isdigit`` also takes "²" and Arabic-Indic digits (``int`` reads some of them)."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""What :func:`sanitize` strips: C0 and C1 control characters, DEL and lone surrogates (U+0000 among them)."""
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class InitDataErrorKind(StrEnum):
@@ -92,9 +103,14 @@ class Verifier(Protocol):
 
 
 def parse_fields(raw: str) -> dict[str, str]:
-    """Split a query string into its fields, refusing duplicates and empty input."""
+    """Split a query string into its fields, refusing duplicates, empty input and text that is not UTF-8."""
     if not raw or len(raw) > MAX_INIT_DATA_LENGTH:
         raise InitDataError(InitDataErrorKind.MALFORMED, f"initData must be 1..{MAX_INIT_DATA_LENGTH} characters")
+    if not raw.isascii():  # Telegram sends it URL-encoded (ASCII); anything else must at least be UTF-8
+        try:
+            raw.encode()
+        except UnicodeEncodeError:
+            raise InitDataError(InitDataErrorKind.MALFORMED, "initData holds a lone UTF-16 surrogate") from None
     try:
         pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=True, errors="strict")
     except (ValueError, UnicodeDecodeError):
@@ -127,7 +143,8 @@ class HmacVerifier:
         given = fields.get("hash")
         if not given:
             raise InitDataError(InitDataErrorKind.MISSING_HASH, "initData has no hash")
-        if not hmac.compare_digest(self.sign(fields), given.lower()):
+        # compare_digest refuses str with non-ASCII characters (TypeError): compare bytes.
+        if not hmac.compare_digest(self.sign(fields).encode(), given.lower().encode()):
             raise InitDataError(
                 InitDataErrorKind.BAD_HASH,
                 "initData hash does not match: the data was altered or was signed for another bot",
@@ -162,13 +179,26 @@ class Ed25519Verifier:
 class InitDataValidator:
     """Parses, verifies and checks the freshness of initData.
 
-    ``max_age`` is in seconds; 0 turns the freshness check off (only for old test vectors).
+    ``max_age`` is in seconds; 0 turns the age check off (only for old test vectors).
+    ``max_skew`` is how many seconds ``auth_date`` may be ahead of ``clock`` (the clocks of
+    Telegram and this server differ a little); initData dated further in the future is
+    refused as ``expired`` whatever ``max_age`` says, else it would never expire.
     The proof is checked before freshness, so altered data is always reported as such.
+
+    :meth:`validate` raises nothing but :class:`InitDataError`, whatever the input.
     """
 
-    def __init__(self, verifier: Verifier, *, max_age: int = 86400, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        *,
+        max_age: int = 86400,
+        max_skew: int = DEFAULT_MAX_SKEW,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._verifier = verifier
         self._max_age = max_age
+        self._max_skew = max_skew
         self._clock = clock
 
     def validate(self, raw: str) -> InitData:
@@ -176,7 +206,14 @@ class InitDataValidator:
         fields = parse_fields(raw)
         self._verifier.verify(fields)
         auth_date = _parse_auth_date(fields)
-        if self._max_age and self._clock() - auth_date > self._max_age:
+        now = self._clock()
+        if auth_date - now > self._max_skew:
+            raise InitDataError(
+                InitDataErrorKind.EXPIRED,
+                f"initData is not valid yet: auth_date is {auth_date - now:.0f} s ahead of the server's clock "
+                f"(at most {self._max_skew} s allowed); check the device's clock and reopen the Mini App",
+            )
+        if self._max_age and now - auth_date > self._max_age:
             raise InitDataError(
                 InitDataErrorKind.EXPIRED,
                 f"initData expired: auth_date is older than {self._max_age} s; reopen the Mini App",
@@ -184,11 +221,35 @@ class InitDataValidator:
         return InitData(fields=fields, auth_date=auth_date, user=_parse_user(fields.get("user")))
 
 
+def sanitize(text: str) -> str:
+    """``text`` without what PostgreSQL cannot store or a screen should not show: U+0000, lone
+    surrogates and the other C0/C1 control characters (and DEL).
+
+    For the user's names from initData: Telegram signed them, so the user is not refused for them.
+    """
+    if text.isascii() and text.isprintable():  # the common case, with no regex
+        return text
+    return _CONTROL.sub("", text)
+
+
 def _parse_auth_date(fields: dict[str, str]) -> int:
     raw = fields.get("auth_date")
-    if raw is None or not raw.isdigit() or len(raw) > 12:
-        raise InitDataError(InitDataErrorKind.MALFORMED, "initData auth_date is missing or not a unix time")
+    if raw is None or _UNIX_TIME.fullmatch(raw) is None:
+        raise InitDataError(
+            InitDataErrorKind.MALFORMED, "initData auth_date is missing or not a unix time (1 to 12 ASCII digits)"
+        )
     return int(raw)
+
+
+def _lenient_json(raw: str) -> object:
+    """``raw`` read by the standard library, which takes lone surrogate escapes (a name Telegram cut in the
+    middle of an emoji) that orjson refuses: the user is not refused for them, :func:`sanitize` drops them."""
+    if _SURROGATE_ESCAPE.search(raw) is None:
+        raise InitDataError(InitDataErrorKind.MALFORMED, "initData user is not JSON")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError, as is an int of too many digits
+        raise InitDataError(InitDataErrorKind.MALFORMED, "initData user is not JSON") from None
 
 
 def _parse_user(raw: str | None) -> TelegramUser | None:
@@ -196,19 +257,21 @@ def _parse_user(raw: str | None) -> TelegramUser | None:
         return None
     try:
         data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InitDataError(InitDataErrorKind.MALFORMED, "initData user is not JSON") from None
+    except orjson.JSONDecodeError:  # also: nested too deeply, and lone surrogate escapes
+        data = _lenient_json(raw)
     if not isinstance(data, dict):
         raise InitDataError(InitDataErrorKind.MALFORMED, "initData user is not an object")
     user_id = data.get("id")
-    if isinstance(user_id, str) and user_id.isdigit():
+    if isinstance(user_id, str) and _USER_ID.fullmatch(user_id) is not None:
         user_id = int(user_id)
     if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id < 2**63:
-        raise InitDataError(InitDataErrorKind.MALFORMED, "initData user.id is not a positive integer")
+        raise InitDataError(
+            InitDataErrorKind.MALFORMED, "initData user.id is not a positive integer (a JSON number or ASCII digits)"
+        )
 
     def text(name: str) -> str | None:
         value = data.get(name)
-        return value if isinstance(value, str) else None
+        return sanitize(value) if isinstance(value, str) else None
 
     return TelegramUser(
         id=user_id,
