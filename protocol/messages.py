@@ -122,6 +122,17 @@ class User(msgspec.Struct, kw_only=True, omit_defaults=True):
     is_premium: bool = False
 
 
+class GameLimits(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Extension: a game's limits, as the operator set them. Amounts in the smallest unit."""
+
+    min_bet: int
+    max_bet: int
+    max_payout: int
+    """The most one bet may pay: a bet that could pay more is refused (crash: cashed out there)."""
+    max_exposure: int | None = None
+    """The most one round may pay out, every bet counted at its largest payout (dice, roulette)."""
+
+
 class Welcome(_Reply, tag="welcome"):
     id: RequestId
     user: User
@@ -136,6 +147,8 @@ class Welcome(_Reply, tag="welcome"):
     """Extension, with ``since`` in ``auth`` only: whether ``missed`` holds every ``user`` event
     after ``since`` (else the ``balance`` here is where to start again)."""
     missed: list[dict[str, Any]] | None = None
+    limits: dict[str, GameLimits] | None = None
+    """Extension: each game's limits (``games`` lists the same names)."""
 
 
 class Error(_Reply, tag="error", omit_defaults=False):
@@ -167,6 +180,8 @@ class Subscribed(_Reply, tag="subscribed"):
     epoch: str
     recovered: bool
     missed: list[dict[str, Any]]
+    limits: GameLimits | None = None
+    """Extension: the game's limits."""
 
 
 class BetView(msgspec.Struct, kw_only=True):

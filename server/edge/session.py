@@ -209,6 +209,7 @@ class Session:
             games=list(self.node.games),
             offset=wallet.version,
             epoch=self.node.ledger.epoch,
+            limits={game: self.node.rounds.limits(game) for game in self.node.games},
         )
         if request.since is not None:
             welcome.recovered = missed is not None
@@ -301,7 +302,8 @@ class Session:
         self.node.audience.add(game_channel(request.game), self.peer)
         snapshot, offset, epoch = self.node.rounds.snapshot(request.game)
         return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=offset, epoch=epoch,
-                                     recovered=missed is not None, missed=missed or [])])  # fmt: skip
+                                     recovered=missed is not None, missed=missed or [],
+                                     limits=self.node.rounds.limits(request.game))])  # fmt: skip
 
     async def _history(self, request: m.History) -> Outcome:
         try:

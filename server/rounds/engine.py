@@ -201,6 +201,13 @@ class RoundEngine:
         table = self._tables.get(game)
         return None if table is None else table.rules
 
+    def limits(self, game: str) -> m.GameLimits:
+        """The game's limits as clients see them (``welcome``, ``subscribed``)."""
+        table = self._tables[game]
+        rules = table.rules
+        return m.GameLimits(min_bet=rules.min_bet, max_bet=rules.max_bet, max_payout=rules.max_payout,
+                            max_exposure=table.handler.exposure_cap())  # fmt: skip
+
     def validate_bet(self, game: str, round_id: int, amount: int, params: Mapping[str, Any]) -> CheckedBet:
         """A bet of ``amount`` with ``params`` on ``round_id``, checked against the round and the game's
         rules and caps, or :class:`RoundRefused` / :class:`InvalidBet`."""

@@ -12,7 +12,8 @@ from server.games.crash import Crash, cap_multiplier
 from server.ledger import Ledger
 from server.rounds.handler import BetInfo
 from tests.conftest import StartNode
-from tests.edge.client import request
+from tests.edge.client import authed, request
+from tests.ledger.conftest import next_user_id
 from tests.rounds.test_engine import next_event, player
 
 # Every crash point is at least 2.00x (house edge -100%: a test table), reached after 1.39 s.
@@ -65,6 +66,12 @@ async def test_bets_that_could_pay_over_the_games_cap_are_refused(start_node: St
     params = {"dice": {"max_payout": 1000, "running_ms": 0}, "roulette": {"max_payout": 3500, "running_ms": 0}}
     async with start_node(betting_ms=2000, games=("dice", "roulette"), game_params=params) as node:
         ws, _ = await player(node, bank, balance=100_000)
+        _, welcome = await authed(node, next_user_id())
+        assert welcome["limits"]["dice"] == {"min_bet": 1, "max_bet": 1_000_000, "max_payout": 1000,
+                                             "max_exposure": 100_000_000}  # fmt: skip
+        assert welcome["limits"]["roulette"]["max_payout"] == 3500
+        subscribed = await request(ws, {"t": "subscribe", "id": "s", "game": "dice"})
+        assert subscribed["limits"] == welcome["limits"]["dice"]
         dice = await betting_round(ws, "dice", margin_ms=300)
         # over 5000 pays 1.98x: 505 could pay 999 (allowed), 506 could pay 1001 (refused, naming the cap).
         assert (await bet(ws, "dice", dice, 505, {"target": 5000, "side": "over"}, 1))["t"] == "bet_ok"
