@@ -285,7 +285,9 @@ def not_json_params(draw: st.DrawFn) -> Case:
         st.binary(max_size=8)
         | st.builds(msgspec.msgpack.Ext, st.integers(0, 127), st.binary(max_size=4))
         | st.datetimes(timezones=st.just(datetime.UTC))
-        | st.dictionaries(st.integers() | st.binary(max_size=2), st.integers(0, 9), min_size=1, max_size=2)
+        | st.dictionaries(
+            st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=2), st.integers(0, 9), min_size=1, max_size=2
+        )
         | st.integers(2**63, 2**64 - 1)
         | st.sampled_from([math.nan, math.inf, -math.inf])
     )
