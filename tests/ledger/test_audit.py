@@ -60,3 +60,22 @@ async def test_audit_catches_each_kind_of_drift(scratch: asyncpg.Pool) -> None:
     assert "closed bets whose payout does not match their settlement transaction" in await run_audit(scratch)
     await scratch.execute("UPDATE bets SET payout = 20 WHERE id = $1", placed.bet_id)
     assert await run_audit(scratch) == []
+
+
+async def test_audit_catches_a_bet_left_open_in_a_finished_round(scratch: asyncpg.Pool) -> None:
+    from server.ledger import BetRequest
+
+    ledger = Ledger(scratch)
+    await ledger.start()
+    await ledger.sign_in(TelegramUser(id=2, first_name="b"))
+    await ledger.deposit(2, 100, ref="d2")
+    round_id = await create_open_round(scratch, "dice")
+    await ledger.place_bet(BetRequest(2, "dice", round_id, 10))
+    await ledger.close()
+    assert await run_audit(scratch) == []  # open in a round that still takes bets: fine
+    for phase in ("settled", "voided"):
+        # The money balances (the stake sits in the house account), but the bet was never settled.
+        await scratch.execute("UPDATE rounds SET phase = $2 WHERE id = $1", round_id, phase)
+        assert await run_audit(scratch) == [
+            "bets still open in a round that is settled or voided (a stake taken and never settled)"
+        ]
