@@ -6,10 +6,7 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -20,13 +17,8 @@ import asyncpg
 import psutil
 
 from server.db.embedded import EmbeddedPostgres
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.services import free_port as free_port  # re-exported: the benchmarks take it from here
+from tests.services import node_process as serving_process
 
 
 @contextlib.contextmanager
@@ -64,8 +56,8 @@ def bench_database(server_url: str | None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tuple[str, int]]:
-    """Run ``croupier serve`` on a free port; yield its ws:// URL and PID; stop it after."""
-    port = free_port()
+    """Run ``croupier serve`` on a free port (:func:`tests.services.node_process`) and wait until it is
+    ready; yield its ws:// URL and PID; stop it after (SIGTERM, then SIGKILL after 15 s)."""
     environ = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -75,32 +67,23 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
     }
     # The node's log goes to a file, never to a pipe nobody reads (a full pipe would stall the node).
     log = tempfile.NamedTemporaryFile(prefix="croupier-bench-node-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
-        env=environ, stdout=log, stderr=log,
-    )  # fmt: skip
     workers = int(environ.get("CROUPIER_WORKERS", "1"))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    # With workers, /readyz answers from whichever took the connection: wait for all.
-                    if response.status == 200 and (workers == 1 or "workers ready" in Path(log.name).read_text()):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not start: {Path(log.name).read_text()}")
-            time.sleep(0.1)
-        yield f"ws://127.0.0.1:{port}/ws", process.pid
+        with serving_process(environ, output=log, stop_grace=15.0) as (process, port):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                        # With workers, /readyz answers from whichever took the connection: wait for all.
+                        if response.status == 200 and (workers == 1 or "workers ready" in Path(log.name).read_text()):
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"node did not start: {Path(log.name).read_text()}")
+                time.sleep(0.1)
+            yield f"ws://127.0.0.1:{port}/ws", process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         log.close()
         print(f"  (node log: {log.name})")
 

@@ -67,6 +67,7 @@ from server.db.embedded import EmbeddedPostgres
 from server.games import configure_games
 from server.rounds.fair import FairRng
 from server.rounds.handler import BetInfo, RoundHandler
+from tests.services import free_port
 
 BOT_TOKEN = "424242:SOAK-token-for-the-croupier-fault-soak"
 GAMES = ("crash", "dice", "roulette")
@@ -146,13 +147,6 @@ class SoakConfig:
 def log_line(config: SoakConfig, text: str) -> None:
     if config.verbose:
         print(f"[soak {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------------------------- the cluster

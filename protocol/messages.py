@@ -111,8 +111,9 @@ REQUEST_TYPES: tuple[type[_Request], ...] = (Auth, Subscribe, Unsubscribe, Bet, 
 # ---------------------------------------------------------------- server replies
 
 
-class User(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The Telegram user of a session, as taken from verified initData."""
+class User(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """The Telegram user of a session, as taken from verified initData: the one type for it, from the
+    initData validator (``server.auth``) through the ledger's ``users`` rows to the ``welcome`` reply."""
 
     id: int
     first_name: str

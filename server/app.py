@@ -46,7 +46,8 @@ class CroupierApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
-            await serve_socket(scope, receive, send, self.state.node)
+            node: Node = self.state.node  # typed: mypy checks that a Node provides every SessionServices member
+            await serve_socket(scope, receive, send, node)
             return
         await super().__call__(scope, receive, send)
 

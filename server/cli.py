@@ -233,26 +233,11 @@ async def _database(settings: Settings, *, take_over: bool = False) -> AsyncIter
     is not running, and then stopped after). A server another live process started (a running
     node) is used and left running; one whose owner died is adopted, and stopped after, only with
     ``take_over``: the supervisor of workers owns it like a single node does."""
-    import asyncpg
+    from .db.provision import migrate_schema, running_database
 
-    from .db.embedded import EmbeddedPostgres, default_pg_data_dir
-    from .db.migrations import migrate
-
-    embedded = None
-    dsn = settings.database_url
-    if dsn is None:
-        embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
-        dsn = await asyncio.to_thread(embedded.start, take_over=take_over)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield dsn
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+    async with running_database(settings.database_url, settings.data_dir, take_over=take_over) as database:
+        await migrate_schema(database.dsn)
+        yield database.dsn
 
 
 async def _migrate(settings: Settings) -> int:

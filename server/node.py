@@ -18,15 +18,14 @@ import asyncpg
 from .auth import Ed25519Verifier, HmacVerifier, InitDataValidator, Verifier
 from .broker import Broker, broker_from_url
 from .broker.quota import quota_from_url
-from .db.embedded import EmbeddedPostgres, default_pg_data_dir
-from .db.migrations import migrate
 from .db.pool import create_pool
+from .db.provision import migrate_schema, running_database
 from .edge.audience import Audience
 from .edge.feeds import UserFeeds
-from .edge.relay import OutboxRelay
+from .edge.gamefeeds import GameFeeds
 from .edge.userlimits import UserLimits
 from .games import configure_games
-from .ledger import Ledger
+from .ledger import BatchOptions, Ledger, OutboxRelay
 from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
 
@@ -112,23 +111,17 @@ class Node:
         from .db.instance import DatabaseClaim, interrupt_this_process
 
         async with AsyncExitStack() as stack:
-            dsn = settings.database_url
-            database = "DATABASE_URL"
-            embedded: EmbeddedPostgres | None = None
-            if dsn is None:
-                embedded = EmbeddedPostgres(default_pg_data_dir(settings.data_dir))
-                dsn = await asyncio.to_thread(embedded.start)
-                stack.callback(embedded.stop)
-                database = f"embedded, data in {embedded.data_dir}"
-                log.info("embedded PostgreSQL ready (data in %s)", embedded.data_dir)
+            database = await stack.enter_async_context(running_database(settings.database_url, settings.data_dir))
+            dsn = database.dsn
+            if database.embedded is not None:
+                log.info("embedded PostgreSQL ready (data in %s)", database.embedded.data_dir)
             claim = DatabaseClaim(dsn, node_id=settings.node_id, shared=settings.redis_url is not None,
-                                  postmaster=embedded, on_failure=interrupt_this_process)  # fmt: skip
+                                  postmaster=database.embedded, on_failure=interrupt_this_process)  # fmt: skip
             await claim.acquire()
             stack.push_async_callback(claim.release)
             pool = await create_pool(dsn, min_size=2, max_size=20, command_timeout=10)
             stack.push_async_callback(pool.close)
-            async with pool.acquire() as conn:
-                applied = await migrate(conn)
+            applied = await migrate_schema(pool)
             if applied:
                 log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
             broker = broker_from_url(settings.redis_url)
@@ -139,9 +132,11 @@ class Node:
             ledger = Ledger(
                 pool,
                 welcome_credit=settings.welcome_credit,
-                batch_max=settings.bet_batch_max,
-                batch_wait=settings.bet_batch_wait,
-                batch_concurrency=settings.bet_batch_concurrency,
+                batches=BatchOptions(
+                    max_batch=settings.bet_batch_max,
+                    max_wait=settings.bet_batch_wait,
+                    concurrency=settings.bet_batch_concurrency,
+                ),
                 announce=relay.announce,
             )
             await ledger.start()
@@ -166,7 +161,6 @@ class Node:
                 pool=pool,
                 ledger=ledger,
                 broker=broker,
-                audience=audience,
                 handlers=handlers,
                 rules=rules,
                 settings=EngineSettings(
@@ -179,6 +173,9 @@ class Node:
             )
             await engine.start()
             stack.push_async_callback(engine.close)
+            game_feeds = GameFeeds(broker, audience, engine.games())  # after the engine: see its docstring
+            await game_feeds.start()
+            stack.push_async_callback(game_feeds.close)
             yield cls(
                 settings=settings,
                 pool=pool,
@@ -190,7 +187,7 @@ class Node:
                 feeds=feeds,
                 relay=relay,
                 user_limits=user_limits,
-                database=database,
+                database=database.description,
             )
         if claim.failure is not None:
             raise claim.failure

@@ -164,3 +164,12 @@ def start_node(database_url: str, tmp_path: Path) -> StartNode:
 async def node_server(start_node: StartNode) -> AsyncIterator[RunningNode]:
     async with start_node() as node:
         yield node
+
+
+@pytest.fixture
+def game_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process-wide game registry as a copy for this test: games it registers (``@register``, an
+    imported game module) are forgotten after it, so no other test sees them."""
+    from server.games import registry
+
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from server.db.embedded import EmbeddedPostgres
 
@@ -34,18 +34,29 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def node_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A ``croupier serve`` process on a free port with ``env``; killed (if still running) and reaped after."""
+def node_process(
+    env: dict[str, str], *, output: IO[bytes] | int = subprocess.DEVNULL, stop_grace: float = 0.0
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A ``croupier serve`` process on a free port with ``env`` (its whole environment), its log to
+    ``output``; yields it and its port at once (see :func:`wait_ready`). After: killed, or with
+    ``stop_grace`` sent SIGTERM and killed only if it has not stopped within that many seconds; reaped.
+
+    The one way the suite and the benchmarks (``loadtest/common.py``) run a node process."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=output, stderr=output,
     )  # fmt: skip
     try:
         yield process, port
     finally:
         if process.poll() is None:
-            process.kill()
+            if stop_grace > 0:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(stop_grace)
+            if process.poll() is None:
+                process.kill()
         process.wait()
 
 
@@ -67,6 +78,8 @@ async def wait_ready(port: int, attempts: int = 300) -> None:
 
 
 def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (the kernel's pick; bind it soon). Used by the
+    suite, the benchmarks and the soak alike."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -53,7 +53,8 @@ async def test_a_small_swarm_plays_every_game_with_no_failures(
         assert int(stats[("WS", name)]["Request Count"]) > 0, report
     assert int(stats[("WS", "auth")]["Request Count"]) == 12  # one per player
     assert int(stats[("PUSH", "lag round")]["Request Count"]) > 0, report
-    assert float(stats[("WS", "bet")]["99%"]) < 5000
+    # No latency bound: a timed assertion fails on a busy machine rather than on a regression. Latency is
+    # measured by the benchmarks in loadtest/, which print it beside its ceiling.
     conn = await asyncpg.connect(empty_database)
     try:
         assert await conn.fetchval("SELECT count(*) FROM users") == 12  # no two players share a Telegram user

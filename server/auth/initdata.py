@@ -32,6 +32,8 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from protocol.messages import User
+
 TELEGRAM_PUBLIC_KEYS = {
     "production": "e7bf03a2fa4602af4580703d88dda5bb59f32ed8b02a56c187fe7d34caed242d",
     "test": "40055058a4ee38156a06562e52eece92a771bcd8346a8c4615cb7376eddf72ec",
@@ -75,16 +77,9 @@ class InitDataError(Exception):
         self.kind = kind
 
 
-@dataclass(frozen=True, slots=True)
-class TelegramUser:
-    """The ``user`` field of verified initData."""
-
-    id: int
-    first_name: str
-    last_name: str | None = None
-    username: str | None = None
-    language_code: str | None = None
-    is_premium: bool = False
+TelegramUser = User
+"""The ``user`` field of verified initData: the protocol's :class:`protocol.messages.User` itself (one type
+from the validator to the ``welcome`` reply; frozen, keyword-only)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""PostgreSQL access: the embedded server, schema migrations and the non-money tables."""
+"""PostgreSQL access: the embedded server, schema migrations, transactions with retries
+(:mod:`server.db.transactions`), group commit, the round betting lock and the ``users`` table."""
 
 from __future__ import annotations
 

@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import asyncpg
-
-from ..auth import TelegramUser
-
 UPSERT_USERS = """
 INSERT INTO users (id, first_name, last_name, username, language_code, is_premium)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[])
@@ -25,15 +21,3 @@ last_name, username, language_code, is_premium), sorted by id when several (row 
 SEEN_PRECISION = 600.0
 """Seconds ``last_seen_at`` may lag: a returning user with an unchanged profile is not written again
 sooner (authentication is then a read, with no commit to wait for; see :mod:`server.ledger.signin`)."""
-
-
-class UserStore:
-    """Reads and writes users; one parameterized statement per call."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def upsert(self, user: TelegramUser) -> None:
-        """Record ``user`` as seen now, creating it on first sight (always writes)."""
-        await self._pool.execute(UPSERT_USERS, [user.id], [user.first_name], [user.last_name], [user.username],
-                                 [user.language_code], [user.is_premium])  # fmt: skip

@@ -31,14 +31,6 @@ class Peer(Protocol):
         ...
 
 
-def user_channel(user_id: int) -> str:
-    return f"user:{user_id}"
-
-
-def game_channel(game: str) -> str:
-    return f"game:{game}"
-
-
 class Audience:
     """channel -> the sockets listening to it on this node."""
 

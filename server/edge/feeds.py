@@ -3,7 +3,7 @@
 A node holds one broker subscription per ``user:<id>`` channel while at least one of its
 sockets belongs to that user; what arrives goes to those sockets through the
 :class:`~server.edge.audience.Audience`. Events are published by the outbox relay (see
-:mod:`server.edge.relay`), so a bet placed on node B updates the player's socket on node C.
+:mod:`server.ledger.outbox`), so a bet placed on node B updates the player's socket on node C.
 
 Every user event is delivered to the sockets here exactly once, whatever the broker does:
 - the relay publishes at least once: a copy of an offset already delivered is dropped;
@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from ..broker import Broker, Subscription
-from .audience import Audience, Peer, user_channel
+from ..ledger import user_channel
+from .audience import Audience, Peer
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,16 @@ import orjson
 from protocol import CloseCode, ErrorCode, ProtocolError
 from protocol import messages as m
 
-from ..auth import InitDataError, TelegramUser
+from ..auth import InitDataError
+from ..clock import now_ms
 from ..db import UNAVAILABLE_ERRORS
 from ..ledger import BetRequest, LedgerError, PlacedBet
-from ..node import Node
 from ..rounds.engine import CheckedBet, RoundRefused
+from ..rounds.events import game_channel
 from ..rounds.handler import InvalidBet
-from .audience import Peer, game_channel
+from .audience import Peer
 from .ratelimit import RateLimiter
+from .services import SessionServices
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,9 @@ def _error(request_id: m.RequestId | None, code: ErrorCode, message: str, field:
     return m.Error(id=request_id, code=code.value, message=message, field=field)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _unavailable(request_id: m.RequestId, retry: str = "retry shortly") -> Outcome:
+    """The reply to a request the database could not serve now (the client retries; nothing was done)."""
+    return Outcome([_error(request_id, ErrorCode.UNAVAILABLE, f"database unavailable; {retry}")])
 
 
 class SocketPeer(Peer, Protocol):
@@ -72,30 +75,35 @@ class SocketPeer(Peer, Protocol):
 
 
 class Session:
-    """One authenticated (or authenticating) WebSocket client."""
+    """One authenticated (or authenticating) WebSocket client.
 
-    __slots__ = ("_clock", "_limiter", "_malformed", "codec", "node", "peer", "session_id", "state",
+    ``services`` is what it uses of its node (:class:`~server.edge.services.SessionServices`; a
+    :class:`~server.node.Node` is one); ``clock`` (monotonic seconds) times its rate limits.
+    """
+
+    __slots__ = ("_clock", "_limiter", "_malformed", "codec", "peer", "services", "session_id", "state",
                  "subscriptions", "user")  # fmt: skip
 
-    def __init__(self, node: Node, peer: SocketPeer, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.node = node
+    def __init__(self, services: SessionServices, peer: SocketPeer, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.services = services
         self.peer = peer
         self.codec = peer.codec
         self.state = State.AWAITING_AUTH
-        self.user: TelegramUser | None = None
+        self.user: m.User | None = None
         self.session_id = secrets.token_urlsafe(12)
         self.subscriptions: set[str] = set()
         self._clock = clock
         self._malformed: list[float] = []  # times of recent malformed frames (most sockets send none)
-        self._limiter = RateLimiter(node.settings.rate_limit, node.settings.rate_burst, clock=clock)
+        self._limiter = RateLimiter(services.settings.rate_limit, services.settings.rate_burst, clock=clock)
 
     async def detach(self) -> None:
         """The socket is gone: stop receiving pushes."""
         if self.user is not None:
-            await self.node.feeds.leave(self.user.id, self.peer)
-            await self.node.user_limits.release(self.user.id, self.session_id)
+            await self.services.feeds.leave(self.user.id, self.peer)
+            await self.services.user_limits.release(self.user.id, self.session_id)
         for game in self.subscriptions:
-            self.node.audience.remove(game_channel(game), self.peer)
+            self.services.audience.remove(game_channel(game), self.peer)
         self.subscriptions.clear()
         self.state = State.CLOSED
 
@@ -130,7 +138,7 @@ class Session:
         """Over the rate: the request is not looked at (nothing charged); ignoring that closes with 4429."""
         request_id = self.codec.request_id(frame)
         reply = _error(request_id, ErrorCode.RATE_LIMITED,
-                       f"more than {self.node.settings.rate_limit:g} requests a second; slow down")  # fmt: skip
+                       f"more than {self.services.settings.rate_limit:g} requests a second; slow down")  # fmt: skip
         if self._limiter.exhausted:
             return self._close(reply, CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
         return Outcome([reply])
@@ -153,16 +161,16 @@ class Session:
             )
         reply = _error(exc.request_id, exc.code, exc.message, exc.field)
         now = self._clock()
-        window = self.node.settings.malformed_window
+        window = self.services.settings.malformed_window
         self._malformed = [t for t in self._malformed if t >= now - window]
         self._malformed.append(now)
-        if len(self._malformed) > self.node.settings.malformed_limit:
+        if len(self._malformed) > self.services.settings.malformed_limit:
             return self._close(reply, CloseCode.PROTOCOL_ABUSE, "too many malformed messages")
         return Outcome([reply])
 
     async def _authenticate(self, request: m.Auth) -> Outcome:
         try:
-            init_data = self.node.validator.validate(request.init_data)
+            init_data = self.services.validator.validate(request.init_data)
         except InitDataError as exc:
             log.info("auth refused: %s", exc.kind.value)
             return self._close(
@@ -178,38 +186,32 @@ class Session:
                 "unauthorized",
             )
         try:
-            wallet = await self.node.ledger.sign_in(user)
+            wallet = await self.services.ledger.sign_in(user)
         except _STORE_FAILURES as exc:
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)
-            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry auth shortly")])
+            return _unavailable(request.id, "retry auth shortly")
         missed: list[bytes] | None = None
-        if request.since is not None and request.since.epoch == self.node.ledger.epoch:
+        if request.since is not None and request.since.epoch == self.services.ledger.epoch:
             try:
-                missed = await self.node.relay.missed(user.id, request.since.offset, wallet.version)
+                missed = await self.services.relay.missed(user.id, request.since.offset, wallet.version)
             except _STORE_FAILURES:
                 missed = None  # resume is best effort: the welcome's balance is the truth
         self.user = user
         self.state = State.READY
-        await self.node.feeds.join(user.id, self.peer, wallet.version)
-        await self.node.user_limits.admit(user.id, self.session_id, self.peer.close)
+        await self.services.feeds.join(user.id, self.peer, wallet.version)
+        await self.services.user_limits.admit(user.id, self.session_id, self.peer.close)
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
+        games = self.services.rounds.games()
         welcome = m.Welcome(
             id=request.id,
-            user=m.User(
-                id=user.id,
-                first_name=user.first_name,
-                last_name=user.last_name,
-                username=user.username,
-                language_code=user.language_code,
-                is_premium=user.is_premium,
-            ),
+            user=user,
             balance=wallet.balance,
             session=self.session_id,
             server_time=now_ms(),
-            games=list(self.node.games),
+            games=list(games),
             offset=wallet.version,
-            epoch=self.node.ledger.epoch,
-            limits={game: self.node.rounds.limits(game) for game in self.node.games},
+            epoch=self.services.ledger.epoch,
+            limits={game: self.services.rounds.limits(game) for game in games},
         )
         if request.since is not None:
             welcome.recovered = missed is not None
@@ -218,11 +220,11 @@ class Session:
 
     async def _dispatch(self, request: m.Request) -> Outcome:
         assert self.user is not None
-        if not await self.node.user_limits.allow(self.user.id):
+        if not await self.services.user_limits.allow(self.user.id):
             return Outcome([_error(request.id, ErrorCode.RATE_LIMITED,
-                                   f"your sockets together send more than {self.node.settings.user_rate_limit:g} "
+                                   f"your sockets together send more than {self.services.settings.user_rate_limit:g} "
                                    "requests a second; slow down")])  # fmt: skip
-        if isinstance(request, _GAME_REQUESTS) and (self.node.rounds.rules(request.game) is None):
+        if isinstance(request, _GAME_REQUESTS) and (self.services.rounds.rules(request.game) is None):
             return Outcome([self._unknown_game(request.id, request.game)])
         match request:
             case m.Ping():
@@ -237,7 +239,7 @@ class Session:
                 if request.game not in self.subscriptions:
                     return Outcome([_error(request.id, ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {request.game}")])
                 self.subscriptions.discard(request.game)
-                self.node.audience.remove(game_channel(request.game), self.peer)
+                self.services.audience.remove(game_channel(request.game), self.peer)
                 return Outcome([m.Ok(id=request.id)])
             case m.History():
                 return await self._history(request)
@@ -248,14 +250,14 @@ class Session:
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
 
     async def _balance(self, request: m.BalanceRequest, user_id: int) -> Outcome:
-        known = self.node.feeds.balance(user_id)
+        known = self.services.feeds.balance(user_id)
         if known is not None:  # confirmed a moment ago, every change since applied: no need to ask
             return Outcome([m.Balance(id=request.id, balance=known)])
         try:
-            wallet = await self.node.ledger.balance(user_id)
+            wallet = await self.services.ledger.balance(user_id)
         except UNAVAILABLE_ERRORS:
-            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
-        self.node.feeds.confirm_balance(user_id, wallet.balance, wallet.version)
+            return _unavailable(request.id)
+        self.services.feeds.confirm_balance(user_id, wallet.balance, wallet.version)
         return Outcome([m.Balance(id=request.id, balance=wallet.balance)])
 
     async def _bet(self, request: m.Bet, user_id: int) -> Outcome:
@@ -268,18 +270,18 @@ class Session:
         bet = BetRequest(user_id, request.game, request.round, request.amount, params.params, request.key,
                          exposure=params.exposure, exposure_cap=params.exposure_cap)  # fmt: skip
         try:
-            placed = await self.node.ledger.place_bet(bet)
+            placed = await self.services.ledger.place_bet(bet)
         except LedgerError as exc:
             return Outcome([_error(request.id, exc.code, str(exc))])
         return self._bet_ok(request, placed)
 
     async def _replay_or(self, request: m.Bet, user_id: int, refusal: m.Error) -> Outcome:
-        params = self.node.rounds.handler_params(request.game, request.params)
+        params = self.services.rounds.handler_params(request.game, request.params)
         bet = BetRequest(user_id, request.game, request.round, request.amount, params, request.key)
         try:
-            prior = await self.node.ledger.replay(bet)
+            prior = await self.services.ledger.replay(bet)
         except UNAVAILABLE_ERRORS:
-            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+            return _unavailable(request.id)
         if prior is None:
             return Outcome([refusal])
         if isinstance(prior, LedgerError):
@@ -295,43 +297,43 @@ class Session:
     async def _subscribe(self, request: m.Subscribe) -> Outcome:
         missed = None
         if request.since is not None:
-            missed = await self.node.rounds.missed_since(request.game, request.since.offset, request.since.epoch)
+            missed = await self.services.rounds.missed_since(request.game, request.since.offset, request.since.epoch)
         # No await from here: the snapshot is at the offset ``missed`` ends at, and every later event reaches
         # this socket (after this reply) with no gap and nothing twice.
         self.subscriptions.add(request.game)
-        self.node.audience.add(game_channel(request.game), self.peer)
-        snapshot, offset, epoch = self.node.rounds.snapshot(request.game)
+        self.services.audience.add(game_channel(request.game), self.peer)
+        snapshot, offset, epoch = self.services.rounds.snapshot(request.game)
         return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=offset, epoch=epoch,
                                      recovered=missed is not None, missed=missed or [],
-                                     limits=self.node.rounds.limits(request.game))])  # fmt: skip
+                                     limits=self.services.rounds.limits(request.game))])  # fmt: skip
 
     async def _history(self, request: m.History) -> Outcome:
         try:
-            rounds = await self.node.rounds.history(request.game, request.limit)
+            rounds = await self.services.rounds.history(request.game, request.limit)
         except UNAVAILABLE_ERRORS:
-            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+            return _unavailable(request.id)
         return Outcome([m.HistoryReply(id=request.id, rounds=rounds)])
 
     async def _action(self, request: m.Action, user_id: int) -> Outcome:
         try:
-            result = await self.node.rounds.action(request.game, request.round, user_id, request.action,
+            result = await self.services.rounds.action(request.game, request.round, user_id, request.action,
                                                    request.params)  # fmt: skip
-            wallet = await self.node.ledger.balance(user_id)
+            wallet = await self.services.ledger.balance(user_id)
         except RoundRefused as exc:
             return Outcome([_error(request.id, exc.code, str(exc), exc.field)])
         except LedgerError as exc:
             return Outcome([_error(request.id, exc.code, str(exc))])
         except UNAVAILABLE_ERRORS:
-            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")])
+            return _unavailable(request.id)
         return Outcome([m.ActionOk(id=request.id, result=result, balance=wallet.balance)])
 
     def _unknown_game(self, request_id: m.RequestId, game: str) -> m.Error:
-        games = ", ".join(self.node.games) or "none"
+        games = ", ".join(self.services.rounds.games()) or "none"
         return _error(request_id, ErrorCode.UNKNOWN_GAME, f"no game named {game!r} (games: {games})", "game")
 
     def _checked_params(self, request: m.Bet) -> CheckedBet | m.Error:
         """The bet as the game accepts it (normalised params, exposure), or the error to answer with."""
-        rules = self.node.rounds.rules(request.game)
+        rules = self.services.rounds.rules(request.game)
         assert rules is not None
         if request.amount < rules.min_bet:
             return _error(request.id, ErrorCode.INVALID_BET, f"amount is below the minimum bet of {rules.min_bet}",
@@ -347,7 +349,7 @@ class Session:
             return _error(request.id, ErrorCode.INVALID_BET,
                           f"params take {size} bytes; the limit is {rules.max_params_bytes}", "params")  # fmt: skip
         try:
-            return self.node.rounds.validate_bet(request.game, request.round, request.amount, request.params)
+            return self.services.rounds.validate_bet(request.game, request.round, request.amount, request.params)
         except RoundRefused as exc:
             return _error(request.id, exc.code, str(exc), exc.field)
         except InvalidBet as exc:

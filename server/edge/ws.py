@@ -20,18 +20,18 @@ from starlette.types import Receive, Scope, Send
 
 from protocol import CloseCode, Codec, negotiate
 
-from ..node import Node
 from .admission import ADMISSION, Ticket
 from .frame import Frame
 from .sendqueue import SendQueue
+from .services import EdgeSettings, SessionServices
 from .session import Session, State
 from .wsprotocol import SEND_NOW
 
 log = logging.getLogger(__name__)
 
 
-async def serve_socket(scope: Scope, receive: Receive, send: Send, node: Node) -> None:
-    """Serve one Mini App connection from handshake to close."""
+async def serve_socket(scope: Scope, receive: Receive, send: Send, services: SessionServices) -> None:
+    """Serve one Mini App connection from handshake to close, with ``services`` (the node's)."""
     if (await receive())["type"] != "websocket.connect":
         return  # the client left before the handshake finished
     negotiated = negotiate(list(scope.get("subprotocols", [])))
@@ -56,15 +56,15 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, node: Node) -
 
     # croupier serve's WebSocket protocol offers a synchronous write of a frame's wire bytes.
     send_now = scope.get("extensions", {}).get(SEND_NOW)
-    queue = SendQueue(send_frame, close, limit=node.settings.send_queue_frames, send_now=send_now)
-    session = Session(node, _Peer(codec, queue))
+    queue = SendQueue(send_frame, close, limit=services.settings.send_queue_frames, send_now=send_now)
+    session = Session(services, _Peer(codec, queue))
     # croupier serve's HTTP protocol counts the connection as unauthenticated until the session authenticates.
     ticket: Ticket | None = scope.get("extensions", {}).get(ADMISSION)
     if ticket is not None:
         ticket.claim()  # the handshake is done: the auth timeout applies from here, not the handshake timeout
         receive = ticket.watch(receive, lambda: session.state is State.READY)
     try:
-        await _serve_frames(session, queue, receive, node)
+        await _serve_frames(session, queue, receive, services.settings)
     finally:
         if ticket is not None:
             ticket.release()
@@ -74,10 +74,10 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, node: Node) -
         await queue.wait_closed(grace=5.0)
 
 
-async def _serve_frames(session: Session, queue: SendQueue, receive: Receive, node: Node) -> None:
+async def _serve_frames(session: Session, queue: SendQueue, receive: Receive, settings: EdgeSettings) -> None:
     """Feed the client's frames to the session until either side closes."""
-    auth_deadline = asyncio.get_running_loop().time() + node.settings.auth_timeout
-    max_frame = node.settings.max_frame_bytes
+    auth_deadline = asyncio.get_running_loop().time() + settings.auth_timeout
+    max_frame = settings.max_frame_bytes
     while not queue.closing:
         try:
             if session.state is State.AWAITING_AUTH:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .transactions import Connection
+from ..db.transactions import Connection
 
 _CHECKS: list[tuple[str, str]] = [
     (

@@ -5,10 +5,14 @@ Each bet still gets its own answer: accepted (with the wallet balance right afte
 the same (user, key). One bet's refusal never fails its neighbours. The answer is given only
 after the transaction committed, so an acknowledged bet is durable.
 
-Correctness under concurrency rests on row locks: a batch locks its house account and the
-wallets of its users in id order (``FOR UPDATE``) before reading balances or idempotency
-keys, so batches touching the same user, on this node or another, run one after the other
-and see each other's committed bets.
+Correctness under concurrency rests on locks: a batch takes the betting lock of its rounds
+(shared, :mod:`server.db.roundlock`: a round that stopped betting takes no bet), then locks its
+house account and the wallets of its users in id order (``FOR UPDATE``) before reading balances
+or idempotency keys, so batches touching the same user, on this node or another, run one after
+the other and see each other's committed bets.
+
+A batch is three statements: the locks, one read, and one write of every accepted bet (the stakes
+built as :class:`~server.ledger.postings.Transfers`, whose legs the write inserts and applies).
 """
 
 from __future__ import annotations
@@ -22,9 +26,20 @@ import asyncpg
 import orjson
 
 from ..db.groupcommit import GroupCommit
-from .errors import BettingClosed, ExposureCapReached, IdempotencyConflict, InsufficientFunds, LedgerError
+from ..db.roundlock import HOLD_BETTING_OPEN
+from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
+from .batching import BatchOptions
+from .errors import (
+    BettingClosed,
+    ExposureCapReached,
+    IdempotencyConflict,
+    InsufficientFunds,
+    LedgerError,
+    LedgerUnavailable,
+)
 from .events import UserEvent, balance_event
-from .transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
+from .outbox import insert_events_sql
+from .postings import Transfers
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +82,24 @@ class PlacedBet:
 
 BetOutcome = PlacedBet | LedgerError
 
-# Statement 1 takes the locks: a shared advisory lock per round (key: minus the round id), then the house
+
+@dataclass(slots=True)
+class _Wallet:
+    """A bettor's wallet as the batch locked it; ``balance`` and ``version`` move as its bets are accepted."""
+
+    account_id: int
+    balance: int
+    version: int
+
+
+# Statement 1 takes the locks: the betting lock of each round, shared (see server/db/roundlock.py), then the house
 # shard and the wallets, in id order.
-_LOCK = """
-WITH round_locks AS (SELECT count(pg_advisory_xact_lock_shared(-r)) AS held FROM unnest($3::bigint[]) AS r)
+_LOCK = f"""
+WITH round_locks AS ({HOLD_BETTING_OPEN})
 SELECT a.id, a.user_id, a.balance, a.version FROM accounts a CROSS JOIN round_locks
-WHERE a.user_id = ANY($1::bigint[]) OR a.id = $2
+WHERE a.user_id = ANY($2::bigint[]) OR a.id = $3
 ORDER BY a.id FOR UPDATE OF a
-"""
+"""  # noqa: S608 - composed of constant SQL, no data
 
 # Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, the exposure of the
 # rounds whose game caps it (their rows locked: batches adding to one capped round take turns), ids for the
@@ -99,32 +124,73 @@ FROM bets b JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
   ON b.user_id = k.user_id AND b.idem_key = k.idem_key
 """
 
-_WRITE = """
+# Statement 3 writes the _AcceptedBets: the stakes' ledger transactions (kind 'bet', ref the bet id) and their legs,
+# the accounts moved by exactly their legs, the bets, their balance events into the outbox, and the rounds' new
+# exposure.
+_WRITE = f"""
 WITH txns AS (
-    INSERT INTO ledger_txns (id, kind, ref)
-    SELECT t, 'bet', b::text FROM unnest($1::bigint[], $2::bigint[]) AS x(t, b)
+    INSERT INTO ledger_txns (id, kind, ref) SELECT t, 'bet', b::text FROM unnest($1::bigint[], $2::bigint[]) AS x(t, b)
 ), legs AS (
-    INSERT INTO ledger_legs (txn_id, account_id, amount)
-    SELECT t, w, -a FROM unnest($1::bigint[], $3::bigint[], $4::bigint[]) AS x(t, w, a)
-    UNION ALL
-    SELECT t, $5::bigint, a FROM unnest($1::bigint[], $4::bigint[]) AS y(t, a)
-), wallets AS (
-    UPDATE accounts SET balance = d.balance, version = d.version
-    FROM unnest($11::bigint[], $12::bigint[], $13::bigint[]) AS d(id, balance, version)
-    WHERE accounts.id = d.id
-), house AS (
-    UPDATE accounts SET balance = balance + $14::bigint, version = version + cardinality($1::bigint[])
-    WHERE id = $5
+    INSERT INTO ledger_legs (txn_id, account_id, amount) SELECT * FROM unnest($3::bigint[], $4::bigint[], $5::bigint[])
+), balances AS (
+    UPDATE accounts SET balance = accounts.balance + d.delta, version = accounts.version + d.legs
+    FROM (SELECT account_id, sum(amount)::bigint AS delta, count(*) AS legs
+          FROM unnest($4::bigint[], $5::bigint[]) AS l(account_id, amount) GROUP BY account_id) AS d
+    WHERE accounts.id = d.account_id
 ), events AS (
-    INSERT INTO user_events (user_id, "offset", payload) SELECT * FROM unnest($6::bigint[], $16::bigint[], $17::bytea[])
+    {insert_events_sql("$6", "$13", "$14")}
 ), exposures AS (
-    UPDATE rounds SET exposure = e.exposure FROM unnest($18::bigint[], $19::bigint[]) AS e(id, exposure)
+    UPDATE rounds SET exposure = e.exposure FROM unnest($15::bigint[], $16::bigint[]) AS e(id, exposure)
     WHERE rounds.id = e.id
 )
 INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn)
-SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::bigint[], $9::jsonb[], $10::text[],
-                     $15::bigint[], $16::bigint[], $1::bigint[])
-"""
+SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::jsonb[], $11::text[],
+                     $12::bigint[], $13::bigint[], $1::bigint[])
+"""  # noqa: S608 - composed of constant SQL, no data
+
+
+@dataclass(slots=True)
+class _AcceptedBets:
+    """The accepted bets of a batch, gathered as they are decided into the parallel arrays :data:`_WRITE`
+    reads (one entry per bet; the comments give each field's parameter). ``wallets`` and the house shard
+    make the stakes' legs (:class:`Transfers`, ``$3``-``$5``)."""
+
+    txn_ids: list[int] = field(default_factory=list)  # $1
+    bet_ids: list[int] = field(default_factory=list)  # $2
+    user_ids: list[int] = field(default_factory=list)  # $6
+    games: list[str] = field(default_factory=list)  # $7
+    round_ids: list[int] = field(default_factory=list)  # $8
+    amounts: list[int] = field(default_factory=list)  # $9
+    params: list[str] = field(default_factory=list)  # $10
+    keys: list[str | None] = field(default_factory=list)  # $11
+    balances: list[int] = field(default_factory=list)  # $12
+    versions: list[int] = field(default_factory=list)  # $13: also the events' offsets
+    payloads: list[bytes] = field(default_factory=list)  # $14
+    wallets: list[int] = field(default_factory=list)  # the account each stake comes from
+
+    def add(self, bet: PlacedBet, key: str | None, wallet: int, txn_id: int) -> None:
+        """An accepted ``bet`` (with its ``balance`` event), its stake taken from account ``wallet`` in ledger
+        transaction ``txn_id``."""
+        assert bet.event is not None
+        self.txn_ids.append(txn_id)
+        self.bet_ids.append(bet.bet_id)
+        self.user_ids.append(bet.user_id)
+        self.games.append(bet.game)
+        self.round_ids.append(bet.round_id)
+        self.amounts.append(bet.amount)
+        self.params.append(orjson.dumps(bet.params).decode())
+        self.keys.append(key)
+        self.balances.append(bet.balance)
+        self.versions.append(bet.version)
+        self.payloads.append(bet.event.payload)
+        self.wallets.append(wallet)
+
+    def arguments(self, house: int, exposures: dict[int, int]) -> tuple[object, ...]:
+        """The parameters of :data:`_WRITE`, the stakes going to ``house``."""
+        legs = Transfers("bet", house, self.txn_ids, self.wallets, self.amounts).legs()
+        return (self.txn_ids, self.bet_ids, legs.txn_ids, legs.accounts, legs.amounts, self.user_ids, self.games,
+                self.round_ids, self.amounts, self.params, self.keys, self.balances, self.versions, self.payloads,
+                list(exposures), list(exposures.values()))  # fmt: skip
 
 
 async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epoch: str) -> list[BetOutcome]:
@@ -132,13 +198,12 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
 
     Each accepted bet also writes its ``balance`` event (in ``epoch``) to the outbox."""
     round_ids = sorted({r.round_id for r in batch})
-    # The shared advisory lock per round is held to commit: the round engine takes it exclusively to close
-    # betting, so it waits for batches in flight, and a batch after it sees the round closed. A bet can never
-    # land in a round that stopped betting. (Advisory locks live in memory: no tuple is written for them.)
-    wallets: dict[int, list[int]] = {}  # user -> [account id, balance, version]
-    for row in await conn.fetch(_LOCK, sorted({r.user_id for r in batch}), house, round_ids):
+    # The betting lock of each round is held shared to commit (server/db/roundlock.py): closing betting takes it
+    # exclusively, so it waits for batches in flight, and a batch after it sees the round closed.
+    wallets: dict[int, _Wallet] = {}
+    for row in await conn.fetch(_LOCK, round_ids, sorted({r.user_id for r in batch}), house):
         if row["user_id"] is not None:
-            wallets[row["user_id"]] = [row["id"], row["balance"], row["version"]]
+            wallets[row["user_id"]] = _Wallet(row["id"], row["balance"], row["version"])
     keyed = [r for r in batch if r.key is not None]
     capped = sorted({r.round_id for r in batch if r.exposure_cap is not None})
     read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed],
@@ -149,88 +214,52 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
     prior: dict[tuple[int, str], Mapping[str, Any]] = {
         (row["user_id"], row["idem_key"]): row for row in orjson.loads(read["prior"])
     }
+    bet_ids, txn_ids = read["bet_ids"], read["txn_ids"]
 
-    outcomes: list[BetOutcome | int | None] = [None] * len(batch)  # int: same as that earlier index
-    first_in_batch: dict[tuple[int, str], int] = {}
-    accepted: list[tuple[int, BetRequest, int, int]] = []  # (index, request, balance, version)
-    for index, request in enumerate(batch):
-        if request.key is not None:
-            identity = (request.user_id, request.key)
+    outcomes: list[BetOutcome] = []
+    accepted = _AcceptedBets()
+    accepted_keys: dict[tuple[int, str], PlacedBet] = {}  # (user, key) -> the bet accepted with it in this batch
+    for request in batch:
+        identity = None if request.key is None else (request.user_id, request.key)
+        if identity is not None:
             earlier = prior.get(identity)
             if earlier is not None:
-                outcomes[index] = _replay(request, earlier)
+                outcomes.append(_replay(request, earlier))
                 continue
-            if identity in first_in_batch:
-                first = batch[first_in_batch[identity]]
+            first = accepted_keys.get(identity)
+            if first is not None:  # a retry within the batch: answered like a retry after it
                 same = request.same_bet(first.game, first.round_id, first.amount, first.params)
-                outcomes[index] = first_in_batch[identity] if same else _conflict(request)
+                outcomes.append(replace(first, replayed=True, event=None) if same else _conflict(request))
                 continue
         if request.round_id not in open_rounds:
-            outcomes[index] = BettingClosed(f"round {request.round_id} of {request.game} is not taking bets")
+            outcomes.append(BettingClosed(f"round {request.round_id} of {request.game} is not taking bets"))
             continue
         wallet = wallets.get(request.user_id)
-        if wallet is None or wallet[1] < request.amount:
-            available = 0 if wallet is None else wallet[1]
-            outcomes[index] = InsufficientFunds(f"balance {available} is less than the bet amount {request.amount}")
+        if wallet is None or wallet.balance < request.amount:
+            available = 0 if wallet is None else wallet.balance
+            outcomes.append(InsufficientFunds(f"balance {available} is less than the bet amount {request.amount}"))
             continue
         if request.exposure_cap is not None:
             exposure = exposures.get(request.round_id, 0) + request.exposure
             if exposure > request.exposure_cap:
-                outcomes[index] = ExposureCapReached(
-                    f"round {request.round_id} of {request.game} is full: with this bet its winners could be paid "
-                    f"{exposure}, over the round's cap of {request.exposure_cap}; bet less or in the next round"
-                )
+                outcomes.append(_round_full(request, exposure))
                 continue
             exposures[request.round_id] = exposure
-        wallet[1] -= request.amount
-        wallet[2] += 1
-        accepted.append((index, request, wallet[1], wallet[2]))
-        if request.key is not None:
-            first_in_batch[(request.user_id, request.key)] = index
+        bet_id, txn_id = bet_ids[len(accepted.bet_ids)], txn_ids[len(accepted.bet_ids)]
+        wallet.balance -= request.amount
+        wallet.version += 1
+        event = balance_event(request.user_id, wallet.version, epoch, balance=wallet.balance, delta=-request.amount,
+                              reason="bet", ref=bet_id)  # fmt: skip
+        placed = PlacedBet(bet_id, request.user_id, request.game, request.round_id, request.amount, request.params,
+                           "accepted", wallet.balance, wallet.version, event=event)  # fmt: skip
+        accepted.add(placed, request.key, wallet.account_id, txn_id)
+        outcomes.append(placed)
+        if identity is not None:
+            accepted_keys[identity] = placed
 
-    if accepted:
-        bet_ids, txn_ids = read["bet_ids"][: len(accepted)], read["txn_ids"][: len(accepted)]
-        events = [balance_event(r.user_id, version, epoch, balance=balance, delta=-r.amount, reason="bet", ref=bet_id)
-                  for (_, r, balance, version), bet_id in zip(accepted, bet_ids, strict=True)]  # fmt: skip
-        touched = sorted({wallets[r.user_id][0]: r.user_id for _, r, _, _ in accepted}.items())
-        await conn.execute(
-            _WRITE,
-            txn_ids,
-            bet_ids,
-            [wallets[r.user_id][0] for _, r, _, _ in accepted],
-            [r.amount for _, r, _, _ in accepted],
-            house,
-            [r.user_id for _, r, _, _ in accepted],
-            [r.game for _, r, _, _ in accepted],
-            [r.round_id for _, r, _, _ in accepted],
-            [orjson.dumps(r.params).decode() for _, r, _, _ in accepted],
-            [r.key for _, r, _, _ in accepted],
-            [account for account, _ in touched],
-            [wallets[user][1] for _, user in touched],
-            [wallets[user][2] for _, user in touched],
-            sum(r.amount for _, r, _, _ in accepted),
-            [balance for _, _, balance, _ in accepted],
-            [version for _, _, _, version in accepted],
-            [event.payload for event in events],
-            list(exposures),
-            list(exposures.values()),
-        )
-        for (index, request, balance, version), bet_id, event in zip(accepted, bet_ids, events, strict=True):
-            outcomes[index] = PlacedBet(
-                bet_id, request.user_id, request.game, request.round_id, request.amount, request.params,
-                "accepted", balance, version, event=event,
-            )  # fmt: skip
-
-    final: list[BetOutcome] = []
-    for outcome in outcomes:
-        if isinstance(outcome, int):
-            original = outcomes[outcome]
-            assert isinstance(original, PlacedBet)
-            final.append(replace(original, replayed=True, event=None))
-        else:
-            assert outcome is not None
-            final.append(outcome)
-    return final
+    if accepted.bet_ids:
+        await conn.execute(_WRITE, *accepted.arguments(house, exposures))
+    return outcomes
 
 
 async def find_replay(conn: Connection, request: BetRequest) -> BetOutcome | None:
@@ -256,6 +285,13 @@ def _conflict(request: BetRequest) -> IdempotencyConflict:
     return IdempotencyConflict(f"key {request.key!r} was already used for a different bet")
 
 
+def _round_full(request: BetRequest, exposure: int) -> ExposureCapReached:
+    return ExposureCapReached(
+        f"round {request.round_id} of {request.game} is full: with this bet its winners could be paid "
+        f"{exposure}, over the round's cap of {request.exposure_cap}; bet less or in the next round"
+    )
+
+
 class BetBatcher:
     """Coalesces concurrent :meth:`place` calls into shared transactions (see
     :class:`~server.db.groupcommit.GroupCommit`): each batch commits on its own connection and
@@ -267,9 +303,7 @@ class BetBatcher:
         pool: asyncpg.Pool,
         house_accounts: list[int],
         *,
-        max_batch: int = 500,
-        max_wait: float = 0.002,
-        concurrency: int = 2,
+        batches: BatchOptions,
         epoch: str = "",
         announce: Callable[[list[UserEvent]], None] | None = None,
     ) -> None:
@@ -280,9 +314,9 @@ class BetBatcher:
         self._group: GroupCommit[BetRequest, PlacedBet] = GroupCommit(
             self._commit,
             name="bet-batcher",
-            max_batch=max_batch,
-            max_wait=max_wait,
-            concurrency=concurrency,
+            max_batch=batches.max_batch,
+            max_wait=batches.max_wait,
+            concurrency=batches.concurrency,
             shutdown_error=lambda: LedgerError("the node is shutting down; retry with the same key"),
             expected=(LedgerError,),
             after=self._announce_events,
@@ -311,6 +345,7 @@ class BetBatcher:
             self._pool,
             lambda conn: commit_bets(conn, requests, house, self._epoch),
             retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+            unavailable=LedgerUnavailable,
         )
 
     def _announce_events(self, outcomes: Sequence[PlacedBet | Exception]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from protocol import ErrorCode
 
+from ..db.transactions import DatabaseUnavailable
+
 
 class LedgerError(Exception):
     """Base of ledger refusals. ``code`` is the protocol error code to answer with."""
@@ -35,8 +37,10 @@ class ExposureCapReached(LedgerError):
     code = ErrorCode.INVALID_BET
 
 
-class LedgerUnavailable(LedgerError):
-    """PostgreSQL did not answer. The operation was not committed (nothing charged)."""
+class LedgerUnavailable(LedgerError, DatabaseUnavailable):
+    """PostgreSQL did not answer. The operation was not committed (nothing charged).
+
+    The ledger passes it to :func:`~server.db.transactions.in_transaction` as the error to raise."""
 
     code = ErrorCode.UNAVAILABLE
 

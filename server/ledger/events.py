@@ -1,11 +1,12 @@
 """Events of the user channel, written in the same transaction as the money they announce.
 
-Every change of a wallet is one event on its user's channel, and its ``offset`` is the wallet's
-version after the change: a bet (``balance``, reason ``bet``), each closed bet (``bet_settled``,
-then ``balance`` with reason ``win`` or ``refund`` when it paid), a deposit, a welcome credit or
-an adjustment (``balance``). The events go into ``user_events`` (the outbox and the channel's
-history, see migration 0005) before the transaction commits; the ledger hands them to its
-``announce`` hook after the commit (see :class:`server.edge.relay.OutboxRelay`).
+Every change of a wallet is one event on its user's channel (:func:`user_channel`), and its
+``offset`` is the wallet's version after the change: a bet (``balance``, reason ``bet``), each
+closed bet (``bet_settled``, then ``balance`` with reason ``win`` or ``refund`` when it paid), a
+deposit, a welcome credit or an adjustment (``balance``). The events go into ``user_events`` (the
+outbox and the channel's history, see migration 0005 and :mod:`server.ledger.outbox`) before the
+transaction commits; the ledger hands them to its ``announce`` hook after the commit (the
+:class:`~server.ledger.outbox.OutboxRelay` publishes them).
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from protocol import JSON
 from protocol import messages as m
 
 from .settlement import ClosedBet
-from .transactions import Connection
 from .wallets import WalletState
+
+
+def user_channel(user_id: int) -> str:
+    """The broker channel of ``user_id``'s events (``user:<id>``): the outbox relay publishes on it,
+    the edge delivers from it to the user's sockets."""
+    return f"user:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +73,3 @@ def settlement_events(closed: list[ClosedBet], epoch: str) -> list[UserEvent]:
                                             reason=reason, ref=bet.bet_id))  # fmt: skip
                 offset += 1
     return events
-
-
-STORE = """
-INSERT INTO user_events (user_id, "offset", payload)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])
-"""
-
-
-async def store_events(conn: Connection, events: list[UserEvent]) -> None:
-    """Write ``events`` into the outbox, in the caller's transaction."""
-    if events:
-        await conn.execute(STORE, [e.user_id for e in events], [e.offset for e in events], [e.payload for e in events])

@@ -15,14 +15,16 @@ import asyncpg
 
 from ..auth import TelegramUser
 from ..db.groupcommit import GroupCommit
+from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
+from .batching import BatchOptions
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
-from .errors import InsufficientFunds, LedgerError, UnknownAccount
-from .events import UserEvent, balance_event, settlement_events, store_events, welcome_event
+from .errors import InsufficientFunds, LedgerError, LedgerUnavailable, UnknownAccount
+from .events import UserEvent, balance_event, settlement_events
+from .outbox import store_events
 from .postings import post, transfer
 from .settlement import ClosedBet, refund_bets, settle_bets
 from .signin import SignIns
-from .transactions import Connection, in_transaction
-from .wallets import WalletState, open_wallet, system_account, wallet_id
+from .wallets import WalletState, system_account, wallet_id
 
 HOUSE_SHARDS = 8
 
@@ -35,22 +37,26 @@ RETURNING bets.id
 
 
 class Ledger:
-    """Wallets, bets and transfers over one asyncpg pool. Call :meth:`start` before use."""
+    """Wallets, bets and transfers over one asyncpg pool. Call :meth:`start` before use.
+
+    ``batches`` sets how bets, sign-ins and cash-outs are gathered (default: ``BatchOptions()``).
+    ``announce`` gets the user events of every committed operation, after the commit (they are in the
+    outbox already): a node hands them to its :class:`~server.ledger.outbox.OutboxRelay`.
+    PostgreSQL not answering raises :class:`~server.ledger.errors.LedgerUnavailable`.
+    """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         *,
         welcome_credit: int = 0,
-        batch_max: int = 500,
-        batch_wait: float = 0.002,
-        batch_concurrency: int = 2,
+        batches: BatchOptions | None = None,
         announce: Callable[[list[UserEvent]], None] | None = None,
     ) -> None:
         self._pool = pool
         self._announce = announce
         self._welcome_credit = welcome_credit
-        self._batch_options = {"max_batch": batch_max, "max_wait": batch_wait, "concurrency": batch_concurrency}
+        self._batches = batches or BatchOptions()
         self._batcher: BetBatcher | None = None
         self._sign_ins: SignIns | None = None
         self._cashouts: GroupCommit[tuple[list[int], int], list[int]] | None = None
@@ -65,15 +71,17 @@ class Ledger:
             self._houses = [await system_account(conn, "house", shard) for shard in range(HOUSE_SHARDS)]
             self._bank = await system_account(conn, "bank")
             self.epoch = await conn.fetchval("SELECT epoch FROM ledger_meta")
-        self._batcher = BetBatcher(self._pool, self._houses, epoch=self.epoch, announce=self._announce,
-                                   **self._batch_options)  # type: ignore[arg-type]  # fmt: skip
+        batches = self._batches
+        self._batcher = BetBatcher(self._pool, self._houses, batches=batches, epoch=self.epoch,
+                                   announce=self._announce)  # fmt: skip
         self._batcher.start()
         self._sign_ins = SignIns(self._pool, bank=self._bank, welcome_credit=self._welcome_credit, epoch=self.epoch,
-                                 announce=self._announce, **self._batch_options)  # type: ignore[arg-type]  # fmt: skip
+                                 batches=batches, announce=self._announce)  # fmt: skip
         self._sign_ins.start()
-        self._cashouts = GroupCommit(self._record_cashouts, name="cash-outs",
+        self._cashouts = GroupCommit(self._record_cashouts, name="cash-outs", max_batch=batches.max_batch,
+                                     max_wait=batches.max_wait, concurrency=batches.concurrency,
                                      shutdown_error=lambda: LedgerError("the node is shutting down; retry"),
-                                     expected=(LedgerError,), **self._batch_options)  # type: ignore[arg-type]  # fmt: skip
+                                     expected=(LedgerError,))  # fmt: skip
         self._cashouts.start()
 
     async def close(self) -> None:
@@ -94,24 +102,6 @@ class Ledger:
     def batcher(self) -> BetBatcher:
         assert self._batcher is not None, "Ledger.start() was not called"
         return self._batcher
-
-    async def open_wallet(self, user_id: int) -> WalletState:
-        """Open the user's wallet (with the configured welcome credit) unless it exists; return its state.
-
-        A wallet that exists is only read (no transaction to commit: returning users sign in fast)."""
-        existing = await self._wallet_state(user_id)
-        if existing is not None:
-            return existing
-
-        async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
-            wallet = await open_wallet(conn, user_id, welcome_credit=self._welcome_credit)
-            events = [welcome_event(user_id, wallet, self.epoch)] if wallet.credited else []
-            await store_events(conn, events)
-            return wallet, events
-
-        wallet, events = await in_transaction(self._pool, work)
-        self._announced(events)
-        return wallet
 
     async def sign_in(self, user: TelegramUser) -> WalletState:
         """Record an authenticated ``user`` and open their wallet unless it exists; group-committed
@@ -158,7 +148,7 @@ class Ledger:
             await store_events(conn, events)
             return closed, events
 
-        closed, events = await in_transaction(self._pool, work)
+        closed, events = await in_transaction(self._pool, work, unavailable=LedgerUnavailable)
         self._announced(events)
         return closed
 
@@ -174,7 +164,9 @@ class Ledger:
     async def _record_cashouts(self, batch: list[tuple[list[int], int]]) -> list[list[int]]:
         ids = [bet_id for bet_ids, _ in batch for bet_id in bet_ids]
         multipliers = [multiplier for bet_ids, multiplier in batch for _ in bet_ids]
-        rows = await in_transaction(self._pool, lambda conn: conn.fetch(_RECORD_CASHOUTS, ids, multipliers))
+        rows = await in_transaction(
+            self._pool, lambda conn: conn.fetch(_RECORD_CASHOUTS, ids, multipliers), unavailable=LedgerUnavailable
+        )
         recorded = {row["id"] for row in rows}
         return [[bet_id for bet_id in bet_ids if bet_id in recorded] for bet_ids, _ in batch]
 
@@ -198,7 +190,8 @@ class Ledger:
             await store_events(conn, events)
             return state, events
 
-        state, events = await in_transaction(self._pool, work, retry_sqlstates=frozenset({"40001", "40P01", "23505"}))
+        state, events = await in_transaction(self._pool, work, retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+                                             unavailable=LedgerUnavailable)  # fmt: skip
         self._announced(events)
         return state
 
@@ -223,7 +216,7 @@ class Ledger:
             await store_events(conn, events)
             return state, events
 
-        state, events = await in_transaction(self._pool, work)
+        state, events = await in_transaction(self._pool, work, unavailable=LedgerUnavailable)
         self._announced(events)
         return state
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..db.transactions import Connection
 from .postings import Posting, post, transfer
-from .transactions import Connection
 
 
 @dataclass(frozen=True, slots=True)

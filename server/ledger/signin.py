@@ -23,11 +23,13 @@ import asyncpg
 from ..auth import TelegramUser
 from ..db import UNAVAILABLE_ERRORS
 from ..db.groupcommit import GroupCommit
+from ..db.transactions import Connection, in_transaction
 from ..db.users import SEEN_PRECISION, UPSERT_USERS
-from .errors import LedgerError
-from .events import UserEvent, store_events, welcome_event
+from .batching import BatchOptions
+from .errors import LedgerError, LedgerUnavailable
+from .events import UserEvent, welcome_event
+from .outbox import store_events
 from .postings import post, transfer
-from .transactions import Connection, in_transaction
 from .wallets import WalletState
 
 _READ = """
@@ -75,10 +77,8 @@ class SignIns:
         bank: int,
         welcome_credit: int,
         epoch: str,
+        batches: BatchOptions,
         announce: Callable[[list[UserEvent]], None] | None = None,
-        max_batch: int = 500,
-        max_wait: float = 0.002,
-        concurrency: int = 2,
     ) -> None:
         self._pool = pool
         self._bank = bank
@@ -88,9 +88,9 @@ class SignIns:
         self._group: GroupCommit[TelegramUser, WalletState] = GroupCommit(
             self._commit,
             name="sign-ins",
-            max_batch=max_batch,
-            max_wait=max_wait,
-            concurrency=concurrency,
+            max_batch=batches.max_batch,
+            max_wait=batches.max_wait,
+            concurrency=batches.concurrency,
             shutdown_error=lambda: LedgerError("the node is shutting down; sign in again"),
             expected=(LedgerError, *(e for e in UNAVAILABLE_ERRORS if issubclass(e, Exception))),
         )
@@ -127,7 +127,9 @@ class SignIns:
             if not row["current"]:
                 stale.append(latest[row["id"]])
         if stale or no_wallet:
-            written, events = await in_transaction(self._pool, lambda conn: self._write(conn, stale, no_wallet))
+            written, events = await in_transaction(
+                self._pool, lambda conn: self._write(conn, stale, no_wallet), unavailable=LedgerUnavailable
+            )
             states.update(written)
             if events and self._announce is not None:
                 self._announce(events)

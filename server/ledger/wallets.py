@@ -1,11 +1,10 @@
-"""Wallets: one account per user, opened at first authentication."""
+"""Wallets: one account per user, opened at first sign-in (:mod:`server.ledger.signin`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .postings import post, transfer
-from .transactions import Connection
+from ..db.transactions import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +29,3 @@ async def wallet_id(conn: Connection, user_id: int) -> int | None:
     """The account id of the user's wallet, or None if the user has none."""
     account_id: int | None = await conn.fetchval("SELECT id FROM accounts WHERE user_id = $1", user_id)
     return account_id
-
-
-async def open_wallet(conn: Connection, user_id: int, *, welcome_credit: int) -> WalletState:
-    """Open the user's wallet if it does not exist, crediting ``welcome_credit`` from the bank once.
-
-    Returns the wallet's state either way. Must run in a transaction.
-    """
-    created: int | None = await conn.fetchval(
-        "INSERT INTO accounts (kind, user_id) VALUES ('wallet', $1) ON CONFLICT (user_id) DO NOTHING RETURNING id",
-        user_id,
-    )
-    credited = 0
-    if created is not None and welcome_credit > 0:
-        bank = await system_account(conn, "bank")
-        await post(conn, [transfer("welcome", bank, created, welcome_credit, reason="welcome credit")])
-        credited = welcome_credit
-    row = await conn.fetchrow("SELECT balance, version FROM accounts WHERE user_id = $1", user_id)
-    assert row is not None
-    return WalletState(row["balance"], row["version"], credited)

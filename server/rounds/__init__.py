@@ -2,7 +2,11 @@
 
 - :mod:`.handler`: :class:`RoundHandler`, what a game designer writes;
 - :mod:`.fair`: seed hash chains and the fair RNG;
-- :mod:`.engine`: drivers that run rounds and the per-node view of every game;
+- :mod:`.engine`: :class:`RoundEngine`, what the node and its sessions use, made of
+  :mod:`.lease` (which node drives a game; fencing), :mod:`.driver` (the round loop),
+  :mod:`.recovery` (rounds a previous driver left), :mod:`.actions` (cash-outs, forwarding),
+  :mod:`.follower` (every node's view of every game; resume), :mod:`.events` (the events of a
+  game's channel) and :mod:`.clock` (time, injected);
 - :mod:`.store`: rounds and seeds in PostgreSQL;
 - :mod:`.simulator`: Monte Carlo of a handler alone, to prove its return to player.
 """

@@ -1,4 +1,4 @@
-"""Rounds and seed chains in PostgreSQL. Used by the round engine only."""
+"""Rounds and seed chains in PostgreSQL. Used by the round engine only (leases and fencing: :mod:`.lease`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..ledger.transactions import Connection, in_transaction
+from ..db.roundlock import close_betting
+from ..db.transactions import Connection, in_transaction
+from .events import RoundView
 from .fair import generate_chain, sha256_hex
 from .handler import BetInfo
+from .lease import fence_game, fence_round, take_lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +42,6 @@ class StoredRound:
 _SEED = "SELECT seed FROM seeds WHERE chain_id = $1 AND idx = $2"
 
 
-class StaleLease(Exception):
-    """This node's lease on a game was taken over: its write was refused and nothing changed."""
-
-
-async def fence_game(conn: Connection, game: str, token: int) -> None:
-    """Refuse the caller's transaction unless ``token`` is the game's current lease token.
-
-    ``FOR SHARE`` on the lease row: a takeover (which updates the row) waits for this transaction,
-    and every transaction after the takeover sees the new token.
-    """
-    current = await conn.fetchval("SELECT token FROM game_leases WHERE game = $1 FOR SHARE", game)
-    if current != token:
-        raise StaleLease(f"{game}: lease token {token} is stale (current {current})")
-
-
-async def fence_round(conn: Connection, round_id: int, token: int) -> None:
-    """:func:`fence_game` for the game of ``round_id``."""
-    game = await conn.fetchval("SELECT game FROM rounds WHERE id = $1", round_id)
-    await fence_game(conn, game, token)
-
-
 def _ms(value: dt.datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
@@ -72,18 +54,8 @@ class RoundStore:
         self._chain_length = chain_length
 
     async def take_lease(self, game: str, holder: str) -> int:
-        """Become ``game``'s driver: a new fencing token, greater than every earlier one.
-
-        Call it only while holding the game's advisory lock. Waits for writes fenced by the
-        previous token that are in flight; any later one fails with :class:`StaleLease`.
-        """
-        token: int = await self._pool.fetchval(
-            "INSERT INTO game_leases (game, token, holder) VALUES ($1, 1, $2) ON CONFLICT (game) DO UPDATE "
-            "SET token = game_leases.token + 1, holder = EXCLUDED.holder, acquired_at = now() RETURNING token",
-            game,
-            holder,
-        )
-        return token
+        """:func:`~server.rounds.lease.take_lease` on this store's pool: ``game``'s new fencing token."""
+        return await take_lease(self._pool, game, holder)
 
     async def open_round(self, game: str, betting_ms: int, token: int) -> NewRound:
         """Take the game's next seed (starting a new chain when the last is used up) and open a round."""
@@ -134,13 +106,13 @@ class RoundStore:
     async def start_running(self, round_id: int, token: int) -> int | None:
         """Close betting and mark the round running; returns the start (ms).
 
-        Takes the round's advisory lock (key -round id) exclusively, so it waits for the bet batches
-        that hold it shared, and any later batch sees the round closed (see ledger/bets.py).
+        Takes the round's betting lock exclusively (:func:`~server.db.roundlock.close_betting`), so it
+        waits for the bet batches that hold it shared, and any later batch sees the round closed.
         """
 
         async def work(conn: Connection) -> int | None:
             await fence_round(conn, round_id, token)
-            await conn.execute("SELECT pg_advisory_xact_lock(-$1::bigint)", round_id)
+            await close_betting(conn, round_id)
             started = await conn.fetchval(
                 "UPDATE rounds SET phase = 'running', started_at = now() WHERE id = $1 AND phase = 'betting' "
                 "RETURNING started_at",
@@ -164,8 +136,8 @@ class RoundStore:
     ) -> None:
         """Mark a round settled or voided, inside the settlement transaction.
 
-        Fenced: with a stale token it raises :class:`StaleLease`, which rolls the whole settlement
-        back, payouts included.
+        Fenced: with a stale token it raises :class:`~server.rounds.lease.StaleLease`, which rolls the
+        whole settlement back, payouts included.
         """
         await fence_round(conn, round_id, token)
         await conn.execute(
@@ -173,8 +145,8 @@ class RoundStore:
             round_id, phase, None if outcome is None else orjson.dumps(outcome).decode(),
         )  # fmt: skip
 
-    async def current_view(self, game: str) -> dict[str, Any] | None:
-        """The game's latest round as a ``round`` event would describe it (no seed), or None."""
+    async def current_view(self, game: str) -> RoundView | None:
+        """The game's latest unfinished round as a ``round`` event would describe it (no seed), or None."""
         row = await self._pool.fetchrow(
             "SELECT r.id, r.phase, r.seed_hash, c.terminating_hash, r.closes_at, r.started_at FROM rounds r "
             "JOIN seed_chains c ON c.id = r.chain_id WHERE r.game = $1 AND r.phase IN ('betting', 'running') "
@@ -183,11 +155,15 @@ class RoundStore:
         )
         if row is None:
             return None
-        view = {"game": game, "round": row["id"], "phase": row["phase"], "seed_hash": row["seed_hash"],
-                "salt": row["terminating_hash"], "closes_at": _ms(row["closes_at"])}  # fmt: skip
-        if row["started_at"] is not None:
-            view["started_at"] = _ms(row["started_at"])
-        return view
+        return RoundView(
+            game=game,
+            round=row["id"],
+            seed_hash=row["seed_hash"],
+            salt=row["terminating_hash"],
+            closes_at=_ms(row["closes_at"]),
+            phase=row["phase"],
+            started_at=_ms(row["started_at"]),
+        )
 
     async def unfinished(self, game: str) -> list[StoredRound]:
         """Rounds of ``game`` left in betting or running (their driver stopped)."""

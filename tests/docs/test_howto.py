@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "howto" / "add-a-game.md"
 
 
@@ -14,7 +16,10 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 
-def test_the_howto_game_fits_in_one_short_file_registers_and_passes_its_own_test(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("game_registry")  # "coinflip" is forgotten after this test
+def test_the_howto_game_fits_in_one_short_file_registers_and_passes_its_own_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     game_code, test_code = python_blocks()
     assert len(game_code.strip().splitlines()) < 80
     module_file = tmp_path / "howto_coinflip.py"
@@ -22,7 +27,7 @@ def test_the_howto_game_fits_in_one_short_file_registers_and_passes_its_own_test
     spec = importlib.util.spec_from_file_location("howto_coinflip", module_file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["howto_coinflip"] = module
+    monkeypatch.setitem(sys.modules, "howto_coinflip", module)
     spec.loader.exec_module(module)  # registers "coinflip"
 
     from server.games.registry import registered_games

@@ -1,14 +1,23 @@
-"""The trimmed uvicorn WebSocket protocol and what an idle socket holds on a real node."""
+"""The trimmed uvicorn WebSocket protocol, the shape of uvicorn it builds on, and what an idle socket holds."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import re
+from collections.abc import Callable
+from typing import Any
 
+import uvicorn
+import websockets
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.protocol import CONNECTING
+from websockets.server import ServerProtocol
 
-from server.edge.wsprotocol import Flag, Inbox
+from server.edge.admission import ADMISSION, Admission, Ticket, admitting_protocol
+from server.edge.frame import Frame
+from server.edge.wsprotocol import SEND_NOW, Flag, Inbox, LeanWebSocketProtocol
 from tests.conftest import RunningNode
 from tests.edge.client import authed, request
 
@@ -55,14 +64,282 @@ async def test_flag_wait_returns_at_once_when_set_and_wakes_every_waiter() -> No
     flag.set()  # a cancelled waiter is not woken
 
 
-def test_uvicorn_uses_no_more_of_the_queue_and_the_flag_than_they_offer() -> None:
-    """If a uvicorn upgrade calls something else on them, this names it before a socket breaks."""
-    source = inspect.getsource(WebSocketsSansIOProtocol)
-    used_queue = set(re.findall(r"self\.queue\.(\w+)", source))
-    used_flag = set(re.findall(r"self\.writable\.(\w+)", source))
-    assert used_queue and used_queue <= {name for name in dir(Inbox) if not name.startswith("_")}, used_queue
-    assert used_flag and used_flag <= {name for name in dir(Flag) if not name.startswith("_")}, used_flag
-    assert "self.response" not in source.split("self.handshake_complete = True", 1)[1].split("def ")[1:][-1]
+# ------------------------------------------------------------------------------------------------------------
+# The contract with uvicorn. LeanWebSocketProtocol and AdmittingHttpToolsProtocol subclass uvicorn's classes
+# and use some of their internals; pyproject.toml pins uvicorn to the versions checked here. A uvicorn that
+# changes them fails these tests naming what changed, before a socket breaks. Everything runs on a fake
+# transport: real uvicorn and websockets objects, no sockets.
+
+UVICORN = f"uvicorn {uvicorn.__version__} (websockets {websockets.__version__})"
+HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+             b"Sec-WebSocket-Protocol: croupier.v1.json\r\n\r\n")  # fmt: skip
+
+
+class FakeTransport(asyncio.Transport):
+    """What uvicorn's protocols call on a transport, recording what they write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+        self.reading = True
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
+
+class Recorder:
+    """Stands in for an object and notes the attributes read on it."""
+
+    def __init__(self, target: object, used: set[str]) -> None:
+        self._target = target
+        self._used = used
+
+    def __getattr__(self, name: str) -> Any:
+        self._used.add(name)
+        return getattr(self._target, name)
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client-to-server frame (RFC 6455 5.3), payload under 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of the unmasked server frames in ``data`` (after the handshake response)."""
+    data = data.split(b"\r\n\r\n", 1)[1]
+    frames = []
+    while data:
+        opcode, length, start = data[0] & 0x0F, data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        end = start + length
+        frames.append((opcode, bytes(data[start:end])))
+        data = data[end:]
+    return frames
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{UVICORN}: {what} never happened")
+
+
+def require(cls: type, *names: str) -> None:
+    missing = [name for name in names if not hasattr(cls, name)]
+    assert not missing, (f"{UVICORN}: {cls.__qualname__} no longer has {', '.join(missing)}, which "
+                         "server/edge/ (wsprotocol.py, admission.py) builds on: adapt them before widening the "
+                         "uvicorn pin in pyproject.toml")  # fmt: skip
+
+
+def require_parameters(function: Callable[..., Any], *names: str) -> None:
+    parameters = list(inspect.signature(function).parameters)
+    assert parameters[: len(names)] == list(names), (
+        f"{UVICORN}: {function.__qualname__}{inspect.signature(function)} changed; server/edge/ calls or "
+        f"overrides it as ({', '.join(names)})"
+    )
+
+
+def ws_config(app: Any, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(app, ws=LeanWebSocketProtocol, log_config=None, proxy_headers=False,
+                          ws_per_message_deflate=False, ws_ping_interval=None, **options)  # fmt: skip
+
+
+async def echo(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+    """Accept, echo a text message upper-cased and a binary one reversed, then wait for the close."""
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept", "subprotocol": "croupier.v1.json"})
+    text = await receive()
+    await send({"type": "websocket.send", "text": text["text"].upper()})
+    binary = await receive()
+    await send({"type": "websocket.send", "bytes": binary["bytes"][::-1]})
+    scope["state"]["last"] = await receive()
+
+
+async def drive_a_connection(
+    cls: type[WebSocketsSansIOProtocol], queue_used: set[str] | None = None, flag_used: set[str] | None = None
+) -> WebSocketsSansIOProtocol:
+    """A whole WebSocket connection through ``cls``: handshake, a text and a binary message each way (the
+    first reply held back by a full transport), the client's close, the connection lost."""
+    app_state: dict[str, Any] = {}
+    protocol = cls(config=ws_config(echo), server_state=ServerState(), app_state=app_state,
+                   _loop=asyncio.get_running_loop())  # fmt: skip
+    if queue_used is not None and flag_used is not None:
+        protocol.queue = Recorder(protocol.queue, queue_used)  # type: ignore[assignment]
+        protocol.writable = Recorder(protocol.writable, flag_used)  # type: ignore[assignment]
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(HANDSHAKE)
+    await until(lambda: b"\r\n\r\n" in transport.written, "the handshake response")
+    assert transport.written.startswith(b"HTTP/1.1 101"), bytes(transport.written)
+    assert b"Sec-WebSocket-Protocol: croupier.v1.json" in transport.written
+    protocol.pause_writing()  # the transport's buffer is full: the app's next send waits
+    protocol.data_received(client_frame(0x1, b"hello"))
+    await asyncio.sleep(0.02)
+    assert server_frames(bytes(transport.written)) == [], f"{UVICORN}: a send did not wait for pause_writing"
+    protocol.resume_writing()
+    await until(lambda: server_frames(bytes(transport.written)) == [(0x1, b"HELLO")], "the text reply")
+    protocol.data_received(client_frame(0x2, b"\x01\x02\x03"))
+    await until(lambda: len(server_frames(bytes(transport.written))) == 2, "the binary reply")
+    assert server_frames(bytes(transport.written))[1] == (0x2, b"\x03\x02\x01")
+    protocol.data_received(client_frame(0x8, (1000).to_bytes(2, "big")))
+    await until(lambda: "last" in protocol.scope["state"], "the app's websocket.disconnect")
+    assert protocol.scope["state"]["last"]["type"] == "websocket.disconnect"
+    assert protocol.scope["state"]["last"]["code"] == 1000
+    protocol.connection_lost(None)
+    await until(lambda: not protocol.tasks, "the end of the app's task")
+    return protocol
+
+
+def test_uvicorn_websocket_protocol_has_what_the_lean_protocol_builds_on() -> None:
+    require(WebSocketsSansIOProtocol, "connection_made", "connection_lost", "data_received", "handle_connect",
+            "send", "receive", "pause_writing", "resume_writing", "shutdown", "run_asgi")  # fmt: skip
+    require_parameters(WebSocketsSansIOProtocol.__init__, "self", "config", "server_state", "app_state", "_loop")
+    require_parameters(WebSocketsSansIOProtocol.connection_made, "self", "transport")
+    require_parameters(WebSocketsSansIOProtocol.handle_connect, "self", "event")
+    require_parameters(WebSocketsSansIOProtocol.send, "self", "message")
+    assert inspect.iscoroutinefunction(WebSocketsSansIOProtocol.send), f"{UVICORN}: send() is no longer async"
+    protocol = WebSocketsSansIOProtocol(config=ws_config(echo), server_state=ServerState(), app_state={},
+                                        _loop=asyncio.new_event_loop())  # fmt: skip
+    protocol.loop.close()
+    # What LeanWebSocketProtocol replaces (queue, writable) and what send_now reads.
+    for name, kind in [("queue", asyncio.Queue), ("writable", asyncio.Event), ("handshake_complete", bool),
+                       ("close_sent", bool), ("disconnected", bool), ("conn", ServerProtocol)]:  # fmt: skip
+        value = getattr(protocol, name, None)
+        assert isinstance(value, kind), f"{UVICORN}: WebSocketsSansIOProtocol().{name} is {value!r}, not a {kind}"
+    assert hasattr(protocol, "initial_response") and hasattr(protocol, "transport"), UVICORN
+    assert protocol.conn.state is CONNECTING and protocol.conn.extensions == [], UVICORN
+
+
+async def test_uvicorn_uses_only_what_the_inbox_and_the_flag_offer_through_a_whole_connection() -> None:
+    """uvicorn's own class drives a connection with its queue and its write flag watched: every method it
+    calls on them must exist on :class:`Inbox` and :class:`Flag`, which replace them."""
+    queue_used: set[str] = set()
+    flag_used: set[str] = set()
+    await drive_a_connection(WebSocketsSansIOProtocol, queue_used, flag_used)
+    inbox_offers = {name for name in dir(Inbox) if not name.startswith("_")}
+    flag_offers = {name for name in dir(Flag) if not name.startswith("_")}
+    assert queue_used and queue_used <= inbox_offers, f"{UVICORN} uses {queue_used - inbox_offers} of its queue"
+    assert flag_used and flag_used <= flag_offers, f"{UVICORN} uses {flag_used - flag_offers} of its write flag"
+
+
+async def test_the_lean_protocol_serves_a_whole_connection_and_writes_prebuilt_frames() -> None:
+    protocol = await drive_a_connection(LeanWebSocketProtocol)
+    assert isinstance(protocol.queue, Inbox) and isinstance(protocol.writable, Flag)
+    assert not hasattr(protocol, "response")  # let go of once accepted: uvicorn did not need it after
+    assert protocol.send_now(Frame(b"late", binary=False)) is False  # closed: the caller takes the usual way
+
+
+async def test_send_now_writes_the_frame_while_open_and_room_and_shutdown_still_closes_1012() -> None:
+    async def hold(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        scope["state"]["last"] = await receive()
+
+    protocol = LeanWebSocketProtocol(config=ws_config(hold), server_state=ServerState(), app_state={},
+                                     _loop=asyncio.get_running_loop())  # fmt: skip
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(HANDSHAKE)
+    await until(lambda: b"\r\n\r\n" in transport.written, "the handshake response")
+    assert protocol.scope["extensions"][SEND_NOW] == protocol.send_now
+    assert protocol.send_now(Frame(b'{"t":"pong"}', binary=False)) is True
+    protocol.pause_writing()
+    assert protocol.send_now(Frame(b"x", binary=False)) is False  # no room: the caller queues it
+    protocol.resume_writing()
+    assert server_frames(bytes(transport.written)) == [(0x1, b'{"t":"pong"}')]
+    protocol.shutdown()  # the server stops: close 1012 (uvicorn reads no `response` here either)
+    await until(lambda: "last" in protocol.scope["state"], "the app's websocket.disconnect")
+    assert server_frames(bytes(transport.written))[-1][1][:2] == (1012).to_bytes(2, "big") and transport.closing
+    protocol.connection_lost(None)
+    await until(lambda: not protocol.tasks, "the end of the app's task")
+
+
+def test_uvicorn_httptools_protocol_has_what_admission_builds_on() -> None:
+    require(HttpToolsProtocol, "connection_made", "connection_lost", "data_received", "on_message_begin",
+            "on_message_complete", "handle_websocket_upgrade", "_should_upgrade")  # fmt: skip
+    require_parameters(HttpToolsProtocol.__init__, "self", "config", "server_state", "app_state", "_loop")
+    require_parameters(HttpToolsProtocol.connection_made, "self", "transport")
+    require_parameters(HttpToolsProtocol.connection_lost, "self", "exc")
+    for name in ("on_message_begin", "on_message_complete", "handle_websocket_upgrade", "_should_upgrade"):
+        require_parameters(getattr(HttpToolsProtocol, name), "self")
+
+
+async def test_admission_counts_a_connection_until_its_request_or_its_upgrade_through_uvicorn() -> None:
+    """AdmittingHttpToolsProtocol on uvicorn's real parser: a plain request releases its place once in full;
+    an upgrade hands the place to the WebSocket's scope (``croupier.admission``) for the endpoint."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        seen.append(scope)
+        await receive()
+        scope["extensions"][ADMISSION].claim()
+        await send({"type": "websocket.accept"})
+        await receive()
+
+    admission = Admission(max_unauthenticated=5, handshake_timeout=5.0)
+    cls = admitting_protocol(admission)
+    config = ws_config(app, http=cls)
+
+    plain = cls(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop())
+    plain_transport = FakeTransport()
+    plain.connection_made(plain_transport)
+    assert admission.unauthenticated == 1
+    for name in ("client", "loop", "transport", "parser", "headers"):
+        assert hasattr(plain, name), f"{UVICORN}: HttpToolsProtocol().{name} is gone; admission.py reads it"
+    plain.data_received(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert admission.unauthenticated == 0, f"{UVICORN}: on_message_complete was not called for a request"
+    await until(lambda: plain_transport.written.endswith(b"ok"), "the HTTP response")
+    plain.connection_lost(None)
+
+    upgrading = cls(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop())
+    transport = FakeTransport()
+    transport.set_protocol(upgrading)
+    upgrading.connection_made(transport)
+    upgrading.data_received(HANDSHAKE)
+    websocket = transport.get_protocol()
+    assert isinstance(websocket, LeanWebSocketProtocol), f"{UVICORN}: handle_websocket_upgrade did not run"
+    await until(lambda: seen, "the WebSocket app call")
+    ticket = seen[0]["extensions"][ADMISSION]
+    assert isinstance(ticket, Ticket) and admission.unauthenticated == 1  # until the session authenticates
+    await until(lambda: transport.written.startswith(b"HTTP/1.1 101"), "the upgrade's 101")
+    ticket.release()
+    assert admission.unauthenticated == 0
+    websocket.data_received(client_frame(0x8, (1000).to_bytes(2, "big")))
+    websocket.connection_lost(None)
+    upgrading.connection_lost(None)
+    await until(lambda: not websocket.tasks, "the end of the app's task")
 
 
 async def test_an_idle_socket_holds_one_task_and_still_answers(node_server: RunningNode) -> None:

@@ -1,4 +1,8 @@
-"""Fixtures for ledger tests: a migrated database, ledgers (one per simulated node), funded users."""
+"""Fixtures for ledger tests: a migrated database, ledgers (one per simulated node), funded users.
+
+Users and wallets are made the way production makes them: signed in through :meth:`Ledger.sign_in`
+(the user row, the wallet, the ledger's welcome credit), then funded with a deposit from the bank.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ import asyncpg
 import pytest
 
 from server.auth import TelegramUser
-from server.db.users import UserStore
-from server.ledger import Ledger
+from server.ledger import Ledger, WalletState
 from tests.services import migrated_pool
 
 _ids = itertools.count(secrets.randbelow(10**9) * 1000 + 10**12)
@@ -57,17 +60,22 @@ async def create_open_round(pool: asyncpg.Pool, game: str) -> int:
     return round_id
 
 
+async def sign_up(ledger: Ledger, user_id: int, first_name: str | None = None) -> WalletState:
+    """Sign ``user_id`` in through ``ledger`` as an ``auth`` does: the user recorded, the wallet opened
+    with the ledger's welcome credit unless it exists. Returns the wallet's state."""
+    return await ledger.sign_in(TelegramUser(id=user_id, first_name=first_name or f"u{user_id}"))
+
+
 NewUser = Callable[..., Awaitable[int]]
 
 
 @pytest.fixture
-def new_user(pool: asyncpg.Pool, ledger: Ledger) -> NewUser:
+def new_user(ledger: Ledger) -> NewUser:
     """Create a user with a wallet holding ``balance`` (deposited from the bank); return its id."""
 
     async def create(balance: int = 0) -> int:
         user_id = next_user_id()
-        await UserStore(pool).upsert(TelegramUser(id=user_id, first_name=f"u{user_id}"))
-        await ledger.open_wallet(user_id)
+        await sign_up(ledger, user_id)
         if balance:
             await ledger.deposit(user_id, balance, ref=f"seed-{user_id}")
         return user_id

@@ -7,10 +7,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from server.auth import TelegramUser
-from server.db.users import UserStore
 from server.ledger import Ledger, audit
-from tests.ledger.conftest import create_open_round
+from tests.ledger.conftest import create_open_round, sign_up
 from tests.services import migrated_pool
 
 
@@ -32,8 +30,7 @@ async def test_audit_catches_each_kind_of_drift(scratch: asyncpg.Pool) -> None:
 
     ledger = Ledger(scratch)
     await ledger.start()
-    await UserStore(scratch).upsert(TelegramUser(id=1, first_name="a"))
-    await ledger.open_wallet(1)
+    await sign_up(ledger, 1, "a")
     await ledger.deposit(1, 100, ref="d1")
     round_id = await create_open_round(scratch, "dice")
     placed = await ledger.place_bet(BetRequest(1, "dice", round_id, 10))
@@ -67,7 +64,7 @@ async def test_audit_catches_a_bet_left_open_in_a_finished_round(scratch: asyncp
 
     ledger = Ledger(scratch)
     await ledger.start()
-    await ledger.sign_in(TelegramUser(id=2, first_name="b"))
+    await sign_up(ledger, 2, "b")
     await ledger.deposit(2, 100, ref="d2")
     round_id = await create_open_round(scratch, "dice")
     await ledger.place_bet(BetRequest(2, "dice", round_id, 10))

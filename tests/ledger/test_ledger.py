@@ -7,18 +7,21 @@ import asyncio
 import asyncpg
 import pytest
 
+from server.db.transactions import DatabaseUnavailable, in_transaction
 from server.ledger import (
+    BatchOptions,
     BetRequest,
     BettingClosed,
     IdempotencyConflict,
     InsufficientFunds,
     Ledger,
+    LedgerUnavailable,
     PlacedBet,
     UnknownAccount,
     audit,
 )
-from server.ledger.postings import Posting, transfer
-from tests.ledger.conftest import NewUser, next_user_id
+from server.ledger.postings import Legs, Posting, Transfers, transfer
+from tests.ledger.conftest import NewUser, next_user_id, sign_up
 
 OPEN_ROUND = {"id": 0}
 
@@ -114,7 +117,7 @@ async def test_hundreds_of_concurrent_bets_from_three_nodes_never_overdraw(
     pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=5) for _ in range(2)]
     nodes = [ledger]
     for extra in pools:
-        node = Ledger(extra, batch_wait=0.001)
+        node = Ledger(extra, batches=BatchOptions(max_wait=0.001))
         await node.start()
         nodes.append(node)
     try:
@@ -171,14 +174,10 @@ async def test_welcome_credit_is_given_once(pool: asyncpg.Pool, new_user: NewUse
     await generous.start()
     try:
         user = await new_user()  # opened without credit by the default ledger
-        assert (await generous.open_wallet(user)).balance == 0
-        from server.auth import TelegramUser
-        from server.db.users import UserStore
-
+        assert (await sign_up(generous, user)).balance == 0
         fresh = next_user_id()
-        await UserStore(pool).upsert(TelegramUser(id=fresh, first_name="new"))
-        assert (await generous.open_wallet(fresh)).balance == 1000
-        assert (await generous.open_wallet(fresh)).balance == 1000
+        assert (await sign_up(generous, fresh, "new")).balance == 1000
+        assert (await sign_up(generous, fresh, "renamed")).balance == 1000  # a profile change: still credited once
     finally:
         await generous.close()
 
@@ -261,6 +260,40 @@ def test_postings_refuse_unbalanced_legs() -> None:
     assert transfer("adjust", 1, 2, 5).legs == ((1, -5), (2, 5))
 
 
+def test_transfers_in_columns_are_balanced_or_refused() -> None:
+    stakes = Transfers("bet", 1, [10, 11, 12], [5, 6, 5], [3, 4, 7])
+    legs = stakes.legs()
+    assert list(zip(legs.txn_ids, legs.accounts, legs.amounts, strict=True)) == [
+        (10, 5, -3), (11, 6, -4), (12, 5, -7), (10, 1, 3), (11, 1, 4), (12, 1, 7)
+    ]  # fmt: skip
+    assert legs.changes() == ([1, 5, 6], [14, -10, -4], [3, 2, 1])
+    with pytest.raises(ValueError):
+        Transfers("bet", 1, [10], [5], [0])  # nothing moves
+    with pytest.raises(ValueError):
+        Transfers("bet", 1, [10], [5], [-3])
+    with pytest.raises(ValueError):
+        Transfers("bet", 1, [10, 11], [5], [3, 4])  # a transfer without a source
+    with pytest.raises(ValueError):
+        Transfers("bet", 5, [10], [5], [3])  # from the target to itself
+    with pytest.raises(ValueError):
+        Transfers("mint", 1, [10], [5], [3])
+    assert Transfers("bet", 1, [], [], []).legs() == Legs()
+
+
+async def test_a_batch_moves_each_account_once_per_leg(ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool) -> None:
+    alice, bob = await new_user(100), await new_user(100)
+    houses = "SELECT sum(balance), sum(version) FROM accounts WHERE kind = 'house'"
+    before = await pool.fetchrow(houses)
+    placed = await asyncio.gather(*(ledger.place_bet(bet(user, 10)) for user in (alice, bob, alice)))
+    after = await pool.fetchrow(houses)
+    assert (after[0] - before[0], after[1] - before[1]) == (30, 3)  # one leg, one version, per stake
+    assert sorted((p.user_id == alice, p.balance, p.version) for p in placed) == [
+        (False, 90, 2), (True, 80, 3), (True, 90, 2)
+    ]  # fmt: skip
+    assert (await ledger.balance(alice)).version == 3
+    await assert_audit_ok(pool)
+
+
 async def test_closing_betting_waits_for_bet_batches_in_flight(pool: asyncpg.Pool, new_user: NewUser) -> None:
     """The round engine's switch to `running` waits for a batch holding the round; later batches see it closed."""
     from server.ledger.bets import commit_bets
@@ -302,11 +335,12 @@ async def test_a_bet_postgresql_cannot_store_fails_alone(ledger: Ledger, new_use
 
 @pytest.mark.parametrize("error", [asyncpg.exceptions.AdminShutdownError, asyncpg.CannotConnectNowError])
 async def test_a_server_shutting_down_is_unavailable_not_a_bug(pool: asyncpg.Pool, error: type[Exception]) -> None:
-    from server.ledger import LedgerUnavailable
-    from server.ledger.transactions import in_transaction
-
     async def work(conn: object) -> None:
         raise error("the database system is shutting down")
 
-    with pytest.raises(LedgerUnavailable):
+    with pytest.raises(DatabaseUnavailable) as neutral:
         await in_transaction(pool, work)
+    assert not isinstance(neutral.value, LedgerUnavailable)  # rounds and others get the database's own error
+    with pytest.raises(LedgerUnavailable) as raised:  # the ledger's: protocol code `unavailable`
+        await in_transaction(pool, work, unavailable=LedgerUnavailable)
+    assert raised.value.code.value == "unavailable" and isinstance(raised.value, DatabaseUnavailable)

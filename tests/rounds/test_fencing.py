@@ -9,7 +9,9 @@ import asyncpg
 import pytest
 
 from server.ledger import BetRequest, Ledger
-from server.rounds.store import RoundStore, StaleLease
+from server.rounds.lease import StaleLease
+from server.rounds.store import RoundStore
+from tests.ledger.conftest import sign_up
 
 
 async def test_a_stale_driver_cannot_touch_rounds_and_its_settlement_is_rolled_back(
@@ -22,8 +24,7 @@ async def test_a_stale_driver_cannot_touch_rounds_and_its_settlement_is_rolled_b
         old = await store.take_lease(game, "node-a")
         new_round = await store.open_round(game, 60_000, old)
         user_id = 900_000 + secrets.randbelow(99_999)
-        await pool.execute("INSERT INTO users (id, first_name) VALUES ($1, 'fence')", user_id)
-        await bank.open_wallet(user_id)
+        await sign_up(bank, user_id, "fence")
         await bank.deposit(user_id, 100, ref=f"fence-{user_id}")
         placed = await bank.place_bet(BetRequest(user_id, game, new_round.round_id, 40))
 

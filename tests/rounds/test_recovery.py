@@ -1,5 +1,8 @@
-"""A driving node killed with -9: the next driver finishes its round by the game's rule, and no
-acknowledged bet is left open. Real node processes on a database of the test's own."""
+"""Recovery: the next driver finishes a round its predecessor left, by the game's rule.
+
+First on a clock the test moves (an engine closed mid-round, another taking over), then with real
+node processes killed with -9 on a database of the test's own: no acknowledged bet is left open.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +22,71 @@ from server.auth import sign_init_data
 from server.games.crash import Crash
 from server.ledger import audit
 from server.rounds.fair import FairRng
+from tests.rounds.conftest import OpenTable, fixed_crash
 from tests.services import clean_env, node_process, wait_ready
 
 TOKEN = "1:abcdefghijklmnop"
 # A generous crash table: every crash point is at least 2.00x (reached after 693 ms), so the test knows
 # the curve passes 1.10x before the round can end; the curve climbs fast so a resumed round ends soon.
 GENEROUS = {"house_edge_bp": -10_000, "growth_per_ms": 0.001}
+
+
+async def test_a_round_left_betting_is_voided_and_refunded_by_the_next_driver(open_table: OpenTable) -> None:
+    async with open_table(fixed_crash(300)) as table:
+        first = await table.engine("node-a")
+        betting = await table.events.round("betting")
+        round_id = betting["round"]
+        users = [await table.player() for _ in range(2)]
+        bets = [await table.bet(user, round_id, 100) for user in users]
+        await first.close()  # the driver stops while the round takes bets
+        await table.engine("node-b")
+        settled = await table.events.round("settled")
+        following = await table.events.round("betting")
+    assert (settled["round"], settled["voided"], settled["offset"]) == (round_id, True, 1)  # a new epoch
+    assert settled["epoch"] != betting["epoch"] and following["round"] > round_id
+    assert await table.phase(round_id) == "voided"
+    assert await table.bets(round_id) == {bet: ("refunded", None, 100) for bet in bets}
+    assert [await table.balance(user) for user in users] == [1000, 1000]
+    assert await table.pool.fetchval("SELECT holder FROM game_leases WHERE game = $1", table.name) == "node-b"
+
+
+async def test_a_running_crash_round_is_resumed_from_its_start_by_the_next_driver(open_table: OpenTable) -> None:
+    game = fixed_crash(300)
+    async with open_table(game) as table:
+        first = await table.engine("node-a")
+        betting = await table.events.round("betting")
+        round_id = betting["round"]
+        reached, at_point, stays, by_hand, later = [await table.player() for _ in range(5)]
+        bets = {
+            reached: await table.bet(reached, round_id, 100, auto_cashout=110),  # passed before the driver stops
+            at_point: await table.bet(at_point, round_id, 100, auto_cashout=300),  # the round crashes there first
+            stays: await table.bet(stays, round_id, 100),  # never cashes out
+            by_hand: await table.bet(by_hand, round_id, 100),  # cashes out on node-a
+            later: await table.bet(later, round_id, 100),  # cashes out on node-b, once the round goes on
+        }
+        running = await table.close_betting(betting)
+        await table.at(running, 500)
+        await table.events.tick()
+        assert (await first.action(table.name, round_id, by_hand, "cashout", {}))["multiplier"] == 164
+        await first.close()  # the driver stops mid-round, 500 ms after the start
+        assert await table.phase(round_id) == "running"
+        second = await table.engine("node-b")
+        resumed = await table.events.round("running")
+        assert resumed["started_at"] == running["started_at"] and resumed["epoch"] != running["epoch"]
+        assert (await table.events.tick())["multiplier"] == 164  # where the curve is now: nothing restarted
+        await table.at(running, 700)
+        await table.events.tick()
+        assert (await second.action(table.name, round_id, later, "cashout", {}))["multiplier"] == 201
+        await table.at(running, game.elapsed_for(300))
+        settled = await table.events.round("settled")
+    assert settled["outcome"] == {"crash_point": 300} and settled["epoch"] == resumed["epoch"]
+    assert await table.bets(round_id) == {
+        bets[reached]: ("won", None, 110),
+        bets[at_point]: ("lost", None, 0),
+        bets[stays]: ("lost", None, 0),
+        bets[by_hand]: ("won", 164, 164),
+        bets[later]: ("won", 201, 201),
+    }
 
 
 def node_env(database_url: str, state: Path, **extra: str) -> dict[str, str]:

@@ -1,14 +1,15 @@
-"""The outbox relay: user events committed with their money reach every node, at least once.
+"""The outbox: user events committed with their money reach every node, at least once.
 
-The ledger writes each user event into ``user_events`` in the transaction that moves the
-money, and hands it to :meth:`OutboxRelay.announce` after the commit. The relay publishes it
-on ``user:<id>`` at once and then marks it relayed. If the node dies between commit and
-publish, or the broker does not take the events, the rows stay unrelayed and the sweeper
-(on every node, rows claimed with ``SKIP LOCKED`` so two nodes never relay one row at once)
-publishes them after a grace period. A user event can therefore arrive twice; its ``offset``
-(the wallet version) tells the copies apart, and :class:`~server.edge.feeds.UserFeeds` drops
-the second. The table is also the user channel's history: :meth:`missed` serves ``auth`` with
-``since``; rows older than the retention are pruned.
+``user_events`` is written by this module only. The ledger's operations write each user event
+into it in the transaction that moves the money (:func:`store_events`, or :func:`insert_events_sql`
+inside the bet batch's single statement), and hand the events to :meth:`OutboxRelay.announce`
+after the commit. The relay publishes them on their user's channel at once and then marks them
+relayed. If the node dies between commit and publish, or the broker does not take the events, the
+rows stay unrelayed and the sweeper (on every node, rows claimed with ``SKIP LOCKED`` so two nodes
+never relay one row at once) publishes them after a grace period. A user event can therefore
+arrive twice; its ``offset`` (the wallet version) tells the copies apart, and the edge's
+``UserFeeds`` drops the second. The table is also the user channel's history: :meth:`OutboxRelay.missed`
+serves ``auth`` with ``since``; rows older than the retention are pruned.
 """
 
 from __future__ import annotations
@@ -21,10 +22,27 @@ import time
 import asyncpg
 
 from ..broker import Broker
-from ..ledger.events import UserEvent
-from .audience import user_channel
+from ..db.transactions import Connection
+from .events import UserEvent, user_channel
 
 log = logging.getLogger(__name__)
+
+
+def insert_events_sql(user_ids: str, offsets: str, payloads: str) -> str:
+    """The ``INSERT`` of events into the outbox from three array parameters, given by placeholder
+    (``"$6"``): user ids, offsets and payloads. For a statement that writes the events with the money."""
+    columns = f"{user_ids}::bigint[], {offsets}::bigint[], {payloads}::bytea[]"
+    return f'INSERT INTO user_events (user_id, "offset", payload) SELECT * FROM unnest({columns})'  # noqa: S608 - placeholders only
+
+
+_STORE = insert_events_sql("$1", "$2", "$3")
+
+
+async def store_events(conn: Connection, events: list[UserEvent]) -> None:
+    """Write ``events`` into the outbox, in the caller's transaction (they are announced after its commit)."""
+    if events:
+        await conn.execute(_STORE, [e.user_id for e in events], [e.offset for e in events], [e.payload for e in events])
+
 
 _MARK = """
 UPDATE user_events SET relayed = true

@@ -1,4 +1,4 @@
-"""The outbox relay: every committed user event is announced, at least once, deduplicated by offset."""
+"""The outbox and its relay: every committed user event is announced, at least once, deduplicated by offset."""
 
 from __future__ import annotations
 
@@ -11,18 +11,15 @@ import asyncpg
 import pytest
 
 from protocol import JSON
-from server.auth import TelegramUser
 from server.broker.memory import MemoryBroker
 from server.broker.redis import RedisBroker
-from server.db.users import UserStore
 from server.edge.audience import Audience
 from server.edge.feeds import UserFeeds
-from server.edge.relay import OutboxRelay
-from server.ledger import Ledger
+from server.ledger import Ledger, OutboxRelay
 from tests.conftest import RunningNode
 from tests.edge.client import authed, init_data, open_socket, recv, request
 from tests.edge.test_audience import FakePeer
-from tests.ledger.conftest import next_user_id
+from tests.ledger.conftest import next_user_id, sign_up
 from tests.services import free_port, migrated_pool
 
 
@@ -31,12 +28,6 @@ async def own_pool(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
     """A migrated database of this test's own: no other test's events in its outbox."""
     async with migrated_pool(empty_database) as pool:
         yield pool
-
-
-async def new_user(pool: asyncpg.Pool, user_id: int | None = None) -> int:
-    user = TelegramUser(id=user_id or next_user_id(), first_name="Relay")
-    await UserStore(pool).upsert(user)
-    return user.id
 
 
 async def unrelayed(pool: asyncpg.Pool) -> list[int]:
@@ -48,8 +39,8 @@ async def test_events_committed_but_never_published_are_swept_once(own_pool: asy
     # A ledger with no relay behind it is a node that died between commit and publish.
     orphan = Ledger(own_pool, welcome_credit=50)
     await orphan.start()
-    user = await new_user(own_pool)
-    await orphan.open_wallet(user)
+    user = next_user_id()
+    await sign_up(orphan, user)
     await orphan.deposit(user, 25, ref="charge-1")
     await orphan.close()
     assert await unrelayed(own_pool) == [1, 2]
@@ -77,7 +68,7 @@ async def test_a_broker_that_does_not_take_the_events_leaves_them_for_later(
     ledger = Ledger(own_pool, welcome_credit=10, announce=OutboxRelay(own_pool, down).announce)
     await ledger.start()
     try:
-        await ledger.open_wallet(await new_user(own_pool, 7))
+        await sign_up(ledger, 7)
         await asyncio.sleep(0.3)
         assert len(local) == 1  # this node's own sockets still got it
         assert await unrelayed(own_pool) == [1]  # but it did not reach the other nodes: kept
@@ -179,8 +170,8 @@ async def test_auth_with_a_malformed_since_names_the_field(node_server: RunningN
 async def test_a_gap_in_a_user_channel_is_filled_from_the_history(own_pool: asyncpg.Pool) -> None:
     orphan = Ledger(own_pool, welcome_credit=10)
     await orphan.start()
-    user = await new_user(own_pool)
-    await orphan.open_wallet(user)
+    user = next_user_id()
+    await sign_up(orphan, user)
     for ref in ("d2", "d3"):
         await orphan.deposit(user, 1, ref=ref)
     relay = OutboxRelay(own_pool, MemoryBroker())

@@ -1,0 +1,210 @@
+"""The round driver: one game's rounds, played on the node that drives the game.
+
+::
+
+    open round (next seed of the chain, outcome drawn now) -> publish `round` betting
+    -> at closes_at: close betting (waits for bet batches on the round) -> handler.start
+    -> handler.tick every tick_ms, publishing `tick` -> done
+    -> payouts; ledger.settle(all bets + mark round settled, one transaction)
+    -> publish `round` settled with the seed (the players' bet_settled / balance events were
+       written with the settlement and go out through the outbox relay)
+
+A handler that raises voids its round: every bet is refunded, the seed is revealed, the next round
+starts. Time comes from the injected :class:`~.clock.Clock`, so a test plays a round on a clock it
+moves. Which node drives is settled by :mod:`.lease`; rounds a previous driver left unfinished are
+finished with :meth:`RoundDriver.finish` by :mod:`.recovery`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from msgspec.structs import replace
+
+from ..broker import Broker, HistoryPolicy
+from ..db.transactions import Connection
+from ..ledger import ClosedBet, Ledger
+from . import GameRules
+from .actions import RunningRound
+from .clock import Clock
+from .events import RoundView, Stamp, encode_round, encode_tick, game_channel
+from .fair import FairRng
+from .handler import BetInfo, RoundContext, RoundHandler, RunState
+from .store import RoundStore
+
+log = logging.getLogger(__name__)
+
+
+class RoundDriver:
+    """Plays the rounds of one game while this node drives it, publishing them on ``game:<name>``.
+
+    The engine decides when: :meth:`take_over` once this node holds the game's lock, then
+    :meth:`play_round` again and again; :meth:`stand_by` when it no longer drives.
+    """
+
+    def __init__(
+        self,
+        *,
+        handler: RoundHandler,
+        rules: GameRules,
+        store: RoundStore,
+        ledger: Ledger,
+        broker: Broker,
+        clock: Clock,
+        history: HistoryPolicy,
+        betting_ms: int,
+        pause_ms: int,
+    ) -> None:
+        self.handler = handler
+        self.rules = rules
+        self.store = store
+        self.clock = clock
+        self._ledger = ledger
+        self._broker = broker
+        self._history = history
+        self._betting_ms = betting_ms
+        self._pause_ms = pause_ms
+        self._channel = game_channel(handler.name)
+        self.driving = False
+        """This node drives the game (it took the lease and has not lost it)."""
+        self.token = 0
+        """The lease (fencing) token: every write to a round carries it."""
+        self.running: RunningRound | None = None
+        """The round running now, which takes actions."""
+        self.handing_over = False
+        """Set by a drain: finish the round in flight, open no other."""
+        self._epoch = ""
+        self._published = 0
+        """Events published in this epoch: the last one's offset."""
+
+    @property
+    def game(self) -> str:
+        return self.handler.name
+
+    async def take_over(self, holder: str) -> None:
+        """Drive the game (call while holding its lock): a new lease token, and a new epoch of the
+        channel, whose offsets start again from 1."""
+        self.token = await self.store.take_lease(self.game, holder)
+        self.driving = True
+        self._epoch, self._published = secrets.token_hex(4), 0
+        log.info("driving %s rounds on this node (lease token %d)", self.game, self.token)
+
+    def stand_by(self) -> None:
+        """No longer drive the game: a round in flight is left to the next driver."""
+        self.driving = False
+        self.running = None
+
+    async def play_round(self) -> None:
+        """Open a round, take bets until it closes, run it, settle it; then pause (unless handing over)."""
+        new = await self.store.open_round(self.game, self._betting_ms, self.token)
+        rng = FairRng(new.seed, new.salt, self.game)
+        base = RoundView(
+            game=self.game,
+            round=new.round_id,
+            seed_hash=new.seed_hash,
+            salt=new.salt,
+            closes_at=new.closes_at_ms,
+            phase="betting",
+        )
+        outcome = self.draw(rng, new.round_id)
+        await self._announce(base)
+        await self.clock.sleep(max(0.0, (new.closes_at_ms - self.clock.now_ms()) / 1000))
+        started = await self.store.start_running(new.round_id, self.token) or self.clock.now_ms()
+        await self.finish(base, rng, new.seed, outcome, started)
+        if not self.handing_over:
+            await self.clock.sleep(self._pause_ms / 1000)
+
+    def draw(self, rng: FairRng, round_id: int) -> dict[str, Any] | None:
+        """The round's outcome, or None (the round is voided) when the handler fails to draw it."""
+        try:
+            return self.handler.outcome(rng)
+        except Exception:
+            log.exception("%s outcome failed: round %d voided", self.game, round_id)
+            return None
+
+    async def finish(
+        self, base: RoundView, rng: FairRng, seed: str, outcome: dict[str, Any] | None, started: int
+    ) -> None:
+        """Run a round whose betting is closed from ``started`` (ms) to its end, settle it (or void it:
+        ``outcome`` None, or a handler failure) and announce the result with the seed.
+
+        ``base`` is the round as its ``betting`` event describes it; each later event is ``base`` in
+        another phase."""
+        bets = await self.store.open_bets(base.round)
+        voided = outcome is None
+        if outcome is not None:
+            try:
+                await self._run(base, rng, outcome, bets, started)
+            except Exception:
+                log.exception("%s handler failed in round %d: voided, bets refunded", self.game, base.round)
+                voided = True
+            if self.running is not None:
+                self.running.finished = True
+                bets = self.running.state.bets
+        try:
+            await self._settle(base.round, outcome or {}, bets, voided=voided)
+        finally:
+            self.running = None
+        if voided or outcome is None:
+            settled = replace(base, phase="settled", seed=seed, voided=True)
+        else:
+            settled = replace(base, phase="settled", seed=seed, outcome=self.handler.public_outcome(outcome))
+        await self._announce(settled)
+
+    async def _run(
+        self, base: RoundView, rng: FairRng, outcome: dict[str, Any], bets: list[BetInfo], started: int
+    ) -> None:
+        handler = self.handler
+        ctx = RoundContext(
+            base.round, self.clock.now_ms, rng, handler.params, log.getChild(self.game), self.rules.max_payout
+        )
+        state = RunState(started, outcome, bets)
+        outcome.update(handler.start(ctx, state))
+        self.running = running = RunningRound(base.round, handler, state, ctx)
+        await self._announce(replace(base, phase="running", started_at=started))
+        while True:
+            result = handler.tick(ctx, state)
+            if result.event is not None:
+                await self._publish("tick", partial(encode_tick, self.game, base.round, result.event))
+            if result.done:
+                running.finished = True
+                return
+            await self.clock.sleep(handler.tick_ms / 1000)
+
+    async def _settle(
+        self, round_id: int, outcome: dict[str, Any], bets: list[BetInfo], *, voided: bool
+    ) -> list[ClosedBet]:
+        """Pay (or refund) every bet and mark the round closed, in one fenced transaction."""
+        cap = self.rules.max_payout
+        if voided:
+            payouts: list[tuple[int, int]] = []
+            refunds = [bet.bet_id for bet in bets]
+        else:
+            payouts = [(bet.bet_id, self.handler.payout(bet, outcome)) for bet in bets]
+            refunds = []
+            over = [(bet, paid) for bet, paid in payouts if paid > cap]
+            if over:  # bets are refused or cashed out before they can pass the cap: this is a game's bug
+                log.error("%s round %d: payouts over the cap of %d cut to it: %s", self.game, round_id, cap, over)
+                payouts = [(bet, min(paid, cap)) for bet, paid in payouts]
+        phase, stored = ("voided", None) if voided else ("settled", outcome)
+        token = self.token
+
+        async def mark(conn: Connection) -> None:
+            await RoundStore.mark_closed(conn, round_id, phase, stored, token)
+
+        return await self._ledger.settle(payouts, refunds=refunds, also=mark)
+
+    async def _announce(self, view: RoundView) -> None:
+        await self._publish("round", partial(encode_round, view))
+
+    async def _publish(self, kind: str, encode: Callable[[Stamp], bytes]) -> None:
+        self._published += 1
+        stamp = Stamp(self._channel, self._published, self._epoch, self.clock.now_ms())
+        try:
+            await self._broker.publish(self._channel, encode(stamp), history=self._history)
+        except Exception as exc:  # the round goes on; subscribers recover with a snapshot
+            log.warning("could not publish %s event of %s: %s", kind, self.game, exc)
