@@ -38,6 +38,7 @@ from .errors import (
     LedgerUnavailable,
 )
 from .events import UserEvent, balance_event
+from .exposure import ExposureBudget
 from .outbox import insert_events_sql
 from .postings import Transfers
 
@@ -101,13 +102,10 @@ WHERE a.user_id = ANY($2::bigint[]) OR a.id = $3
 ORDER BY a.id FOR UPDATE OF a
 """  # noqa: S608 - composed of constant SQL, no data
 
-# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, the exposure of the
-# rounds whose game caps it (their rows locked: batches adding to one capped round take turns), ids for the
-# batch, and the bets already placed with the batch's idempotency keys.
+# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch, and
+# the bets already placed with the batch's idempotency keys.
 _READ = """
 SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting') AS open_rounds,
-       (SELECT coalesce(json_object_agg(c.id, c.exposure), '{}') FROM (
-            SELECT id, exposure FROM rounds WHERE id = ANY($5::bigint[]) ORDER BY id FOR UPDATE) AS c) AS exposures,
        array(SELECT nextval('bets_id_seq') FROM generate_series(1, $2)) AS bet_ids,
        array(SELECT nextval('ledger_txns_id_seq') FROM generate_series(1, $2)) AS txn_ids,
        (SELECT coalesce(json_agg(json_build_object(
@@ -125,8 +123,7 @@ FROM bets b JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
 """
 
 # Statement 3 writes the _AcceptedBets: the stakes' ledger transactions (kind 'bet', ref the bet id) and their legs,
-# the accounts moved by exactly their legs, the bets, their balance events into the outbox, and the rounds' new
-# exposure.
+# the accounts moved by exactly their legs, the bets, and their balance events into the outbox.
 _WRITE = f"""
 WITH txns AS (
     INSERT INTO ledger_txns (id, kind, ref) SELECT t, 'bet', b::text FROM unnest($1::bigint[], $2::bigint[]) AS x(t, b)
@@ -139,9 +136,6 @@ WITH txns AS (
     WHERE accounts.id = d.account_id
 ), events AS (
     {insert_events_sql("$6", "$13", "$14")}
-), exposures AS (
-    UPDATE rounds SET exposure = e.exposure FROM unnest($15::bigint[], $16::bigint[]) AS e(id, exposure)
-    WHERE rounds.id = e.id
 )
 INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn)
 SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::jsonb[], $11::text[],
@@ -185,18 +179,35 @@ class _AcceptedBets:
         self.payloads.append(bet.event.payload)
         self.wallets.append(wallet)
 
-    def arguments(self, house: int, exposures: dict[int, int]) -> tuple[object, ...]:
+    def arguments(self, house: int) -> tuple[object, ...]:
         """The parameters of :data:`_WRITE`, the stakes going to ``house``."""
         legs = Transfers("bet", house, self.txn_ids, self.wallets, self.amounts).legs()
-        return (self.txn_ids, self.bet_ids, legs.txn_ids, legs.accounts, legs.amounts, self.user_ids, self.games,
-                self.round_ids, self.amounts, self.params, self.keys, self.balances, self.versions, self.payloads,
-                list(exposures), list(exposures.values()))  # fmt: skip
+        return (
+            self.txn_ids,
+            self.bet_ids,
+            legs.txn_ids,
+            legs.accounts,
+            legs.amounts,
+            self.user_ids,
+            self.games,
+            self.round_ids,
+            self.amounts,
+            self.params,
+            self.keys,
+            self.balances,
+            self.versions,
+            self.payloads,
+        )
 
 
-async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epoch: str) -> list[BetOutcome]:
+async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epoch: str,
+                      allowance: dict[int, int] | None = None) -> list[BetOutcome]:  # fmt: skip
     """Decide and write a batch of bets in the caller's transaction; one outcome per request, in order.
 
-    Each accepted bet also writes its ``balance`` event (in ``epoch``) to the outbox."""
+    Each accepted bet also writes its ``balance`` event (in ``epoch``) to the outbox. ``allowance`` is the
+    exposure this batch may add to each capped round (see :mod:`server.ledger.exposure`); it is spent as
+    bets are accepted."""
+    allowance = {} if allowance is None else allowance
     round_ids = sorted({r.round_id for r in batch})
     # The betting lock of each round is held shared to commit (server/db/roundlock.py): closing betting takes it
     # exclusively, so it waits for batches in flight, and a batch after it sees the round closed.
@@ -205,12 +216,9 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
         if row["user_id"] is not None:
             wallets[row["user_id"]] = _Wallet(row["id"], row["balance"], row["version"])
     keyed = [r for r in batch if r.key is not None]
-    capped = sorted({r.round_id for r in batch if r.exposure_cap is not None})
-    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed],
-                               capped)  # fmt: skip
+    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed])
     assert read is not None
     open_rounds = set(read["open_rounds"])
-    exposures = {int(round_id): value for round_id, value in orjson.loads(read["exposures"]).items()}
     prior: dict[tuple[int, str], Mapping[str, Any]] = {
         (row["user_id"], row["idem_key"]): row for row in orjson.loads(read["prior"])
     }
@@ -240,11 +248,11 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
             outcomes.append(InsufficientFunds(f"balance {available} is less than the bet amount {request.amount}"))
             continue
         if request.exposure_cap is not None:
-            exposure = exposures.get(request.round_id, 0) + request.exposure
-            if exposure > request.exposure_cap:
-                outcomes.append(_round_full(request, exposure))
+            left = allowance.get(request.round_id, 0)
+            if request.exposure > left:
+                outcomes.append(_round_full(request))
                 continue
-            exposures[request.round_id] = exposure
+            allowance[request.round_id] = left - request.exposure
         bet_id, txn_id = bet_ids[len(accepted.bet_ids)], txn_ids[len(accepted.bet_ids)]
         wallet.balance -= request.amount
         wallet.version += 1
@@ -258,7 +266,7 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
             accepted_keys[identity] = placed
 
     if accepted.bet_ids:
-        await conn.execute(_WRITE, *accepted.arguments(house, exposures))
+        await conn.execute(_WRITE, *accepted.arguments(house))
     return outcomes
 
 
@@ -285,10 +293,10 @@ def _conflict(request: BetRequest) -> IdempotencyConflict:
     return IdempotencyConflict(f"key {request.key!r} was already used for a different bet")
 
 
-def _round_full(request: BetRequest, exposure: int) -> ExposureCapReached:
+def _round_full(request: BetRequest) -> ExposureCapReached:
     return ExposureCapReached(
-        f"round {request.round_id} of {request.game} is full: with this bet its winners could be paid "
-        f"{exposure}, over the round's cap of {request.exposure_cap}; bet less or in the next round"
+        f"round {request.round_id} of {request.game} is full: with this bet (it could pay {request.exposure}) its "
+        f"winners could be paid more than the round's cap of {request.exposure_cap}; bet less or in the next round"
     )
 
 
@@ -311,6 +319,7 @@ class BetBatcher:
         self._epoch = epoch
         self._announce = announce
         self._houses = itertools.cycle(house_accounts)
+        self._exposure = ExposureBudget(pool)
         self._group: GroupCommit[BetRequest, PlacedBet] = GroupCommit(
             self._commit,
             name="bet-batcher",
@@ -340,13 +349,33 @@ class BetBatcher:
 
     async def _commit(self, requests: list[BetRequest]) -> list[BetOutcome]:
         house = next(self._houses)
-        # 23505: a key inserted by a transaction that committed after our read; the retry replays it.
-        return await in_transaction(
-            self._pool,
-            lambda conn: commit_bets(conn, requests, house, self._epoch),
-            retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
-            unavailable=LedgerUnavailable,
-        )
+        taken = await self._take_exposure(requests)
+        outcomes: list[BetOutcome] = []
+        try:
+            # 23505: a key inserted by a transaction that committed after our read; the retry replays it.
+            outcomes = await in_transaction(
+                self._pool,
+                lambda conn: commit_bets(conn, requests, house, self._epoch, dict(taken)),  # each attempt afresh
+                retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+                unavailable=LedgerUnavailable,
+            )
+        finally:
+            used: dict[int, int] = {}
+            for request, outcome in zip(requests, outcomes, strict=False):  # none used when the batch failed
+                if request.exposure_cap is not None and isinstance(outcome, PlacedBet) and not outcome.replayed:
+                    used[request.round_id] = used.get(request.round_id, 0) + request.exposure
+            for round_id, amount in taken.items():
+                self._exposure.give_back(round_id, amount - used.get(round_id, 0))
+        return outcomes
+
+    async def _take_exposure(self, requests: list[BetRequest]) -> dict[int, int]:
+        """What this batch may add to each capped round's exposure, taken from this node's shares."""
+        need: dict[int, tuple[int, int]] = {}  # round -> (cap, exposure of the batch's bets on it)
+        for request in requests:
+            if request.exposure_cap is not None:
+                _, total = need.get(request.round_id, (request.exposure_cap, 0))
+                need[request.round_id] = (request.exposure_cap, total + request.exposure)
+        return {round_id: await self._exposure.take(round_id, cap, total) for round_id, (cap, total) in need.items()}
 
     def _announce_events(self, outcomes: Sequence[PlacedBet | Exception]) -> None:
         # After the replies were released: a socket sees bet_ok, then balance.

@@ -344,3 +344,37 @@ async def test_a_server_shutting_down_is_unavailable_not_a_bug(pool: asyncpg.Poo
     with pytest.raises(LedgerUnavailable) as raised:  # the ledger's: protocol code `unavailable`
         await in_transaction(pool, work, unavailable=LedgerUnavailable)
     assert raised.value.code.value == "unavailable" and isinstance(raised.value, DatabaseUnavailable)
+
+
+async def test_bets_from_three_nodes_never_pass_a_rounds_exposure_cap(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool, database_url: str
+) -> None:
+    # Each node reserves shares of the cap (server/ledger/exposure.py); together they never pass it.
+    from server.ledger import ExposureCapReached
+
+    users = [await new_user(10_000) for _ in range(6)]
+    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=5) for _ in range(2)]
+    nodes = [ledger]
+    for extra in pools:
+        node = Ledger(extra, batches=BatchOptions(max_wait=0.001))
+        await node.start()
+        nodes.append(node)
+    capped = [BetRequest(users[i % 6], "dice", OPEN_ROUND["id"], 10, {}, f"x{i}", exposure=19, exposure_cap=1000)
+              for i in range(120)]  # fmt: skip
+    try:
+        outcomes = await asyncio.gather(*(nodes[i % 3].place_bet(r) for i, r in enumerate(capped)),
+                                        return_exceptions=True)  # fmt: skip
+    finally:
+        for node in nodes[1:]:
+            await node.close()
+        for extra in pools:
+            await extra.close()
+    placed = [o for o in outcomes if isinstance(o, PlacedBet)]
+    assert all(isinstance(o, PlacedBet | ExposureCapReached) for o in outcomes), outcomes
+    assert 19 * len(placed) <= 1000  # never past the cap: at most 52 bets that could each pay 19
+    assert len(placed) >= 40  # and most of it used: shares left unused on a node are the only slack
+    assert await pool.fetchval("SELECT exposure FROM rounds WHERE id = $1", OPEN_ROUND["id"]) <= 1000
+    for user in users:
+        stakes = await pool.fetchval("SELECT coalesce(sum(amount), 0) FROM bets WHERE user_id = $1", user)
+        assert (await ledger.balance(user)).balance == 10_000 - stakes
+    await assert_audit_ok(pool)
