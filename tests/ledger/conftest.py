@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
 from server.auth import TelegramUser
 from server.ledger import Ledger, WalletState
-from tests.services import migrated_pool
 
 _ids = itertools.count(secrets.randbelow(10**9) * 1000 + 10**12)
 
@@ -23,20 +22,6 @@ _ids = itertools.count(secrets.randbelow(10**9) * 1000 + 10**12)
 def next_user_id() -> int:
     """A user id no other test of this run uses."""
     return next(_ids)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    async with migrated_pool(database_url, max_size=10) as pool:
-        yield pool
-
-
-@pytest.fixture
-async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
-    ledger = Ledger(pool)
-    await ledger.start()
-    yield ledger
-    await ledger.close()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -33,6 +35,24 @@ def _bets_land_in_an_open_round(open_round: int) -> None:
 
 def bet(user_id: int, amount: int = 10, key: str | None = None, **params: object) -> BetRequest:
     return BetRequest(user_id, "dice", OPEN_ROUND["id"], amount, dict(params), key)
+
+
+@contextlib.asynccontextmanager
+async def three_nodes(ledger: Ledger, database_url: str) -> AsyncIterator[list[Ledger]]:
+    """``ledger`` and two more ledgers on pools of their own, as three nodes would have."""
+    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=5) for _ in range(2)]
+    nodes = [ledger]
+    try:
+        for extra in pools:
+            node = Ledger(extra, batches=BatchOptions(max_wait=0.001))
+            await node.start()
+            nodes.append(node)
+        yield nodes
+    finally:
+        for node in nodes[1:]:
+            await node.close()
+        for extra in pools:
+            await extra.close()
 
 
 async def assert_audit_ok(pool: asyncpg.Pool) -> None:
@@ -114,22 +134,11 @@ async def test_hundreds_of_concurrent_bets_from_three_nodes_never_overdraw(
     ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool, database_url: str
 ) -> None:
     users = [await new_user(1000) for _ in range(3)]
-    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=5) for _ in range(2)]
-    nodes = [ledger]
-    for extra in pools:
-        node = Ledger(extra, batches=BatchOptions(max_wait=0.001))
-        await node.start()
-        nodes.append(node)
-    try:
+    async with three_nodes(ledger, database_url) as nodes:
         requests = [
             nodes[i % 3].place_bet(bet(users[i % 3 if i % 5 else 0], 10, key=f"b{i % 350}")) for i in range(450)
         ]
         outcomes = await asyncio.gather(*requests, return_exceptions=True)
-    finally:
-        for node in nodes[1:]:
-            await node.close()
-        for extra in pools:
-            await extra.close()
     unexpected = [o for o in outcomes if not isinstance(o, PlacedBet | InsufficientFunds | IdempotencyConflict)]
     assert unexpected == []
     for user in users:
@@ -353,22 +362,11 @@ async def test_bets_from_three_nodes_never_pass_a_rounds_exposure_cap(
     from server.ledger import ExposureCapReached
 
     users = [await new_user(10_000) for _ in range(6)]
-    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=5) for _ in range(2)]
-    nodes = [ledger]
-    for extra in pools:
-        node = Ledger(extra, batches=BatchOptions(max_wait=0.001))
-        await node.start()
-        nodes.append(node)
     capped = [BetRequest(users[i % 6], "dice", OPEN_ROUND["id"], 10, {}, f"x{i}", exposure=19, exposure_cap=1000)
               for i in range(120)]  # fmt: skip
-    try:
+    async with three_nodes(ledger, database_url) as nodes:
         outcomes = await asyncio.gather(*(nodes[i % 3].place_bet(r) for i, r in enumerate(capped)),
                                         return_exceptions=True)  # fmt: skip
-    finally:
-        for node in nodes[1:]:
-            await node.close()
-        for extra in pools:
-            await extra.close()
     placed = [o for o in outcomes if isinstance(o, PlacedBet)]
     assert all(isinstance(o, PlacedBet | ExposureCapReached) for o in outcomes), outcomes
     assert 19 * len(placed) <= 1000  # never past the cap: at most 52 bets that could each pay 19

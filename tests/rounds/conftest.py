@@ -35,7 +35,6 @@ from server.rounds.fair import FairRng
 from server.rounds.handler import RoundHandler
 from tests.ledger.conftest import next_user_id, sign_up
 from tests.rounds.clock import ManualClock
-from tests.services import migrated_pool
 
 WAIT = 5.0
 """Seconds a test waits for an event before failing (they come within milliseconds)."""
@@ -160,20 +159,6 @@ class Table:
     async def phase(self, round_id: int) -> str:
         phase: str = await self.pool.fetchval("SELECT phase FROM rounds WHERE id = $1", round_id)
         return phase
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    async with migrated_pool(database_url, max_size=6) as pool:
-        yield pool
-
-
-@pytest.fixture
-async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
-    ledger = Ledger(pool)
-    await ledger.start()
-    yield ledger
-    await ledger.close()
 
 
 OpenTable = Callable[[RoundHandler], contextlib.AbstractAsyncContextManager[Table]]
