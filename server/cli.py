@@ -58,11 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--strategy", default=None, help="bet params as JSON, e.g. '{\"auto_cashout\": 150}'")
     sim.add_argument("--amount", type=int, default=100, help="stake per round (default 100)")
     sim.add_argument("--seed", default="0" * 64, help="start of the simulation's seed chain (64 hex)")
+    sim.add_argument("--params", default=None,
+                     help="the game's params as JSON, e.g. '{\"house_edge_bp\": 200}' "
+                          "(default: its entry in CROUPIER_GAME_PARAMS, then the game's defaults)")  # fmt: skip
 
     verify = commands.add_parser("verify", help="recompute a round's outcome from its revealed seed")
     verify.add_argument("game")
     verify.add_argument("--seed", required=True, help="the seed revealed when the round settled (64 hex)")
     verify.add_argument("--salt", required=True, help="the round's salt (its chain's terminating hash)")
+    verify.add_argument("--params", default=None,
+                        help="the game's params as JSON, as the node had them "
+                             "(default: its entry in CROUPIER_GAME_PARAMS, then the game's defaults)")  # fmt: skip
 
     dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
     dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
@@ -71,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command in ("simulate", "verify"):  # pure computations: no settings, no database
-        return _simulate(args) if args.command == "simulate" else _verify(args.game, args.seed, args.salt)
+        return _simulate(args) if args.command == "simulate" else _verify(args.game, args.seed, args.salt, args.params)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -309,23 +315,57 @@ async def _audit(settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-def _handler(game: str) -> RoundHandler | None:
+def _handler(game: str, raw_params: str | None = None) -> RoundHandler | None:
+    """The handler of ``game`` with its params: ``raw_params`` (JSON), else the game's entry in
+    ``CROUPIER_GAME_PARAMS``, else its defaults. Limits (``min_bet``...) in them are ignored: they
+    change no outcome or payout. None, after one line on stderr, when the game or its params are bad."""
+    import orjson
+
     from .games import registered_games
+    from .games.registry import LIMIT_KEYS
 
     games = registered_games()
     if game not in games:
         print(f"croupier: no game {game!r}; registered: {', '.join(games)}", file=sys.stderr)
         return None
-    return games[game]()
+    if raw_params is not None:
+        source = "--params"
+        try:
+            params = orjson.loads(raw_params)
+        except orjson.JSONDecodeError:
+            print("croupier: --params must be JSON, e.g. '{\"house_edge_bp\": 200}'", file=sys.stderr)
+            return None
+    else:  # read as server.settings does, but without the rest of the settings (no bot token needed)
+        source = "CROUPIER_GAME_PARAMS"
+        try:
+            every_game = orjson.loads(os.environ.get("CROUPIER_GAME_PARAMS") or "{}")
+        except orjson.JSONDecodeError:
+            print('croupier: CROUPIER_GAME_PARAMS must be JSON, e.g. {"crash": {"house_edge_bp": 100}}',
+                  file=sys.stderr)  # fmt: skip
+            return None
+        if not isinstance(every_game, dict) or not all(isinstance(v, dict) for v in every_game.values()):
+            print("croupier: CROUPIER_GAME_PARAMS must map game names to objects of params", file=sys.stderr)
+            return None
+        params = every_game.get(game, {})
+    if not isinstance(params, dict):
+        print(f"croupier: {source} must be a JSON object of the game's params", file=sys.stderr)
+        return None
+    overrides = {key: value for key, value in params.items() if key not in LIMIT_KEYS}
+    try:
+        return games[game](overrides)
+    except (ValueError, TypeError) as exc:
+        print(f"croupier: {source}: {exc}", file=sys.stderr)
+        return None
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    """Exit 0 when the declared RTP lies inside the simulated one's interval, 1 when outside, 2 on bad input."""
     import orjson
 
     from .rounds.handler import InvalidBet
     from .rounds.simulator import simulate
 
-    handler = _handler(args.game)
+    handler = _handler(args.game, args.params)
     if handler is None:
         return 2
     try:
@@ -334,25 +374,29 @@ def _simulate(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError:
         print("croupier: --strategy must be JSON bet params", file=sys.stderr)
         return 2
-    except (InvalidBet, ValueError) as exc:
+    except (InvalidBet, ValueError, TypeError) as exc:
         print(f"croupier: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
-    return 0
+    return 0 if report.within_interval else 1
 
 
-def _verify(game: str, seed: str, salt: str) -> int:
+def _verify(game: str, seed: str, salt: str, raw_params: str | None = None) -> int:
     import re
 
     from .rounds.fair import FairRng, sha256_hex
 
-    handler = _handler(game)
+    handler = _handler(game, raw_params)
     if handler is None:
         return 2
     if not re.fullmatch(r"[0-9a-f]{64}", seed) or not re.fullmatch(r"[0-9a-f]{64}", salt):
         print("croupier: --seed and --salt are 64 lowercase hex characters", file=sys.stderr)
         return 2
-    outcome = handler.public_outcome(handler.outcome(FairRng(seed, salt, game)))
+    try:
+        outcome = handler.public_outcome(handler.outcome(FairRng(seed, salt, game)))
+    except (ValueError, TypeError, KeyError) as exc:  # a param of the wrong type or range
+        print(f"croupier: the game's params do not work: {exc!r}", file=sys.stderr)
+        return 2
     print(f"game {game}\nseed_hash {sha256_hex(seed)}\noutcome {outcome}")
     return 0
 

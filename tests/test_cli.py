@@ -273,6 +273,60 @@ def test_simulate_prints_rtp_within_the_declared_interval() -> None:
     assert unknown.returncode == 2 and "no game" in unknown.stderr
 
 
+def test_simulate_plays_the_operators_table_or_the_params_given() -> None:
+    rounds = ("simulate", "crash", "--rounds", "20000")
+    default = croupier(*rounds, env=clean_env())
+    assert default.returncode == 0, default.stderr
+    assert "declared 0.99000" in default.stdout  # crash's default house edge: 1%
+    table = clean_env(CROUPIER_GAME_PARAMS='{"crash": {"house_edge_bp": 200, "max_bet": 500}}')
+    operator = croupier(*rounds, env=table)  # no bot token: simulate checks no initData
+    assert operator.returncode == 0, operator.stderr
+    assert "declared 0.98000" in operator.stdout  # the limits in the entry change no outcome: ignored
+    given = croupier(*rounds, "--params", '{"house_edge_bp": 300}', env=table)
+    assert given.returncode == 0, given.stderr
+    assert "declared 0.97000" in given.stdout and given.stdout != operator.stdout  # --params wins
+    bad_json = croupier(*rounds, "--params", "{house_edge_bp: 3}", env=clean_env())
+    assert bad_json.returncode == 2 and bad_json.stderr.strip() == (
+        "croupier: --params must be JSON, e.g. '{\"house_edge_bp\": 200}'"
+    )
+    unknown = croupier(*rounds, "--params", '{"house_edge": 300}', env=clean_env())
+    assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1 and "house_edge" in unknown.stderr
+    bad_env = croupier(*rounds, env=clean_env(CROUPIER_GAME_PARAMS='{"crash": {"edge": 1}}'))
+    assert bad_env.returncode == 2 and "CROUPIER_GAME_PARAMS" in bad_env.stderr and "edge" in bad_env.stderr
+
+
+@pytest.mark.usefixtures("game_registry")
+def test_simulate_exits_1_when_a_game_pays_other_than_it_declares(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A game that pays 2x on heads of a fair coin (RTP 1.0) but declares 0.9: over the simulator's
+    # fixed seed chain the measured RTP is 1.0 +- ~0.02, so 0.9 is outside on every machine.
+    from server.cli import main
+    from server.games.registry import register
+    from server.rounds.fair import FairRng
+    from server.rounds.handler import BetInfo, RoundHandler
+
+    @register
+    class Overpaying(RoundHandler):
+        name = "overpaying"
+
+        def validate_bet(self, params: Any) -> dict[str, Any]:
+            return {}
+
+        def outcome(self, rng: FairRng) -> dict[str, Any]:
+            return {"heads": rng.below(2) == 1}
+
+        def payout(self, bet: BetInfo, outcome: Any) -> int:
+            return 2 * bet.amount if outcome["heads"] else 0
+
+        def declared_rtp(self, params: Any) -> float:
+            return 0.9
+
+    monkeypatch.delenv("CROUPIER_GAME_PARAMS", raising=False)
+    assert main(["simulate", "overpaying", "--rounds", "10000"]) == 1
+    assert "declared 0.90000: OUTSIDE the interval" in capsys.readouterr().out
+
+
 def test_verify_recomputes_an_outcome_from_the_seed() -> None:
     from server.games.roulette import Roulette
     from server.rounds.fair import FairRng, sha256_hex
@@ -284,3 +338,25 @@ def test_verify_recomputes_an_outcome_from_the_seed() -> None:
     assert f"outcome {expected}" in result.stdout and sha256_hex(seed) in result.stdout
     bad = croupier("verify", "roulette", "--seed", "xyz", "--salt", salt, env=clean_env())
     assert bad.returncode == 2 and "64 lowercase hex" in bad.stderr
+
+
+def test_verify_computes_the_outcome_of_the_operators_table() -> None:
+    from server.games.crash import Crash
+    from server.rounds.fair import FairRng
+
+    seed, salt = "ab" * 32, "cd" * 32
+    args = ("verify", "crash", "--seed", seed, "--salt", salt)
+    default_point = Crash().outcome(FairRng(seed, salt, "crash"))
+    table_point = Crash({"house_edge_bp": 500}).outcome(FairRng(seed, salt, "crash"))
+    assert default_point != table_point  # 684 and 656: a 5% table crashes earlier on the same seed
+    default = croupier(*args, env=clean_env())
+    assert default.returncode == 0 and f"outcome {default_point}" in default.stdout
+    given = croupier(*args, "--params", '{"house_edge_bp": 500}', env=clean_env())
+    assert given.returncode == 0, given.stderr
+    assert f"outcome {table_point}" in given.stdout
+    operator = croupier(*args, env=clean_env(CROUPIER_GAME_PARAMS='{"crash": {"house_edge_bp": 500}}'))
+    assert operator.returncode == 0 and f"outcome {table_point}" in operator.stdout  # as the node computed it
+    unknown = croupier(*args, "--params", '{"house_edge": 500}', env=clean_env())
+    assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1 and "house_edge" in unknown.stderr
+    bad_json = croupier(*args, "--params", "500", env=clean_env())
+    assert bad_json.returncode == 2 and "--params must be a JSON object" in bad_json.stderr

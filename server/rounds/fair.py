@@ -12,6 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def sha256_hex(text: str) -> str:
@@ -36,8 +40,13 @@ def generate_chain(length: int, secret: str | None = None) -> list[str]:
 class FairRng:
     """Deterministic random numbers from one round's seed and public salt.
 
-    Each call consumes fresh HMAC output, so a handler may draw several values; the same
-    (seed, salt, game) always yields the same sequence.
+    The draws read one stream of hex digits: the lowercase hex digests of
+    ``HMAC-SHA256(key=seed, msg="<game>:<salt>:<counter>")`` (seed, game and salt as ASCII bytes,
+    ``counter`` in decimal from 0) concatenated in counter order, 64 digits per block. Each draw
+    takes the next digits it needs from the front of the stream, as a big-endian hex integer;
+    digits a draw leaves over stay for the next one (a new block is hashed only when the stream
+    runs short). So the same (seed, salt, game) and the same calls always give the same values,
+    and a handler may draw as many as it needs.
     """
 
     def __init__(self, seed: str, salt: str, game: str) -> None:
@@ -55,11 +64,19 @@ class FairRng:
         return out
 
     def unit(self) -> float:
-        """A float in [0, 1) with 52 random bits (bustabit's crash draw)."""
+        """A float in [0, 1) with 52 random bits (bustabit's crash draw).
+
+        Takes the next 13 hex digits as an integer ``v`` (0 <= v < 2**52) and returns ``v / 2**52``.
+        """
         return int(self._hex(13), 16) / 2**52
 
     def below(self, n: int) -> int:
-        """An unbiased integer in [0, n), by rejection sampling on 5-hex-digit draws (n <= 2**20)."""
+        """An unbiased integer in [0, n), for 1 <= n <= 2**20, by rejection sampling.
+
+        Takes the next 5 hex digits as an integer ``v`` (0 <= v < 2**20); with
+        ``limit = (2**20 // n) * n``, returns ``v % n`` if ``v < limit``, else discards ``v`` and
+        takes the next 5 digits, until one is below ``limit``.
+        """
         if not 0 < n <= 2**20:
             raise ValueError("n must be in 1..2**20")
         limit = (2**20 // n) * n
@@ -67,3 +84,38 @@ class FairRng:
             value = int(self._hex(5), 16)
             if value < limit:
                 return value % n
+
+    def weighted(self, weights: Sequence[int]) -> int:
+        """An index ``i`` of ``weights``, drawn with probability ``weights[i] / sum(weights)``.
+
+        The weights are integers > 0 summing to at most 2**20. Draws ``r = below(sum(weights))``
+        (exactly as :meth:`below`, so unbiased) and returns the first ``i`` whose running total
+        ``weights[0] + ... + weights[i]`` exceeds ``r``.
+        """
+        if not weights:
+            raise ValueError("weights must not be empty")
+        for weight in weights:
+            if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
+                raise ValueError(f"weights must be integers > 0, got {weight!r}")
+        total = sum(weights)
+        if total > 2**20:
+            raise ValueError(f"weights must sum to at most 2**20, got {total}")
+        r = self.below(total)
+        running = 0
+        for index, weight in enumerate(weights):
+            running += weight
+            if r < running:
+                return index
+        raise AssertionError("unreachable: r < total")  # pragma: no cover
+
+    def shuffle(self, items: Sequence[T]) -> list[T]:
+        """A new list with ``items`` in a uniformly random order (``items`` is left as it was).
+
+        Fisher-Yates from the end: copy ``items`` to ``out``; for ``i`` from ``len(out) - 1`` down to
+        1, draw ``j = below(i + 1)`` and swap ``out[i]`` and ``out[j]``. At most 2**20 items.
+        """
+        out = list(items)
+        for i in range(len(out) - 1, 0, -1):
+            j = self.below(i + 1)
+            out[i], out[j] = out[j], out[i]
+        return out
