@@ -77,6 +77,15 @@ async def wait_ready(port: int, attempts: int = 300) -> None:
     raise AssertionError("node did not become ready")
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def free_port() -> int:
     """A TCP port of 127.0.0.1 that nothing listens on now (the kernel's pick; bind it soon). Used by the
     suite, the benchmarks and the soak alike."""

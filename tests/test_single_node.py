@@ -25,7 +25,7 @@ import pytest
 
 from server.db.embedded import EmbeddedPostgres, default_pg_data_dir
 from server.db.instance import DatabaseClaim, DatabaseInUse, NodeFailure
-from tests.services import EmbeddedRedis, clean_env, free_port, wait_ready, world_traversable_tempdir
+from tests.services import EmbeddedRedis, alive, clean_env, free_port, wait_ready, world_traversable_tempdir
 
 TOKEN = "1:abcdefghijklmnop"
 STARTUP_ATTEMPTS = 1800
@@ -65,14 +65,6 @@ def postmaster_pid(state: Path) -> int | None:
         if b"postgres" in Path(f"/proc/{first.strip()}/cmdline").read_bytes():
             return int(first)
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def until_gone(pid: int, timeout: float = 10.0) -> None:

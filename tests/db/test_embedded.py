@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from server.db.embedded import EmbeddedPostgres
-from tests.services import world_traversable_tempdir
+from tests.services import alive, world_traversable_tempdir
 
 OWNER = """
 import sys, time
@@ -30,14 +30,6 @@ print(server.pid, flush=True)
 time.sleep(600)
 """
 """A process that starts the server and then waits to be killed (its server stays running)."""
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def remove(root: Path) -> None:
