@@ -43,7 +43,7 @@ dev-initdata: $(VENV)/.installed-run
 	@CROUPIER_DEV=$${CROUPIER_DEV-1} $(BIN)/croupier dev-initdata --user-id $(USER_ID)
 
 schema: $(VENV)/.installed-run
-	@$(BIN)/python -m protocol.schema
+	@$(BIN)/croupier schema
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache *.egg-info

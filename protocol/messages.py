@@ -134,6 +134,17 @@ class GameLimits(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The most one round may pay out, every bet counted at its largest payout (dice, roulette)."""
 
 
+class GameInfo(msgspec.Struct, kw_only=True):
+    """Extension: what a client needs to show a game and render its bet form."""
+
+    params: dict[str, Any]
+    """The game's params in effect (the operator's table: house edge, payout tables, timings)."""
+    params_schema: dict[str, Any]
+    """JSON Schema of ``params``."""
+    bet_schema: dict[str, Any]
+    """JSON Schema of a bet's ``params`` (games with several bet types: one per type, told apart by ``type``)."""
+
+
 class Welcome(_Reply, tag="welcome"):
     id: RequestId
     user: User
@@ -150,6 +161,8 @@ class Welcome(_Reply, tag="welcome"):
     missed: list[dict[str, Any]] | None = None
     limits: dict[str, GameLimits] | None = None
     """Extension: each game's limits (``games`` lists the same names)."""
+    game_info: dict[str, GameInfo] | None = None
+    """Extension: each game's params and the schemas of its params and bets."""
 
 
 class Error(_Reply, tag="error", omit_defaults=False):
@@ -183,6 +196,8 @@ class Subscribed(_Reply, tag="subscribed"):
     missed: list[dict[str, Any]]
     limits: GameLimits | None = None
     """Extension: the game's limits."""
+    game_info: GameInfo | None = None
+    """Extension: the game's params and the schemas of its params and bets."""
 
 
 class BetView(msgspec.Struct, kw_only=True):
@@ -240,31 +255,49 @@ class BetSettled(_Reply, tag="bet_settled"):
     bet: int
     payout: int
     balance: int
+    result: dict[str, Any] | None = None
+    """Extension: the bet's own draw, in games where each bet draws one (plinko: its path and slot)."""
 
 
-class RoundEvent(_Reply, tag="round"):
-    """Push on ``game:<name>``: a round changed phase. Game-specific fields are in ``extra``
-    on the schema side; on the wire the engine adds them at the top level."""
+class RoundEvent(_Reply, tag="round", kw_only=True):
+    """Push on ``game:<name>``: a round changed phase (betting, running, settled)."""
 
     ch: str
     offset: int
     epoch: str
+    ts: int | None = None
+    game: str | None = None
     round: int
     phase: str
     seed_hash: str
+    salt: str | None = None
     closes_at: int | None = None
+    started_at: int | None = None
+    """In the ``running`` event: when the round started running (ms)."""
+    info: dict[str, Any] | None = None
+    """In the ``running`` event of some games: the game's own fields (wheel: the ``segment`` it stops at)."""
     outcome: dict[str, Any] | None = None
+    """In the ``settled`` event: the game's public outcome."""
     seed: str | None = None
+    """In the ``settled`` event: the revealed seed."""
+    voided: bool | None = None
+    """In the ``settled`` event of a round settled without an outcome: every bet refunded."""
 
 
-class Tick(_Reply, tag="tick"):
-    """Push on ``game:<name>``: game progress (crash multiplier in hundredths). May be dropped for slow clients."""
+class Tick(_Reply, tag="tick", kw_only=True):
+    """Push on ``game:<name>``: game progress while a round runs, the game's own fields beside these
+    (crash: ``multiplier`` in hundredths, and ``crashed`` on the last). May be dropped for slow clients."""
 
     ch: str
     offset: int
     epoch: str
+    ts: int | None = None
+    game: str | None = None
     round: int
     multiplier: int | None = None
+    """Crash: the multiplier now, in hundredths."""
+    crashed: bool | None = None
+    """Crash: set on the last tick, whose ``multiplier`` is the crash point."""
 
 
 ServerMessage = (

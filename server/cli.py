@@ -1,5 +1,5 @@
-"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``simulate``, ``verify``
-and ``dev-initdata``.
+"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``simulate``, ``verify``,
+``schema`` and ``dev-initdata``.
 
 Settings come from the environment (see :mod:`server.settings`); a bad one stops the
 command with one line naming it, and exit status 2.
@@ -21,7 +21,6 @@ from .auth import sign_init_data
 from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from .rounds.handler import RoundHandler
     from .workers import Supervisor
 
 log = logging.getLogger("croupier")
@@ -54,21 +53,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sim = commands.add_parser("simulate", help="Monte Carlo of a game's handler: RTP with a confidence interval")
     sim.add_argument("game")
-    sim.add_argument("--rounds", type=int, default=1_000_000)
-    sim.add_argument("--strategy", default=None, help="bet params as JSON, e.g. '{\"auto_cashout\": 150}'")
+    sim.add_argument("--rounds", type=int, default=1_000_000, help="rounds per strategy (default 1,000,000)")
+    sim.add_argument("--strategy", action="append", default=None,
+                     help="a strategy the game names, or a bet's params as JSON, e.g. '{\"auto_cashout\": 150}'; "
+                          "repeat for several (default: every strategy the game names, one per bet type)")  # fmt: skip
     sim.add_argument("--amount", type=int, default=100, help="stake per round (default 100)")
     sim.add_argument("--seed", default="0" * 64, help="start of the simulation's seed chain (64 hex)")
     sim.add_argument("--params", default=None,
                      help="the game's params as JSON, e.g. '{\"house_edge_bp\": 200}' "
                           "(default: its entry in CROUPIER_GAME_PARAMS, then the game's defaults)")  # fmt: skip
 
-    verify = commands.add_parser("verify", help="recompute a round's outcome from its revealed seed")
+    verify = commands.add_parser("verify", help="recompute a round's outcome (and a bet's own draw) from its seed")
     verify.add_argument("game")
     verify.add_argument("--seed", required=True, help="the seed revealed when the round settled (64 hex)")
     verify.add_argument("--salt", required=True, help="the round's salt (its chain's terminating hash)")
     verify.add_argument("--params", default=None,
                         help="the game's params as JSON, as the node had them "
                              "(default: its entry in CROUPIER_GAME_PARAMS, then the game's defaults)")  # fmt: skip
+    verify.add_argument(
+        "--bet-id",
+        type=int,
+        default=None,
+        help="also recompute this bet's own draw (games where each bet draws one) and its payout",
+    )
+    verify.add_argument("--bet", default=None, help="with --bet-id: the bet's params as JSON, as bet_ok showed them")
+    verify.add_argument("--amount", type=int, default=100, help="with --bet-id: the stake (default 100)")
+
+    commands.add_parser("schema", help="print the protocol's JSON Schema with every game's params and bet types")
 
     dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
     dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
@@ -76,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--username", default=None, help="optional username")
 
     args = parser.parse_args(argv)
-    if args.command in ("simulate", "verify"):  # pure computations: no settings, no database
-        return _simulate(args) if args.command == "simulate" else _verify(args.game, args.seed, args.salt, args.params)
+    if args.command in ("simulate", "verify", "schema"):  # pure computations: no settings, no database
+        return _game_command(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -315,90 +326,16 @@ async def _audit(settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-def _handler(game: str, raw_params: str | None = None) -> RoundHandler | None:
-    """The handler of ``game`` with its params: ``raw_params`` (JSON), else the game's entry in
-    ``CROUPIER_GAME_PARAMS``, else its defaults. Limits (``min_bet``...) in them are ignored: they
-    change no outcome or payout. None, after one line on stderr, when the game or its params are bad."""
-    import orjson
+def _game_command(args: argparse.Namespace) -> int:
+    from .games import commands
 
-    from .games import registered_games
-    from .games.registry import LIMIT_KEYS
-
-    games = registered_games()
-    if game not in games:
-        print(f"croupier: no game {game!r}; registered: {', '.join(games)}", file=sys.stderr)
-        return None
-    if raw_params is not None:
-        source = "--params"
-        try:
-            params = orjson.loads(raw_params)
-        except orjson.JSONDecodeError:
-            print("croupier: --params must be JSON, e.g. '{\"house_edge_bp\": 200}'", file=sys.stderr)
-            return None
-    else:  # read as server.settings does, but without the rest of the settings (no bot token needed)
-        source = "CROUPIER_GAME_PARAMS"
-        try:
-            every_game = orjson.loads(os.environ.get("CROUPIER_GAME_PARAMS") or "{}")
-        except orjson.JSONDecodeError:
-            print('croupier: CROUPIER_GAME_PARAMS must be JSON, e.g. {"crash": {"house_edge_bp": 100}}',
-                  file=sys.stderr)  # fmt: skip
-            return None
-        if not isinstance(every_game, dict) or not all(isinstance(v, dict) for v in every_game.values()):
-            print("croupier: CROUPIER_GAME_PARAMS must map game names to objects of params", file=sys.stderr)
-            return None
-        params = every_game.get(game, {})
-    if not isinstance(params, dict):
-        print(f"croupier: {source} must be a JSON object of the game's params", file=sys.stderr)
-        return None
-    overrides = {key: value for key, value in params.items() if key not in LIMIT_KEYS}
-    try:
-        return games[game](overrides)
-    except (ValueError, TypeError) as exc:
-        print(f"croupier: {source}: {exc}", file=sys.stderr)
-        return None
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    """Exit 0 when the declared RTP lies inside the simulated one's interval, 1 when outside, 2 on bad input."""
-    import orjson
-
-    from .rounds.handler import InvalidBet
-    from .rounds.simulator import simulate
-
-    handler = _handler(args.game, args.params)
-    if handler is None:
-        return 2
-    try:
-        params = None if args.strategy is None else orjson.loads(args.strategy)
-        report = simulate(handler, args.rounds, params, amount=args.amount, start_seed=args.seed)
-    except orjson.JSONDecodeError:
-        print("croupier: --strategy must be JSON bet params", file=sys.stderr)
-        return 2
-    except (InvalidBet, ValueError, TypeError) as exc:
-        print(f"croupier: {exc}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0 if report.within_interval else 1
-
-
-def _verify(game: str, seed: str, salt: str, raw_params: str | None = None) -> int:
-    import re
-
-    from .rounds.fair import FairRng, sha256_hex
-
-    handler = _handler(game, raw_params)
-    if handler is None:
-        return 2
-    if not re.fullmatch(r"[0-9a-f]{64}", seed) or not re.fullmatch(r"[0-9a-f]{64}", salt):
-        print("croupier: --seed and --salt are 64 lowercase hex characters", file=sys.stderr)
-        return 2
-    try:
-        outcome = handler.public_outcome(handler.outcome(FairRng(seed, salt, game)))
-    except (ValueError, TypeError, KeyError) as exc:  # a param of the wrong type or range
-        print(f"croupier: the game's params do not work: {exc!r}", file=sys.stderr)
-        return 2
-    print(f"game {game}\nseed_hash {sha256_hex(seed)}\noutcome {outcome}")
-    return 0
+    if args.command == "simulate":
+        return commands.run_simulate(args.game, args.params, args.strategy, rounds=args.rounds, amount=args.amount,
+                                     seed=args.seed)  # fmt: skip
+    if args.command == "verify":
+        return commands.run_verify(args.game, args.params, seed=args.seed, salt=args.salt, bet_id=args.bet_id,
+                                   bet=args.bet, amount=args.amount)  # fmt: skip
+    return commands.run_schema()
 
 
 def _dev_initdata(settings: Settings, user_id: int, first_name: str, username: str | None) -> int:

@@ -304,19 +304,17 @@ def test_simulate_exits_1_when_a_game_pays_other_than_it_declares(
     from server.cli import main
     from server.games.registry import register
     from server.rounds.fair import FairRng
-    from server.rounds.handler import BetInfo, RoundHandler
+    from server.rounds.handler import BetInfo, BetParams, GameParams, RoundHandler
 
     @register
-    class Overpaying(RoundHandler):
+    class Overpaying(RoundHandler[GameParams, BetParams]):
         name = "overpaying"
-
-        def validate_bet(self, params: Any) -> dict[str, Any]:
-            return {}
+        strategies = {"any": {}}
 
         def outcome(self, rng: FairRng) -> dict[str, Any]:
             return {"heads": rng.below(2) == 1}
 
-        def payout(self, bet: BetInfo, outcome: Any) -> int:
+        def payout(self, bet: BetInfo[BetParams], outcome: Any) -> int:
             return 2 * bet.amount if outcome["heads"] else 0
 
         def declared_rtp(self, params: Any) -> float:
@@ -324,7 +322,9 @@ def test_simulate_exits_1_when_a_game_pays_other_than_it_declares(
 
     monkeypatch.delenv("CROUPIER_GAME_PARAMS", raising=False)
     assert main(["simulate", "overpaying", "--rounds", "10000"]) == 1
-    assert "declared 0.90000: OUTSIDE the interval" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[any] overpaying" in printed and "declared 0.90000: OUTSIDE the interval" in printed
+    assert printed.rstrip().endswith("OUTSIDE the interval: any")
 
 
 def test_verify_recomputes_an_outcome_from_the_seed() -> None:
@@ -360,3 +360,54 @@ def test_verify_computes_the_outcome_of_the_operators_table() -> None:
     assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1 and "house_edge" in unknown.stderr
     bad_json = croupier(*args, "--params", "500", env=clean_env())
     assert bad_json.returncode == 2 and "--params must be a JSON object" in bad_json.stderr
+
+
+def test_simulate_plays_each_strategy_the_game_names_or_those_given(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    assert main(["simulate", "roulette", "--rounds", "20000"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"[{name}] roulette" in printed for name in ("red", "dozen", "straight"))  # one per bet type
+    assert main(["simulate", "roulette", "--rounds", "20000", "--strategy", "red", "--strategy",
+                 '{"type": "column", "numbers": [1]}']) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "[red]" in printed and '[{"type": "column", "numbers": [1]}]' in printed and "[dozen]" not in printed
+    assert main(["simulate", "roulette", "--strategy", "blue"]) == 2
+    assert "neither a strategy of roulette (red, dozen, straight) nor JSON" in capsys.readouterr().err
+    assert main(["simulate", "roulette", "--strategy", '{"type": "red", "numbers": [1]}']) == 2
+    assert "params.numbers" in capsys.readouterr().err
+
+
+def test_verify_recomputes_a_bets_own_draw(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+    from server.games.plinko import Plinko
+    from server.games.testing import GameTable
+
+    seed, salt = "ab" * 32, "cd" * 32
+    table = GameTable(Plinko(), seed=seed, salt=salt)
+    placed = [table.bet(100, {"risk": "high"}) for _ in range(3)]
+    paid = table.settle()
+    for bet in placed:
+        args = ["verify", "plinko", "--seed", seed, "--salt", salt, "--bet-id", str(bet.bet_id), "--bet",
+                '{"risk": "high"}']  # fmt: skip
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        assert f"bet {bet.bet_id} result {table.result(bet)}" in printed
+        assert f"bet {bet.bet_id} pays {paid[bet.bet_id]} for 100" in printed
+    assert main(["verify", "plinko", "--seed", seed, "--salt", salt, "--bet-id", "1", "--bet", '{"risk": "x"}']) == 2
+    assert "--bet: params.risk" in capsys.readouterr().err
+
+
+def test_schema_lists_every_games_params_and_bet_types(capsys: pytest.CaptureFixture[str]) -> None:
+    import orjson
+
+    from server.cli import main
+
+    assert main(["schema"]) == 0
+    schema = orjson.loads(capsys.readouterr().out)
+    games = schema["properties"]["games"]["properties"]
+    assert {"crash", "dice", "roulette", "wheel", "plinko"} <= set(games)
+    assert games["dice"]["properties"]["bet"] == {"$ref": "#/$defs/DiceBet"}
+    dice_bet = schema["$defs"]["DiceBet"]
+    assert dice_bet["properties"]["target"] == {"type": "integer", "minimum": 1, "maximum": 9998}
+    assert set(dice_bet["required"]) == {"target", "side"} and "GameInfo" in schema["$defs"]

@@ -164,11 +164,15 @@ class GameTables(Protocol):
         """The game's limits as clients see them."""
         ...
 
+    def game_info(self, game: str, /) -> m.GameInfo:
+        """The game's params and the JSON Schemas of its params and bets, as clients see them."""
+        ...
+
     def validate_bet(self, game: str, round_id: int, amount: int, params: Mapping[str, Any], /) -> CheckedBet:
         """The bet as the round and the game accept it, or ``RoundRefused`` / ``InvalidBet``."""
         ...
 
-    def handler_params(self, game: str, params: Mapping[str, Any], /) -> dict[str, Any]:
+    def handler_params(self, game: str, params: Mapping[str, Any], amount: int, /) -> dict[str, Any]:
         """``params`` as the game normalises them, or as sent when the game refuses them."""
         ...
 

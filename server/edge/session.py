@@ -212,6 +212,7 @@ class Session:
             offset=wallet.version,
             epoch=self.services.ledger.epoch,
             limits={game: self.services.rounds.limits(game) for game in games},
+            game_info={game: self.services.rounds.game_info(game) for game in games},
         )
         if request.since is not None:
             welcome.recovered = missed is not None
@@ -276,7 +277,7 @@ class Session:
         return self._bet_ok(request, placed)
 
     async def _replay_or(self, request: m.Bet, user_id: int, refusal: m.Error) -> Outcome:
-        params = self.services.rounds.handler_params(request.game, request.params)
+        params = self.services.rounds.handler_params(request.game, request.params, request.amount)
         bet = BetRequest(user_id, request.game, request.round, request.amount, params, request.key)
         try:
             prior = await self.services.ledger.replay(bet)
@@ -305,7 +306,8 @@ class Session:
         snapshot, offset, epoch = self.services.rounds.snapshot(request.game)
         return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=offset, epoch=epoch,
                                      recovered=missed is not None, missed=missed or [],
-                                     limits=self.services.rounds.limits(request.game))])  # fmt: skip
+                                     limits=self.services.rounds.limits(request.game),
+                                     game_info=self.services.rounds.game_info(request.game))])  # fmt: skip
 
     async def _history(self, request: m.History) -> Outcome:
         try:

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any
+
+import msgspec
 
 from ..rounds.fair import FairRng
 from ..rounds.handler import (
     ActionRefused,
     ActionResult,
     BetInfo,
-    InvalidBet,
+    BetParams,
+    GameParams,
     RoundContext,
     RoundHandler,
     RunState,
+    StartResult,
     TickResult,
 )
 from .registry import register
@@ -40,72 +44,71 @@ def cap_multiplier(amount: int, max_payout: int) -> int:
     return ((max_payout + 1) * 100 - 1) // amount
 
 
-def _capped_at(bet: BetInfo, outcome: Mapping[str, Any]) -> int | None:
+class CrashParams(GameParams, kw_only=True, frozen=True):
+    house_edge_bp: Annotated[int, msgspec.Meta(ge=-10_000, lt=10_000)] = 100
+    """The house edge in basis points (100: 1%). Below 0 the players have the edge: at -10,000 every
+    round reaches 2.00x (tests use it to make rounds run long)."""
+    growth_per_ms: Annotated[float, msgspec.Meta(gt=0, le=0.01)] = 0.00006
+    """The curve's growth: bustabit's 0.00006 reaches 2.00x after ~11.6 s."""
+    max_exposure: Annotated[int, msgspec.Meta(gt=0)] = 100_000_000
+    """The most one round may pay out in total (above it, everyone still in is cashed out: ``force_point``)."""
+
+
+class CrashBet(BetParams, kw_only=True, frozen=True):
+    auto_cashout: Annotated[int, msgspec.Meta(ge=101, le=MAX_CRASH_POINT)] | None = None
+    """Cash out automatically when the multiplier reaches this (hundredths, at least 101: 1.01x)."""
+
+
+def _capped_at(bet: BetInfo[CrashBet], outcome: Mapping[str, Any]) -> int | None:
     capped: Mapping[str, int] = outcome.get("capped", {})
     return capped.get(str(bet.bet_id))
 
 
 @register
-class Crash(RoundHandler):
+class Crash(RoundHandler[CrashParams, CrashBet]):
     name = "crash"
     tick_ms = 100
-    default_params: ClassVar[Mapping[str, Any]] = {
-        "house_edge_bp": 100,  # 1%
-        "growth_per_ms": 0.00006,  # bustabit's curve: 2.00x after ~11.6 s
-        "max_exposure": 100_000_000,  # the most one round may pay out in total
-    }
-
-    def validate_bet(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = set(params) - {"auto_cashout"}
-        if unknown:
-            raise InvalidBet(f"crash takes only auto_cashout, not {sorted(unknown)}", "params")
-        auto = params.get("auto_cashout")
-        if auto is None:
-            return {}
-        if not isinstance(auto, int) or isinstance(auto, bool) or not 101 <= auto <= MAX_CRASH_POINT:
-            raise InvalidBet("auto_cashout must be an integer multiplier in hundredths, at least 101 (1.01x)",
-                             "params.auto_cashout")  # fmt: skip
-        return {"auto_cashout": auto}
+    strategies = {"auto 2.00x": {"auto_cashout": 200}, "auto 10.00x": {"auto_cashout": 1000}}
 
     def outcome(self, rng: FairRng) -> dict[str, Any]:
         x = rng.unit()
-        keep = (10_000 - self.params["house_edge_bp"]) / 10_000
+        keep = (10_000 - self.params.house_edge_bp) / 10_000
         point = math.ceil(100 * keep / (1 - x) - 1e-9)
         return {"crash_point": max(100, min(point, MAX_CRASH_POINT))}
 
     def multiplier(self, elapsed_ms: int) -> int:
         """The curve's multiplier (hundredths) ``elapsed_ms`` after running started."""
-        return int(100 * math.exp(self.params["growth_per_ms"] * max(elapsed_ms, 0)))
+        return int(100 * math.exp(self.params.growth_per_ms * max(elapsed_ms, 0)))
 
     def elapsed_for(self, multiplier: int) -> int:
         """When the curve reaches ``multiplier`` (ms after start)."""
-        return math.ceil(math.log(multiplier / 100) / self.params["growth_per_ms"]) if multiplier > 100 else 0
+        return math.ceil(math.log(multiplier / 100) / self.params.growth_per_ms) if multiplier > 100 else 0
 
-    def start(self, ctx: RoundContext, state: RunState) -> dict[str, Any]:
+    def start(self, ctx: RoundContext[CrashParams], state: RunState[CrashBet]) -> StartResult:
         crash_point = state.outcome["crash_point"]
         fields: dict[str, Any] = {}
         stake = sum(bet.amount for bet in state.bets)
-        if stake and stake * crash_point // 100 > self.params["max_exposure"]:
-            fields["force_point"] = max(101, self.params["max_exposure"] * 100 // stake)
+        if stake and stake * crash_point // 100 > self.params.max_exposure:
+            fields["force_point"] = max(101, self.params.max_exposure * 100 // stake)
         # The payout cap: a bet still in when its payout would pass it is cashed out there.
         capped: dict[str, int] = {}
         for bet in state.bets:
             cap_point = cap_multiplier(bet.amount, ctx.max_payout)
-            exits = [m for m in (bet.params.get("auto_cashout"), fields.get("force_point")) if m is not None]
+            exits = [m for m in (bet.params.auto_cashout, fields.get("force_point")) if m is not None]
             if cap_point < crash_point and (not exits or min(exits) > cap_point):
                 capped[str(bet.bet_id)] = cap_point
         if capped:
             fields["capped"] = capped
-        return fields
+        return StartResult(outcome=fields)  # nothing for the running event: it would tell of the crash point
 
-    def tick(self, ctx: RoundContext, state: RunState) -> TickResult:
+    def tick(self, ctx: RoundContext[CrashParams], state: RunState[CrashBet]) -> TickResult:
         crash_point = state.outcome["crash_point"]
         current = self.multiplier(ctx.now_ms() - state.started_ms)
         if current >= crash_point:
             return TickResult({"multiplier": crash_point, "crashed": True}, done=True)
         return TickResult({"multiplier": current})
 
-    def action(self, ctx: RoundContext, state: RunState, bet: BetInfo, action: str,
+    def action(self, ctx: RoundContext[CrashParams], state: RunState[CrashBet], bet: BetInfo[CrashBet], action: str,
                params: Mapping[str, Any]) -> ActionResult:  # fmt: skip
         if action != "cashout":
             raise ActionRefused(f"crash has no action {action!r}; use cashout")
@@ -118,18 +121,21 @@ class Crash(RoundHandler):
         cap = _capped_at(bet, state.outcome)
         if cap is not None and cap <= current:
             raise ActionRefused(f"already cashed out at {cap / 100:.2f}x, where the payout reached the game's cap")
-        earlier = [m for m in (bet.params.get("auto_cashout"), state.outcome.get("force_point")) if m is not None]
+        earlier = [m for m in (bet.params.auto_cashout, state.outcome.get("force_point")) if m is not None]
         if earlier and min(earlier) <= current:
             raise ActionRefused(f"already cashed out automatically at {min(earlier) / 100:.2f}x")
         return ActionResult({"multiplier": current, "payout": bet.amount * current // 100}, cashout=current)
 
-    def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
-        exits = [m for m in (bet.cashout, bet.params.get("auto_cashout"), outcome.get("force_point"),
+    def payout(self, bet: BetInfo[CrashBet], outcome: Mapping[str, Any]) -> int:
+        exits = [m for m in (bet.cashout, bet.params.auto_cashout, outcome.get("force_point"),
                              _capped_at(bet, outcome)) if m is not None]  # fmt: skip
         if not exits:
             return 0
         exit_at = min(exits)
         return bet.amount * exit_at // 100 if exit_at < outcome["crash_point"] else 0
+
+    def declared_rtp(self, bet: CrashBet) -> float:
+        return 1 - self.params.house_edge_bp / 10_000 if bet.auto_cashout is not None else 0.0
 
     def public_outcome(self, outcome: Mapping[str, Any]) -> dict[str, Any]:
         return {key: outcome[key] for key in ("crash_point", "force_point") if key in outcome}

@@ -7,11 +7,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from ..rounds.fair import FairRng
-from ..rounds.handler import BetInfo, InvalidBet, RoundHandler
+from ..rounds.handler import BetInfo, BetParams, GameParams, InvalidBet, RoundHandler
 from .registry import register
+
+
+class DiceParams(GameParams, kw_only=True, frozen=True):
+    house_edge_bp: Annotated[int, msgspec.Meta(ge=0, lt=10_000)] = 100
+    """The house edge in basis points (100: 1%)."""
+    running_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 1000
+    max_exposure: Annotated[int, msgspec.Meta(gt=0)] = 100_000_000
+    """The most one round may pay out, every bet counted as a win."""
+
+
+class DiceBet(BetParams, kw_only=True, frozen=True):
+    target: Annotated[int, msgspec.Meta(ge=1, le=9998)]
+    """The roll to beat: 1..9998."""
+    side: Literal["under", "over"]
+    """``under``: the roll is below the target; ``over``: above it."""
 
 
 def winning_rolls(target: int, side: str) -> int:
@@ -19,45 +36,32 @@ def winning_rolls(target: int, side: str) -> int:
 
 
 @register
-class Dice(RoundHandler):
+class Dice(RoundHandler[DiceParams, DiceBet]):
     name = "dice"
-    default_params: ClassVar[Mapping[str, Any]] = {
-        "house_edge_bp": 100,
-        "running_ms": 1000,
-        "max_exposure": 100_000_000,  # the most one round may pay out, every bet counted as a win
-    }
+    strategies = {"under 49.50": {"target": 4950, "side": "under"}, "over 90.00": {"target": 9000, "side": "over"}}
 
     def multiplier(self, target: int, side: str) -> int:
         """Payout multiplier in hundredths for a bet on ``side`` of ``target``."""
-        return int((10_000 - self.params["house_edge_bp"]) * 100 // winning_rolls(target, side))
+        return (10_000 - self.params.house_edge_bp) * 100 // winning_rolls(target, side)
 
-    def validate_bet(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = set(params) - {"target", "side"}
-        if unknown:
-            raise InvalidBet(f"dice takes target and side, not {sorted(unknown)}", "params")
-        target, side = params.get("target"), params.get("side")
-        if not isinstance(target, int) or isinstance(target, bool) or not 1 <= target <= 9998:
-            raise InvalidBet("target must be an integer from 1 to 9998", "params.target")
-        if side not in ("under", "over"):
-            raise InvalidBet('side must be "under" or "over"', "params.side")
-        if self.multiplier(target, side) <= 100:
-            raise InvalidBet(f"{side} {target} wins too often to pay more than the stake", "params.target")
-        return {"target": target, "side": side}
+    def validate_bet(self, bet: DiceBet, amount: int) -> DiceBet:
+        if self.multiplier(bet.target, bet.side) <= 100:
+            raise InvalidBet(f"{bet.side} {bet.target} wins too often to pay more than the stake", "params.target")
+        return bet
 
     def outcome(self, rng: FairRng) -> dict[str, Any]:
         return {"roll": rng.below(10_000)}
 
-    def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
-        target, side, roll = bet.params["target"], bet.params["side"], outcome["roll"]
+    def payout(self, bet: BetInfo[DiceBet], outcome: Mapping[str, Any]) -> int:
+        target, side, roll = bet.params.target, bet.params.side, outcome["roll"]
         won = roll < target if side == "under" else roll > target
         return bet.amount * self.multiplier(target, side) // 100 if won else 0
 
-    def max_multiplier(self, params: Mapping[str, Any]) -> int:
-        return self.multiplier(params["target"], params["side"])
+    def max_multiplier(self, bet: DiceBet) -> int:
+        return self.multiplier(bet.target, bet.side)
 
     def exposure_cap(self) -> int:
-        return int(self.params["max_exposure"])
+        return self.params.max_exposure
 
-    def declared_rtp(self, params: Mapping[str, Any]) -> float:
-        wins = winning_rolls(params["target"], params["side"])
-        return wins / 10_000 * self.multiplier(params["target"], params["side"]) / 100
+    def declared_rtp(self, bet: DiceBet) -> float:
+        return winning_rolls(bet.target, bet.side) / 10_000 * self.multiplier(bet.target, bet.side) / 100

@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 from ..rounds import GameRules
 from ..rounds.handler import RoundHandler
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "croupier.games"
-_registered: dict[str, type[RoundHandler]] = {}
+_registered: dict[str, type[RoundHandler[Any, Any]]] = {}
+H = TypeVar("H", bound=type[RoundHandler[Any, Any]])
 
 
-def register(handler: type[RoundHandler]) -> type[RoundHandler]:
+def register(handler: H) -> H:
     """Class decorator: make ``handler`` available under ``handler.name``."""
     existing = _registered.get(handler.name)
     if existing is not None and existing is not handler:
@@ -40,7 +41,7 @@ def configure_games(
     min_bet: int,
     max_bet: int,
     max_payout: int,
-) -> tuple[dict[str, RoundHandler], dict[str, GameRules]]:
+) -> tuple[dict[str, RoundHandler[Any, Any]], dict[str, GameRules]]:
     """Instantiate the handlers of ``names`` (all registered games when None) with their params.
 
     ``params[game]`` may set the game's own params and its limits (``min_bet``, ``max_bet``,
@@ -52,7 +53,7 @@ def configure_games(
     unknown = [name for name in (*chosen, *params) if name not in available]
     if unknown:
         raise ValueError(f"unknown game(s) {', '.join(sorted(set(unknown)))}; registered: {', '.join(available)}")
-    handlers: dict[str, RoundHandler] = {}
+    handlers: dict[str, RoundHandler[Any, Any]] = {}
     rules: dict[str, GameRules] = {}
     for name in chosen:
         overrides = dict(params.get(name, {}))
@@ -70,7 +71,7 @@ def configure_games(
     return handlers, rules
 
 
-def registered_games() -> dict[str, type[RoundHandler]]:
+def registered_games() -> dict[str, type[RoundHandler[Any, Any]]]:
     """Every registered game: the built-ins plus those found through the ``croupier.games`` entry points."""
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in _registered:

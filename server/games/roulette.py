@@ -11,10 +11,12 @@ stake is returned on a win: a win pays ``amount * (odds + 1)``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from ..rounds.fair import FairRng
-from ..rounds.handler import BetInfo, InvalidBet, RoundHandler
+from ..rounds.handler import BetInfo, BetParams, GameParams, InvalidBet, RoundHandler
 from .registry import register
 
 RED = frozenset({1, 3, 5, 7, 9, 12, 14, 16, 18, 19, 21, 23, 25, 27, 30, 32, 34, 36})
@@ -56,27 +58,33 @@ def covered(kind: str, numbers: list[int]) -> frozenset[int]:
     return EVEN_MONEY[kind]
 
 
-@register
-class Roulette(RoundHandler):
-    name = "roulette"
-    default_params: ClassVar[Mapping[str, Any]] = {
-        "running_ms": 3000,
-        "max_exposure": 100_000_000,  # the most one round may pay out, every bet counted as a win
-    }
+class RouletteParams(GameParams, kw_only=True, frozen=True):
+    running_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 3000
+    max_exposure: Annotated[int, msgspec.Meta(gt=0)] = 100_000_000
+    """The most one round may pay out, every bet counted as a win."""
 
-    def validate_bet(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = set(params) - {"type", "numbers"}
-        if unknown:
-            raise InvalidBet(f"roulette takes type and numbers, not {sorted(unknown)}", "params")
-        kind = params.get("type")
-        if kind not in ODDS:
-            raise InvalidBet(f"type must be one of {', '.join(ODDS)}", "params.type")
-        numbers = params.get("numbers", [])
-        if not isinstance(numbers, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
-            raise InvalidBet("numbers must be a list of integers", "params.numbers")
-        numbers = sorted(numbers)
+
+BetKind = Literal["straight", "split", "street", "corner", "line", "dozen", "column",
+                  "red", "black", "odd", "even", "low", "high"]  # fmt: skip
+
+
+class RouletteBet(BetParams, kw_only=True, frozen=True):
+    type: BetKind
+    """The bet: an inside bet on ``numbers``, a dozen or column (``numbers`` [1], [2] or [3]), or an even-money bet."""
+    numbers: Annotated[list[Annotated[int, msgspec.Meta(ge=0, le=36)]], msgspec.Meta(max_length=6)] = []
+    """The numbers an inside bet covers, as they sit on the table; empty for even-money bets."""
+
+
+@register
+class Roulette(RoundHandler[RouletteParams, RouletteBet]):
+    name = "roulette"
+    strategies = {"red": {"type": "red"}, "dozen": {"type": "dozen", "numbers": [2]},
+                  "straight": {"type": "straight", "numbers": [17]}}  # fmt: skip
+
+    def validate_bet(self, bet: RouletteBet, amount: int) -> RouletteBet:
+        kind, numbers = bet.type, sorted(bet.numbers)
         if kind == "straight":
-            ok = len(numbers) == 1 and 0 <= numbers[0] <= 36
+            ok = len(numbers) == 1
         elif kind in INSIDE:
             ok = frozenset(numbers) in INSIDE[kind] and len(set(numbers)) == len(numbers)
         elif kind in ("dozen", "column"):
@@ -85,22 +93,22 @@ class Roulette(RoundHandler):
             ok = numbers == []
         if not ok:
             raise InvalidBet(f"numbers {numbers} do not form a {kind} bet", "params.numbers")
-        return {"type": kind, "numbers": numbers}
+        return RouletteBet(type=kind, numbers=numbers)
 
     def outcome(self, rng: FairRng) -> dict[str, Any]:
         return {"number": rng.below(37)}
 
-    def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
-        kind = bet.params["type"]
-        if outcome["number"] in covered(kind, bet.params["numbers"]):
+    def payout(self, bet: BetInfo[RouletteBet], outcome: Mapping[str, Any]) -> int:
+        kind = bet.params.type
+        if outcome["number"] in covered(kind, bet.params.numbers):
             return bet.amount * (ODDS[kind] + 1)
         return 0
 
-    def max_multiplier(self, params: Mapping[str, Any]) -> int:
-        return (ODDS[params["type"]] + 1) * 100
+    def max_multiplier(self, bet: RouletteBet) -> int:
+        return (ODDS[bet.type] + 1) * 100
 
     def exposure_cap(self) -> int:
-        return int(self.params["max_exposure"])
+        return self.params.max_exposure
 
-    def declared_rtp(self, params: Mapping[str, Any]) -> float:
-        return len(covered(params["type"], params["numbers"])) * (ODDS[params["type"]] + 1) / 37
+    def declared_rtp(self, bet: RouletteBet) -> float:
+        return len(covered(bet.type, bet.numbers)) * (ODDS[bet.type] + 1) / 37

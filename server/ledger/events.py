@@ -65,7 +65,7 @@ def settlement_events(closed: list[ClosedBet], epoch: str) -> list[UserEvent]:
             balance += bet.payout
             offset += 1
             settled = m.BetSettled(ch="user", offset=offset, epoch=epoch, bet=bet.bet_id, payout=bet.payout,
-                                   balance=balance)  # fmt: skip
+                                   balance=balance, result=bet.result)  # fmt: skip
             events.append(UserEvent(user_id, offset, JSON.encode(settled)))
             if bet.payout > 0:
                 reason = "refund" if bet.status == "refunded" else "win"

@@ -9,7 +9,8 @@ refunds) run directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import asyncpg
 
@@ -131,15 +132,17 @@ class Ledger:
         payouts: list[tuple[int, int]],
         *,
         refunds: list[int] | None = None,
+        results: Mapping[int, dict[str, Any]] | None = None,
         also: Callable[[Connection], Awaitable[None]] | None = None,
     ) -> list[ClosedBet]:
         """Settle bets (id, payout) and refund ``refunds``, all in one transaction; bets already
-        closed are skipped, so settling twice pays once. ``also`` runs in the same transaction
-        (the round engine marks the round settled there)."""
+        closed are skipped, so settling twice pays once. ``results`` are bets' own draws (per-bet
+        games), stored with them and sent in their ``bet_settled``. ``also`` runs in the same
+        transaction (the round engine marks the round settled there)."""
         house = self._houses[0]
 
         async def work(conn: Connection) -> tuple[list[ClosedBet], list[UserEvent]]:
-            closed = await settle_bets(conn, payouts, house)
+            closed = await settle_bets(conn, payouts, house, results)
             if refunds:
                 closed += await refund_bets(conn, refunds, house)
             if also is not None:

@@ -6,7 +6,11 @@ nothing, so settling a round twice pays once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from ..db.transactions import Connection
 from .postings import Posting, post, transfer
@@ -26,11 +30,14 @@ class ClosedBet:
     payout: int
     balance: int
     version: int
+    result: dict[str, Any] | None = None
+    """The bet's own draw (per-bet games), as stored with it."""
 
 
 _SETTLE = """
-UPDATE bets SET status = CASE WHEN o.payout > 0 THEN 'won' ELSE 'lost' END, payout = o.payout, settled_at = now()
-FROM unnest($1::bigint[], $2::bigint[]) AS o(id, payout)
+UPDATE bets SET status = CASE WHEN o.payout > 0 THEN 'won' ELSE 'lost' END, payout = o.payout, settled_at = now(),
+    result = o.result::jsonb
+FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS o(id, payout, result)
 WHERE bets.id = o.id AND bets.status = 'accepted'
 RETURNING bets.id, bets.user_id, bets.payout, bets.status
 """
@@ -42,12 +49,22 @@ RETURNING bets.id, bets.user_id, bets.payout, bets.status
 """
 
 
-async def settle_bets(conn: Connection, payouts: list[tuple[int, int]], house: int) -> list[ClosedBet]:
-    """Settle bets (id, payout >= 0): winners are paid from ``house`` in the caller's transaction."""
+async def settle_bets(
+    conn: Connection, payouts: list[tuple[int, int]], house: int, results: Mapping[int, dict[str, Any]] | None = None
+) -> list[ClosedBet]:
+    """Settle bets (id, payout >= 0), each with its own draw from ``results`` (per-bet games): winners
+    are paid from ``house`` in the caller's transaction."""
     if any(payout < 0 for _, payout in payouts):
         raise ValueError("a payout is never negative")
-    rows = await conn.fetch(_SETTLE, [bet for bet, _ in payouts], [payout for _, payout in payouts])
-    return await _pay(conn, [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows], house, "payout")
+    results = results or {}
+    stored = [None if bet not in results else orjson.dumps(results[bet]).decode() for bet, _ in payouts]
+    rows = await conn.fetch(_SETTLE, [bet for bet, _ in payouts], [payout for _, payout in payouts], stored)
+    closed = await _pay(conn, [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows], house, "payout")
+    return [bet if bet.bet_id not in results else _with_result(bet, results[bet.bet_id]) for bet in closed]
+
+
+def _with_result(bet: ClosedBet, result: dict[str, Any]) -> ClosedBet:
+    return ClosedBet(bet.bet_id, bet.user_id, bet.status, bet.payout, bet.balance, bet.version, result)
 
 
 async def refund_bets(conn: Connection, bet_ids: list[int], house: int) -> list[ClosedBet]:

@@ -38,9 +38,9 @@ class RunningRound:
     """A round running on this node (its driver): the handler's state, and the actions it takes."""
 
     round_id: int
-    handler: RoundHandler
-    state: RunState
-    ctx: RoundContext
+    handler: RoundHandler[Any, Any]
+    state: RunState[Any]
+    ctx: RoundContext[Any]
     finished: bool = False
     """The last tick said done: the round is being settled and takes no more actions."""
     by_user: dict[int, list[int]] = field(default_factory=dict)
@@ -63,7 +63,7 @@ class RunningRound:
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"too late: round {self.round_id} is over", "action")
         bets = self.state.bets
         results: list[dict[str, Any]] = []
-        recorded: list[tuple[int, BetInfo]] = []
+        recorded: list[tuple[int, BetInfo[Any]]] = []
         refusals: list[ActionRefused] = []
         for index, bet in mine:  # the action applies to each of the user's bets it can (one refusal skips one bet)
             try:
@@ -81,7 +81,7 @@ class RunningRound:
         await self._record_cashouts(recorded, ledger)
         return results[0] if len(mine) == 1 else {"bets": results}
 
-    def _bets_of(self, user_id: int, named: object) -> list[tuple[int, BetInfo]]:
+    def _bets_of(self, user_id: int, named: object) -> list[tuple[int, BetInfo[Any]]]:
         mine = [(index, self.state.bets[index]) for index in self.by_user.get(user_id, ())]
         if not mine:
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"you have no bet in round {self.round_id}", "round")
@@ -93,7 +93,7 @@ class RunningRound:
                 )
         return mine
 
-    async def _record_cashouts(self, recorded: list[tuple[int, BetInfo]], ledger: Ledger) -> None:
+    async def _record_cashouts(self, recorded: list[tuple[int, BetInfo[Any]]], ledger: Ledger) -> None:
         """Record the cash-outs in ``bets.cashout``, one call per multiplier; if the ledger fails, the
         bets are put back as they were (the player is told, and may try again)."""
         bets = self.state.bets

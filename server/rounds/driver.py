@@ -34,6 +34,7 @@ from .clock import Clock
 from .events import RoundView, Stamp, encode_round, encode_tick, game_channel
 from .fair import FairRng
 from .handler import BetInfo, RoundContext, RoundHandler, RunState
+from .play import Settled, begin_running, settle_bets, tick_fields
 from .store import RoundStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class RoundDriver:
     def __init__(
         self,
         *,
-        handler: RoundHandler,
+        handler: RoundHandler[Any, Any],
         rules: GameRules,
         store: RoundStore,
         ledger: Ledger,
@@ -134,69 +135,83 @@ class RoundDriver:
 
         ``base`` is the round as its ``betting`` event describes it; each later event is ``base`` in
         another phase."""
-        bets = await self.store.open_bets(base.round)
-        voided = outcome is None
+        stored = await self.store.open_bets(base.round)
+        try:
+            bets = [BetInfo(b.bet_id, b.user_id, b.amount, self.handler.load_bet(b.params), b.cashout) for b in stored]
+        except Exception:  # stored params the game's bet type no longer reads (its schema changed mid-round)
+            log.exception("%s round %d: bets unreadable by the game: voided, bets refunded", self.game, base.round)
+            outcome, bets = None, [BetInfo(b.bet_id, b.user_id, b.amount, b.params, b.cashout) for b in stored]
+        settled: list[Settled] | None = None
         if outcome is not None:
             try:
                 await self._run(base, rng, outcome, bets, started)
             except Exception:
                 log.exception("%s handler failed in round %d: voided, bets refunded", self.game, base.round)
-                voided = True
+                outcome = None
             if self.running is not None:
                 self.running.finished = True
                 bets = self.running.state.bets
+        if outcome is not None:
+            try:
+                settled = settle_bets(self.handler, rng, outcome, bets, self.rules.max_payout)
+            except Exception:
+                log.exception("%s handler failed settling round %d: voided, bets refunded", self.game, base.round)
         try:
-            await self._settle(base.round, outcome or {}, bets, voided=voided)
+            await self._settle(base.round, outcome, bets, settled)
         finally:
             self.running = None
-        if voided or outcome is None:
-            settled = replace(base, phase="settled", seed=seed, voided=True)
+        if outcome is None or settled is None:
+            announced = replace(base, phase="settled", seed=seed, voided=True)
         else:
-            settled = replace(base, phase="settled", seed=seed, outcome=self.handler.public_outcome(outcome))
-        await self._announce(settled)
+            announced = replace(base, phase="settled", seed=seed, outcome=self.handler.public_outcome(outcome))
+        await self._announce(announced)
 
     async def _run(
-        self, base: RoundView, rng: FairRng, outcome: dict[str, Any], bets: list[BetInfo], started: int
+        self, base: RoundView, rng: FairRng, outcome: dict[str, Any], bets: list[BetInfo[Any]], started: int
     ) -> None:
         handler = self.handler
         ctx = RoundContext(
             base.round, self.clock.now_ms, rng, handler.params, log.getChild(self.game), self.rules.max_payout
         )
         state = RunState(started, outcome, bets)
-        outcome.update(handler.start(ctx, state))
+        info = begin_running(handler, ctx, state)
         self.running = running = RunningRound(base.round, handler, state, ctx)
-        await self._announce(replace(base, phase="running", started_at=started))
+        await self._announce(replace(base, phase="running", started_at=started, info=info or None))
         while True:
             result = handler.tick(ctx, state)
-            if result.event is not None:
-                await self._publish("tick", partial(encode_tick, self.game, base.round, result.event))
+            fields = tick_fields(self.game, result)
+            if fields is not None:
+                await self._publish("tick", partial(encode_tick, self.game, base.round, fields))
             if result.done:
                 running.finished = True
                 return
             await self.clock.sleep(handler.tick_ms / 1000)
 
     async def _settle(
-        self, round_id: int, outcome: dict[str, Any], bets: list[BetInfo], *, voided: bool
+        self, round_id: int, outcome: dict[str, Any] | None, bets: list[BetInfo[Any]], settled: list[Settled] | None
     ) -> list[ClosedBet]:
-        """Pay (or refund) every bet and mark the round closed, in one fenced transaction."""
-        cap = self.rules.max_payout
-        if voided:
-            payouts: list[tuple[int, int]] = []
+        """Pay every bet as ``settled`` says (None: refund them all, the round is voided) and mark the
+        round closed, in one fenced transaction."""
+        voided = settled is None
+        payouts: list[tuple[int, int]] = []
+        results: dict[int, dict[str, Any]] = {}
+        refunds: list[int] = []
+        if settled is None:
             refunds = [bet.bet_id for bet in bets]
         else:
-            payouts = [(bet.bet_id, self.handler.payout(bet, outcome)) for bet in bets]
-            refunds = []
-            over = [(bet, paid) for bet, paid in payouts if paid > cap]
+            over = [(bet.bet_id, bet.capped_from) for bet in settled if bet.capped_from is not None]
             if over:  # bets are refused or cashed out before they can pass the cap: this is a game's bug
-                log.error("%s round %d: payouts over the cap of %d cut to it: %s", self.game, round_id, cap, over)
-                payouts = [(bet, min(paid, cap)) for bet, paid in payouts]
+                log.error("%s round %d: payouts over the cap of %d cut to it: %s",
+                          self.game, round_id, self.rules.max_payout, over)  # fmt: skip
+            payouts = [(bet.bet_id, bet.payout) for bet in settled]
+            results = {bet.bet_id: bet.result for bet in settled if bet.result is not None}
         phase, stored = ("voided", None) if voided else ("settled", outcome)
         token = self.token
 
         async def mark(conn: Connection) -> None:
             await RoundStore.mark_closed(conn, round_id, phase, stored, token)
 
-        return await self._ledger.settle(payouts, refunds=refunds, also=mark)
+        return await self._ledger.settle(payouts, refunds=refunds, results=results, also=mark)
 
     async def _announce(self, view: RoundView) -> None:
         await self._publish("round", partial(encode_round, view))

@@ -36,7 +36,9 @@ from .errors import RoundRefused
 from .follower import RoundFollower
 from .handler import InvalidBet, RoundHandler
 from .lease import GameLocks, StaleLease
+from .play import stake_limit
 from .recovery import recover
+from .schemas import game_info
 from .store import RoundStore
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class RoundEngine:
         pool: asyncpg.Pool,
         ledger: Ledger,
         broker: Broker,
-        handlers: Mapping[str, RoundHandler],
+        handlers: Mapping[str, RoundHandler[Any, Any]],
         rules: Mapping[str, GameRules],
         settings: EngineSettings,
         clock: Clock | None = None,
@@ -107,6 +109,7 @@ class RoundEngine:
         self._actions = ActionRouter(broker, node_id, ledger, self._drivers, self._follower.view)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._info: dict[str, m.GameInfo] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,6 +207,13 @@ class RoundEngine:
         driver = self._drivers.get(game)
         return None if driver is None else driver.rules
 
+    def game_info(self, game: str) -> m.GameInfo:
+        """The game's params in effect and the JSON Schemas of its params and bets (``welcome``, ``subscribed``)."""
+        info = self._info.get(game)
+        if info is None:
+            info = self._info[game] = game_info(self._drivers[game].handler)
+        return info
+
     def limits(self, game: str) -> m.GameLimits:
         """The game's limits as clients see them (``welcome``, ``subscribed``)."""
         driver = self._drivers[game]
@@ -229,22 +239,18 @@ class RoundEngine:
                 ErrorCode.ROUND_MISMATCH, f"round {round_id} is not taking bets; round {view.round} is", "round"
             )
         handler = driver.handler
-        normalised = handler.validate_bet(params)
-        cap = driver.rules.max_payout
-        multiplier = handler.max_multiplier(normalised)
-        worst = amount * (multiplier if multiplier is not None else 101) // 100
-        if worst > cap:
-            could = "could pay" if multiplier is not None else "would pay at 1.01x"
-            raise InvalidBet(f"this bet {could} {worst}; the most one bet may pay on {game} is {cap}", "amount")
+        bet = handler.read_bet(params, amount)
+        worst, multiplier = stake_limit(handler, bet, amount, driver.rules.max_payout)
         exposure_cap = handler.exposure_cap()
         if exposure_cap is not None and multiplier is None:
             exposure_cap = None  # no worst case to count (crash caps its rounds with force_point instead)
-        return CheckedBet(normalised, worst if exposure_cap is not None else 0, exposure_cap)
+        return CheckedBet(handler.bet_wire(bet), worst if exposure_cap is not None else 0, exposure_cap)
 
-    def handler_params(self, game: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    def handler_params(self, game: str, params: Mapping[str, Any], amount: int) -> dict[str, Any]:
         """``params`` as the game normalises them, or as sent when the game refuses them."""
+        handler = self._drivers[game].handler
         try:
-            return self._drivers[game].handler.validate_bet(params)
+            return handler.bet_wire(handler.read_bet(params, amount))
         except InvalidBet:
             return dict(params)
 

@@ -38,6 +38,8 @@ class RoundView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     phase: Phase
     started_at: int | None = None
     """When the round started running (ms): in its ``running`` event."""
+    info: dict[str, Any] | None = None
+    """The game's own fields of its ``running`` event (what the handler's ``start`` returned), if any."""
     seed: str | None = None
     """The revealed seed: in the ``settled`` event."""
     voided: bool = False
@@ -67,7 +69,8 @@ def encode_round(view: RoundView, stamp: Stamp) -> bytes:
 
 
 def encode_tick(game: str, round_id: int, fields: dict[str, Any], stamp: Stamp) -> bytes:
-    """A ``tick`` event: the game's own ``fields`` (crash: ``multiplier``, and ``crashed`` on the last)."""
+    """A ``tick`` event: the game's own ``fields`` (crash: ``multiplier``, and ``crashed`` on the last),
+    none of them in :data:`TICK_RESERVED`."""
     return _encode({"t": "tick", "game": game, "round": round_id, **fields}, stamp)
 
 
@@ -91,7 +94,6 @@ class _Header(msgspec.Struct, frozen=True):
     round: int
     offset: int
     epoch: str
-    multiplier: int | None = None
 
 
 class RoundEvent(msgspec.Struct, frozen=True):
@@ -103,10 +105,10 @@ class RoundEvent(msgspec.Struct, frozen=True):
 
 
 class TickEvent(msgspec.Struct, frozen=True):
-    """A ``tick`` event as read: the round's multiplier (None: the game's ticks carry none)."""
+    """A ``tick`` event as read: the game's own fields of it, at ``offset`` in ``epoch``."""
 
     round: int
-    multiplier: int | None
+    fields: dict[str, Any]
     offset: int
     epoch: str
 
@@ -115,6 +117,11 @@ GameEvent = RoundEvent | TickEvent
 
 _headers = msgspec.json.Decoder(_Header)
 _views = msgspec.json.Decoder(RoundView)
+TICK_ENVELOPE = frozenset({"t", "game", "round", "ch", "offset", "epoch", "ts"})
+"""The fields of a ``tick`` event the engine sets; the rest are the game's."""
+TICK_RESERVED = TICK_ENVELOPE | frozenset(RoundView.__struct_fields__)
+"""Names a game's tick fields may not take: the event's own, and a round's (a snapshot of a running
+round carries its last tick's fields beside the round's)."""
 
 
 def read_event(payload: bytes) -> GameEvent | None:
@@ -126,5 +133,6 @@ def read_event(payload: bytes) -> GameEvent | None:
     if header.t == "round":
         return RoundEvent(_views.decode(payload), header.offset, header.epoch)
     if header.t == "tick":
-        return TickEvent(header.round, header.multiplier, header.offset, header.epoch)
+        fields = {key: value for key, value in orjson.loads(payload).items() if key not in TICK_ENVELOPE}
+        return TickEvent(header.round, fields, header.offset, header.epoch)
     return None

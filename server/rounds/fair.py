@@ -42,18 +42,26 @@ class FairRng:
 
     The draws read one stream of hex digits: the lowercase hex digests of
     ``HMAC-SHA256(key=seed, msg="<game>:<salt>:<counter>")`` (seed, game and salt as ASCII bytes,
-    ``counter`` in decimal from 0) concatenated in counter order, 64 digits per block. Each draw
+    ``counter`` in decimal from 0) concatenated in counter order, 64 digits per block. A bet's own
+    stream (``bet_id`` given) hashes ``msg="<game>:<salt>:bet:<bet_id>:<counter>"`` instead. Each draw
     takes the next digits it needs from the front of the stream, as a big-endian hex integer;
     digits a draw leaves over stay for the next one (a new block is hashed only when the stream
     runs short). So the same (seed, salt, game) and the same calls always give the same values,
     and a handler may draw as many as it needs.
     """
 
-    def __init__(self, seed: str, salt: str, game: str) -> None:
+    def __init__(self, seed: str, salt: str, game: str, bet_id: int | None = None) -> None:
+        self._seed, self._salt, self._game = seed, salt, game
         self._key = seed.encode("ascii")
-        self._prefix = f"{game}:{salt}:".encode("ascii")
+        stream = "" if bet_id is None else f"bet:{bet_id}:"
+        self._prefix = f"{game}:{salt}:{stream}".encode("ascii")
         self._counter = 0
         self._buffer = ""
+
+    def for_bet(self, bet_id: int) -> FairRng:
+        """The stream of one bet of this round: the same seed, salt and game, ``bet:<bet_id>:`` before
+        the counter. Independent of the round's stream and of every other bet's."""
+        return FairRng(self._seed, self._salt, self._game, bet_id)
 
     def _hex(self, count: int) -> str:
         while len(self._buffer) < count:

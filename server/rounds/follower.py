@@ -39,15 +39,15 @@ class _Followed:
 
     view: RoundView | None = None
     """The current round as its last ``round`` event (or PostgreSQL) described it."""
-    multiplier: int | msgspec.UnsetType | None = msgspec.UNSET
-    """The multiplier of the current round's last tick (unset before its first)."""
+    tick: dict[str, Any] | None = None
+    """The game's fields of the current round's last tick (None before its first)."""
     offset: int = 0
     epoch: str = ""
     wire: dict[str, Any] | None = None
     """``view`` as a JSON object, made once for all the snapshots of it."""
 
     def show(self, view: RoundView | None) -> None:
-        self.view, self.multiplier, self.wire = view, msgspec.UNSET, None
+        self.view, self.tick, self.wire = view, None, None
 
 
 class RoundFollower:
@@ -91,7 +91,7 @@ class RoundFollower:
         if isinstance(event, RoundEvent):
             followed.show(event.view)
         elif followed.view is not None and followed.view.round == event.round:
-            followed.multiplier = event.multiplier
+            followed.tick = event.fields
 
     def view(self, game: str) -> RoundView | None:
         """``game``'s current round as last announced (None before any)."""
@@ -104,16 +104,16 @@ class RoundFollower:
             followed.show(view)
 
     def snapshot(self, game: str) -> tuple[dict[str, Any] | None, int, str]:
-        """The current round as last announced (a JSON object, with the last tick's ``multiplier``
-        once there was one), the channel's offset and epoch."""
+        """The current round as last announced (a JSON object, with the fields of its last tick
+        once there was one: crash's ``multiplier``), the channel's offset and epoch."""
         followed = self._games[game]
         if followed.view is None:
             return None, followed.offset, followed.epoch
         if followed.wire is None:
             followed.wire = followed.view.as_wire()
         snapshot = dict(followed.wire)
-        if followed.multiplier is not msgspec.UNSET:
-            snapshot["multiplier"] = followed.multiplier
+        if followed.tick:
+            snapshot.update(followed.tick)
         return snapshot, followed.offset, followed.epoch
 
     async def missed_since(self, game: str, offset: int, epoch: str) -> list[dict[str, Any]] | None:

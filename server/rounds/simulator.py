@@ -1,13 +1,16 @@
 """Monte Carlo of a game's handler alone: proves its return to player, deterministically.
 
 Round seeds come from a hash chain of the given start seed, so the same command prints the
-same figures on every machine. Each round draws the outcome exactly as the engine does
-(``FairRng(seed, salt, game)``) and pays one bet with the strategy's params.
+same figures on every machine. Each round plays one bet with the strategy's params through the
+steps the engine plays (:mod:`.play`): the outcome from ``FairRng(seed, salt, game)``, ``start``,
+the bet's own draw (per-bet games) and its payout. Ticks and player actions are not played: a
+strategy is what a bet's params say (crash: an ``auto_cashout``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -15,14 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .fair import FairRng
-from .handler import BetInfo, RoundHandler
+from .handler import BetInfo, RoundContext, RoundHandler, RunState
+from .play import begin_running, settle_bets
 
-DEFAULT_STRATEGIES: dict[str, dict[str, Any]] = {
-    "crash": {"auto_cashout": 200},
-    "dice": {"target": 4950, "side": "under"},
-    "roulette": {"type": "red", "numbers": []},
-}
 SIMULATION_SALT = "simulation"
+_NO_CAP = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,27 +57,32 @@ class SimulationReport:
 
 
 def simulate(
-    handler: RoundHandler,
+    handler: RoundHandler[Any, Any],
     rounds: int,
-    params: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any],
     *,
     amount: int = 100,
     start_seed: str = "0" * 64,
 ) -> SimulationReport:
-    """Play ``rounds`` rounds of one bet of ``amount`` with ``params`` (the game's default strategy if None)."""
+    """Play ``rounds`` rounds of one bet of ``amount`` with bet ``params`` (``InvalidBet`` if the game refuses them)."""
     if rounds < 2:
         raise ValueError("simulate at least 2 rounds")
-    bet_params = handler.validate_bet(params if params is not None else DEFAULT_STRATEGIES.get(handler.name, {}))
-    bet = BetInfo(bet_id=0, user_id=0, amount=amount, params=bet_params)
-    game = handler.name
-    outcome_of, payout_of = handler.outcome, handler.payout
+    bet = BetInfo(bet_id=0, user_id=0, amount=amount, params=handler.read_bet(params, amount))
+    game, log = handler.name, logging.getLogger(f"simulate.{handler.name}")
+    outcome_of = handler.outcome
+    starts = type(handler).start is not RoundHandler.start  # else: nothing to play when betting closes
     seed = start_seed
     total = squares = 0.0
     hits = biggest = 0
     started = time.perf_counter()
-    for _ in range(rounds):
+    for number in range(rounds):
         seed = hashlib.sha256(seed.encode("ascii")).hexdigest()
-        paid = payout_of(bet, outcome_of(FairRng(seed, SIMULATION_SALT, game)))
+        rng = FairRng(seed, SIMULATION_SALT, game)
+        outcome = outcome_of(rng)
+        if starts:
+            ctx = RoundContext(number, _zero, rng, handler.params, log, _NO_CAP)
+            begin_running(handler, ctx, RunState(0, outcome, [bet]))
+        paid = settle_bets(handler, rng, outcome, [bet], _NO_CAP)[0].payout
         ratio = paid / amount
         total += ratio
         squares += ratio * ratio
@@ -89,12 +94,16 @@ def simulate(
     return SimulationReport(
         game=game,
         rounds=rounds,
-        params=bet_params,
+        params=handler.bet_wire(bet.params),
         rtp=mean,
         ci95=1.96 * math.sqrt(variance / rounds),
-        declared_rtp=handler.declared_rtp(bet_params),
+        declared_rtp=handler.declared_rtp(bet.params),
         hit_rate=hits / rounds,
         max_multiplier=biggest / amount,
         max_exposure=biggest,
         seconds=time.perf_counter() - started,
     )
+
+
+def _zero() -> int:
+    return 0

@@ -13,7 +13,6 @@ from ..db.roundlock import close_betting
 from ..db.transactions import Connection, in_transaction
 from .events import RoundView
 from .fair import generate_chain, sha256_hex
-from .handler import BetInfo
 from .lease import fence_game, fence_round, take_lease
 
 
@@ -37,6 +36,17 @@ class StoredRound:
     salt: str
     outcome: dict[str, Any] | None
     started_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBet:
+    """A bet still open in a round, its params as stored (the driver reads them into the game's bet type)."""
+
+    bet_id: int
+    user_id: int
+    amount: int
+    params: dict[str, Any]
+    cashout: int | None
 
 
 _SEED = "SELECT seed FROM seeds WHERE chain_id = $1 AND idx = $2"
@@ -122,13 +132,13 @@ class RoundStore:
 
         return await in_transaction(self._pool, work)
 
-    async def open_bets(self, round_id: int) -> list[BetInfo]:
+    async def open_bets(self, round_id: int) -> list[OpenBet]:
         rows = await self._pool.fetch(
             "SELECT id, user_id, amount, params, cashout FROM bets WHERE round_id = $1 AND status = 'accepted' "
             "ORDER BY id",
             round_id,
         )
-        return [BetInfo(r["id"], r["user_id"], r["amount"], orjson.loads(r["params"]), r["cashout"]) for r in rows]
+        return [OpenBet(r["id"], r["user_id"], r["amount"], orjson.loads(r["params"]), r["cashout"]) for r in rows]
 
     @staticmethod
     async def mark_closed(

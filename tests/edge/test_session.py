@@ -169,12 +169,15 @@ class FakeRounds:
         rules = self.rules_by_game[game]
         return m.GameLimits(min_bet=rules.min_bet, max_bet=rules.max_bet, max_payout=rules.max_payout)
 
+    def game_info(self, game: str, /) -> m.GameInfo:
+        return m.GameInfo(params={"running_ms": 1}, params_schema={"type": "object"}, bet_schema={"type": "object"})
+
     def validate_bet(self, game: str, round_id: int, amount: int, params: Mapping[str, Any], /) -> CheckedBet:
         if self.refuse is not None:
             raise self.refuse
         return CheckedBet({**params, "normalised": True}, amount * 2, 50_000)
 
-    def handler_params(self, game: str, params: Mapping[str, Any], /) -> dict[str, Any]:
+    def handler_params(self, game: str, params: Mapping[str, Any], amount: int, /) -> dict[str, Any]:
         return {**params, "normalised": True}
 
     def snapshot(self, game: str, /) -> tuple[dict[str, Any] | None, int, str]:
@@ -541,7 +544,8 @@ async def test_subscribe_sends_the_snapshot_and_adds_the_socket_unsubscribe_remo
     reply = only(await session.receive(frame({"t": "subscribe", "id": 2, "game": "dice"})))
     assert reply == m.Subscribed(id=2, game="dice", round={"round": 7, "phase": "betting"}, offset=12,
                                  epoch="game-epoch", recovered=False, missed=[],
-                                 limits=m.GameLimits(min_bet=1, max_bet=1000, max_payout=100_000))  # fmt: skip
+                                 limits=m.GameLimits(min_bet=1, max_bet=1000, max_payout=100_000),
+                                 game_info=services.rounds.game_info("dice"))  # fmt: skip
     assert services.audience.channels["game:dice"] == {id(peer)} and session.subscriptions == {"dice"}
     assert only(await session.receive(frame({"t": "unsubscribe", "id": 3, "game": "dice"}))) == m.Ok(id=3)
     assert services.audience.channels["game:dice"] == set() and session.subscriptions == set()

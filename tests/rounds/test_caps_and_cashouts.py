@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 
 from server.games.crash import Crash, cap_multiplier
+from server.games.testing import GameTable
 from server.ledger import Ledger
-from server.rounds.handler import BetInfo
 from tests.conftest import StartNode
 from tests.edge.client import authed, request
 from tests.ledger.conftest import next_user_id
@@ -104,14 +104,18 @@ async def test_a_round_refuses_the_bet_that_would_pass_its_exposure_cap(
 
 
 def test_crash_cashes_a_bet_out_where_its_payout_reaches_the_cap() -> None:
-    crash = Crash()
     cap = 1000
     point = cap_multiplier(300, cap)  # 333: 300 * 3.33 = 999 is the most within the cap
     assert 300 * point // 100 <= cap < 300 * (point + 1) // 100
-    outcome = {"crash_point": 1000, "capped": {"5": point}}
-    assert crash.payout(BetInfo(5, 1, 300, {}), outcome) == 999
-    assert crash.payout(BetInfo(5, 1, 300, {"auto_cashout": 200}), outcome) == 600  # an earlier exit stands
-    assert crash.payout(BetInfo(5, 1, 300, {}), {"crash_point": 300, "capped": {"5": point}}) == 0  # crashed first
+    table = GameTable(Crash(), outcome={"crash_point": 1000}, max_payout=cap)
+    over, early = table.bet(300), table.bet(300, {"auto_cashout": 200})
+    table.start()
+    assert table.outcome["capped"] == {str(over.bet_id): point}  # the earlier exit stands for the other
+    assert table.settle() == {over.bet_id: 999, early.bet_id: 600}
+    crashed_first = GameTable(Crash(), outcome={"crash_point": 300}, max_payout=cap)
+    bet = crashed_first.bet(300)
+    crashed_first.start()
+    assert "capped" not in crashed_first.outcome and crashed_first.settle() == {bet.bet_id: 0}  # crashed first
 
 
 async def test_a_crash_bet_over_the_cap_is_cashed_out_at_it_and_told_so(

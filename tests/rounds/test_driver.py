@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from server.rounds.fair import FairRng, sha256_hex
-from server.rounds.handler import BetInfo, RoundContext, RoundHandler, RunState, TickResult
+from server.rounds.handler import (
+    BetInfo,
+    BetParams,
+    GameParams,
+    RoundContext,
+    RoundHandler,
+    RunState,
+    StartResult,
+    TickResult,
+)
 from server.rounds.lease import take_lease
 from tests.rounds.conftest import OpenTable, fixed_crash
 
@@ -64,29 +73,31 @@ async def test_a_round_goes_betting_running_settled_publishing_each_step_in_orde
     assert await table.balance(user) == 900
 
 
-def failing_game(where: str) -> RoundHandler:
+def failing_game(where: str) -> RoundHandler[Any, Any]:
     """A game of this test's own whose handler raises in ``where`` (outcome, start or tick)."""
 
-    class Failing(RoundHandler):
+    class Failing(RoundHandler[GameParams, BetParams]):
         name = f"failing-{secrets.token_hex(4)}"
-
-        def validate_bet(self, params: Mapping[str, Any]) -> dict[str, Any]:
-            return {}
 
         def outcome(self, rng: FairRng) -> dict[str, Any]:
             if where == "outcome":
                 raise RuntimeError("designer bug in outcome")
             return {"n": rng.below(2)}
 
-        def payout(self, bet: BetInfo, outcome: Mapping[str, Any]) -> int:
+        def payout(self, bet: BetInfo[BetParams], outcome: Mapping[str, Any]) -> int:
+            if where == "payout":
+                raise RuntimeError("designer bug in payout")
             return 2 * bet.amount
 
-        def start(self, ctx: RoundContext, state: RunState) -> dict[str, Any]:
+        def declared_rtp(self, bet: BetParams) -> float:
+            return 2.0
+
+        def start(self, ctx: RoundContext[GameParams], state: RunState[BetParams]) -> StartResult:
             if where == "start":
                 raise RuntimeError("designer bug in start")
-            return {}
+            return StartResult()
 
-        def tick(self, ctx: RoundContext, state: RunState) -> TickResult:
+        def tick(self, ctx: RoundContext[GameParams], state: RunState[BetParams]) -> TickResult:
             if where == "tick":
                 raise RuntimeError("designer bug in tick")
             return TickResult(done=True)
@@ -100,6 +111,7 @@ def failing_game(where: str) -> RoundHandler:
         ("outcome", ["betting", "settled"]),
         ("start", ["betting", "settled"]),
         ("tick", ["betting", "running", "settled"]),
+        ("payout", ["betting", "running", "settled"]),
     ],
 )
 async def test_a_handler_that_raises_voids_its_round_and_the_next_round_opens(

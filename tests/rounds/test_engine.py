@@ -137,7 +137,7 @@ async def test_bets_outside_the_betting_window_and_bad_params(start_node: StartN
         ws, _ = await player(node, bank)
         await request(ws, {"t": "subscribe", "id": 1, "game": "crash"})
         betting = await next_event(ws, round_event("betting"))
-        for params, field in [({"auto_cashout": 100}, "params.auto_cashout"), ({"x": 1}, "params")]:
+        for params, field in [({"auto_cashout": 100}, "params.auto_cashout"), ({"x": 1}, "params.x")]:
             error = await request(
                 ws, {"t": "bet", "id": 2, "game": "crash", "round": betting["round"], "amount": 10, "params": params}
             )

@@ -75,4 +75,4 @@ def test_ticks_encode_as_before_and_read_back(fields: dict[str, Any]) -> None:
     payload = encode_tick("crash", 41, fields, STAMP)
     assert payload == as_before({"t": "tick", "game": "crash", "round": 41, **fields})
     assert is_tick(payload)
-    assert read_event(payload) == TickEvent(41, fields.get("multiplier"), STAMP.offset, STAMP.epoch)
+    assert read_event(payload) == TickEvent(41, fields, STAMP.offset, STAMP.epoch)
