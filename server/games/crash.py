@@ -45,6 +45,8 @@ def cap_multiplier(amount: int, max_payout: int) -> int:
 
 
 class CrashParams(GameParams, kw_only=True, frozen=True):
+    """Crash's tunables (``CROUPIER_GAME_PARAMS='{"crash": {...}}'``)."""
+
     house_edge_bp: Annotated[int, msgspec.Meta(ge=-10_000, lt=10_000)] = 100
     """The house edge in basis points (100: 1%). Below 0 the players have the edge: at -10,000 every
     round reaches 2.00x (tests use it to make rounds run long)."""
@@ -55,6 +57,8 @@ class CrashParams(GameParams, kw_only=True, frozen=True):
 
 
 class CrashBet(BetParams, kw_only=True, frozen=True):
+    """A crash bet: cash out by hand (``action`` ``cashout``), or at ``auto_cashout`` (hundredths, >= 101)."""
+
     auto_cashout: Annotated[int, msgspec.Meta(ge=101, le=MAX_CRASH_POINT)] | None = None
     """Cash out automatically when the multiplier reaches this (hundredths, at least 101: 1.01x)."""
 

@@ -17,6 +17,8 @@ from .registry import register
 
 
 class DiceParams(GameParams, kw_only=True, frozen=True):
+    """Dice's tunables (``CROUPIER_GAME_PARAMS='{"dice": {...}}'``)."""
+
     house_edge_bp: Annotated[int, msgspec.Meta(ge=0, lt=10_000)] = 100
     """The house edge in basis points (100: 1%)."""
     running_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 1000
@@ -25,6 +27,8 @@ class DiceParams(GameParams, kw_only=True, frozen=True):
 
 
 class DiceBet(BetParams, kw_only=True, frozen=True):
+    """A dice bet: the roll (0..9999) lands ``under`` or ``over`` the ``target`` (1..9998)."""
+
     target: Annotated[int, msgspec.Meta(ge=1, le=9998)]
     """The roll to beat: 1..9998."""
     side: Literal["under", "over"]

@@ -59,6 +59,8 @@ def covered(kind: str, numbers: list[int]) -> frozenset[int]:
 
 
 class RouletteParams(GameParams, kw_only=True, frozen=True):
+    """Roulette's tunables (``CROUPIER_GAME_PARAMS='{"roulette": {...}}'``)."""
+
     running_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 3000
     max_exposure: Annotated[int, msgspec.Meta(gt=0)] = 100_000_000
     """The most one round may pay out, every bet counted as a win."""
@@ -69,6 +71,9 @@ BetKind = Literal["straight", "split", "street", "corner", "line", "dozen", "col
 
 
 class RouletteBet(BetParams, kw_only=True, frozen=True):
+    """A roulette bet: ``type``, and the ``numbers`` an inside bet covers as they sit on the table (a
+    dozen or column: [1], [2] or [3]; none for red, black, odd, even, low, high)."""
+
     type: BetKind
     """The bet: an inside bet on ``numbers``, a dozen or column (``numbers`` [1], [2] or [3]), or an even-money bet."""
     numbers: Annotated[list[Annotated[int, msgspec.Meta(ge=0, le=36)]], msgspec.Meta(max_length=6)] = []
