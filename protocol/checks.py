@@ -227,4 +227,4 @@ CHECKS: Final[dict[type[Any], Callable[[Any], Problem | None]]] = {
     m.History: _named_game,
     m.Auth: _auth,
 }
-"""The check of each request type with strings or values to check (``ping`` and ``balance`` have none)."""
+"""The check of each request type with strings or values to check (``ping``, ``balance`` and ``deposit`` have none)."""

@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    DEPOSIT_REFUSED = "deposit_refused"
+    """Extension: a ``deposit`` the cashier will not take (limits, deposits not enabled); the message says why."""
 
 
 class CloseCode(IntEnum):

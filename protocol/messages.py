@@ -102,10 +102,19 @@ class Ping(_Request, tag="ping"):
     """Liveness probe; the reply carries the server clock in ms."""
 
 
-Request = Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping
+class Deposit(_Request, tag="deposit"):
+    """Extension: buy chips with ``stars`` Telegram Stars; the reply is an :class:`Invoice` to open with
+    ``Telegram.WebApp.openInvoice``. The chips arrive later, as a ``balance`` push with reason ``deposit``."""
+
+    stars: Amount
+
+
+Request = Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping | Deposit
 """Every message a client may send."""
 
-REQUEST_TYPES: tuple[type[_Request], ...] = (Auth, Subscribe, Unsubscribe, Bet, Action, BalanceRequest, History, Ping)
+REQUEST_TYPES: tuple[type[_Request], ...] = (
+    Auth, Subscribe, Unsubscribe, Bet, Action, BalanceRequest, History, Ping, Deposit,
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------- server replies
@@ -246,6 +255,19 @@ class Balance(_Reply, tag="balance"):
     ref: int | str | None = None
 
 
+class Invoice(_Reply, tag="invoice"):
+    """Extension: the reply to ``deposit``: a Telegram Stars invoice link for a new order."""
+
+    id: RequestId
+    url: str
+    """The invoice link (``https://t.me/$…``): pass it to ``Telegram.WebApp.openInvoice``."""
+    order: int
+    """The order's id (the invoice's payload)."""
+    stars: int
+    chips: int
+    """What the order costs in Stars and credits in chips once paid."""
+
+
 class BetSettled(_Reply, tag="bet_settled"):
     """Push on ``user``: a bet of this user was settled."""
 
@@ -310,6 +332,7 @@ ServerMessage = (
     | ActionOk
     | HistoryReply
     | Balance
+    | Invoice
     | BetSettled
     | RoundEvent
     | Tick

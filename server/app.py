@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .edge.ws import serve_socket
 from .node import Node
 from .settings import Settings
+from .telegram import WEBHOOK_PATH
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -30,6 +31,15 @@ async def readyz(request: Request) -> JSONResponse:
     checks = await node.check_ready()
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+
+async def telegram_webhook(request: Request) -> Response:
+    """The bot's webhook (``server.telegram.webhook``); 404 on a node without ``CROUPIER_WEBHOOK_SECRET``
+    (or without a bot token of its own): it takes no updates."""
+    node: Node = request.app.state.node
+    if node.webhook is None:
+        return JSONResponse({"error": "no webhook on this node (CROUPIER_WEBHOOK_SECRET is not set)"}, 404)
+    return await node.webhook.handle(request)
 
 
 WS_PATH = "/ws"
@@ -66,5 +76,6 @@ def create_app(settings: Settings, *, on_ready: Callable[[Node], None] | None = 
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route(WEBHOOK_PATH, telegram_webhook, methods=["POST"]),
     ]
     return CroupierApp(routes=routes, lifespan=lifespan)

@@ -1,8 +1,9 @@
 """A running node's shared resources, opened once in the app's lifespan and handed down.
 
 :class:`Node` owns the PostgreSQL pool (and the embedded PostgreSQL when no
-``DATABASE_URL`` is set), the broker, the initData validator and the stores. Nothing
-here is a module global: tests open as many nodes as they like.
+``DATABASE_URL`` is set), the broker, the initData validator, the stores, and the Bot API
+client (its HTTP session) with the Stars cashier and the webhook. Nothing here is a module
+global: tests open as many nodes as they like.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .games import configure_games
 from .ledger import BatchOptions, Ledger, OutboxRelay
 from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
+from .telegram import Cashier, CashierOptions, DepositLimits, TelegramWebhook, create_bot
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ class Node:
     feeds: UserFeeds
     relay: OutboxRelay
     user_limits: UserLimits
+    cashier: Cashier
+    webhook: TelegramWebhook | None = None
+    """``POST /telegram/webhook``, when the node has a bot token of its own and ``CROUPIER_WEBHOOK_SECRET``."""
     database: str = "DATABASE_URL"
     """Where the data lives, for people: ``DATABASE_URL`` or the embedded server's data dir."""
     draining: bool = False
@@ -141,6 +146,7 @@ class Node:
             )
             await ledger.start()
             stack.push_async_callback(ledger.close)
+            cashier, webhook = await _open_cashier(settings, pool, ledger, stack)
             audience = Audience()
             handlers, rules = configure_games(
                 settings.games,
@@ -187,7 +193,31 @@ class Node:
                 feeds=feeds,
                 relay=relay,
                 user_limits=user_limits,
+                cashier=cashier,
+                webhook=webhook,
                 database=database.description,
             )
         if claim.failure is not None:
             raise claim.failure
+
+
+async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger,
+                        stack: AsyncExitStack) -> tuple[Cashier, TelegramWebhook | None]:  # fmt: skip
+    """The Stars cashier, with a bot when the node has a token of its own (its HTTP session closed by
+    ``stack``; no request is made until the first call), and the webhook when a secret is set too."""
+    options = CashierOptions(
+        limits=DepositLimits(settings.deposit_min_stars, settings.deposit_max_stars, settings.deposit_daily_stars),
+        chips_per_star=settings.chips_per_star,
+        title=settings.invoice_title,
+        description=settings.invoice_description,
+    )
+    if not settings.payments_enabled:
+        log.info("deposits disabled: no bot token of this node's own (CROUPIER_BOT_TOKEN)")
+        return Cashier(pool, ledger, None, options, bot_id=settings.bot_id), None
+    assert settings.bot_token is not None
+    bot = create_bot(settings.bot_token, api_url=settings.telegram_api_url, env=settings.telegram_env)
+    stack.push_async_callback(bot.session.close)
+    cashier = Cashier(pool, ledger, bot, options, bot_id=settings.bot_id)
+    if settings.webhook_secret is None:
+        return cashier, None
+    return cashier, TelegramWebhook(settings.webhook_secret, bot, cashier)

@@ -127,6 +127,8 @@ def make_settings(database_url: str | None, tmp_path: Path, **overrides: object)
             "CROUPIER_BETTING_MS": "60000",
             "CROUPIER_ROUND_PAUSE_MS": "0",
             "CROUPIER_GAMES": "crash,dice,roulette",
+            # No test node may reach Telegram: Bot API calls go to loopback unless a test names its server.
+            "CROUPIER_TELEGRAM_API_URL": "http://127.0.0.1:9",
             **({"DATABASE_URL": database_url} if database_url else {}),
         }
     )

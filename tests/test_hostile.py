@@ -52,7 +52,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 TOKEN = "1:abcdefghijklmnop"
 MAX_FRAME = 16 * 1024
 MALFORMED_LIMIT = 5
-KNOWN_TYPES = {"auth", "subscribe", "unsubscribe", "bet", "action", "balance", "history", "ping"}
+KNOWN_TYPES = {"auth", "subscribe", "unsubscribe", "bet", "action", "balance", "history", "ping", "deposit"}
 GAMES = {"dice", "crash"}
 Message = Any
 

@@ -23,6 +23,7 @@ from ..auth import InitData, TelegramUser
 from ..ledger import BetRequest, LedgerError, PlacedBet, WalletState
 from ..rounds import GameRules
 from ..rounds.engine import CheckedBet
+from ..telegram import DepositInvoice
 from .audience import Peer
 from .userlimits import CloseSocket
 
@@ -195,6 +196,15 @@ class GameTables(Protocol):
         ...
 
 
+class Deposits(Protocol):
+    """The Stars cashier as a session uses it (:class:`server.telegram.Cashier`)."""
+
+    async def deposit(self, user_id: int, stars: int, /) -> DepositInvoice:
+        """A pending order and its invoice link, or :class:`~server.telegram.CashierError` saying why not
+        (``deposit_refused`` naming ``stars`` for a limit, ``unavailable``)."""
+        ...
+
+
 class Channels(Protocol):
     """Sockets by channel on this node (:class:`server.edge.audience.Audience`)."""
 
@@ -233,3 +243,6 @@ class SessionServices(Protocol):
 
     @property
     def audience(self) -> Channels: ...
+
+    @property
+    def cashier(self) -> Deposits: ...

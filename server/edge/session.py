@@ -27,6 +27,7 @@ from ..ledger import BetRequest, LedgerError, PlacedBet
 from ..rounds.engine import CheckedBet, RoundRefused
 from ..rounds.events import game_channel
 from ..rounds.handler import InvalidBet
+from ..telegram import CashierError
 from .audience import Peer
 from .ratelimit import RateLimiter
 from .services import SessionServices
@@ -246,6 +247,8 @@ class Session:
                 return await self._history(request)
             case m.Action():
                 return await self._action(request, self.user.id)
+            case m.Deposit():
+                return await self._deposit(request, self.user.id)
             case m.Auth():
                 return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, "this socket is already authenticated", "t")])
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
@@ -328,6 +331,16 @@ class Session:
         except UNAVAILABLE_ERRORS:
             return _unavailable(request.id)
         return Outcome([m.ActionOk(id=request.id, result=result, balance=wallet.balance)])
+
+    async def _deposit(self, request: m.Deposit, user_id: int) -> Outcome:
+        try:
+            invoice = await self.services.cashier.deposit(user_id, request.stars)
+        except CashierError as exc:
+            return Outcome([_error(request.id, exc.code, str(exc), exc.field)])
+        except UNAVAILABLE_ERRORS:
+            return _unavailable(request.id)
+        return Outcome([m.Invoice(id=request.id, url=invoice.url, order=invoice.order_id, stars=invoice.stars,
+                                  chips=invoice.chips)])  # fmt: skip
 
     def _unknown_game(self, request_id: m.RequestId, game: str) -> m.Error:
         games = ", ".join(self.services.rounds.games()) or "none"

@@ -177,12 +177,25 @@ class Ledger:
         """Void bets and return their stakes, in one transaction; bets already closed are skipped."""
         return await self.settle([], refunds=bet_ids)
 
-    async def deposit(self, user_id: int, amount: int, *, ref: str) -> WalletState:
-        """Credit ``amount`` from the bank for an external payment ``ref``; a repeated ``ref`` is a no-op."""
+    async def deposit(
+        self,
+        user_id: int,
+        amount: int,
+        *,
+        ref: str,
+        also: Callable[[Connection], Awaitable[None]] | None = None,
+    ) -> WalletState:
+        """Credit ``amount`` from the bank for an external payment ``ref``; a repeated ``ref`` is a no-op.
+
+        ``also`` runs first, in the same transaction (the cashier records the Telegram update and marks
+        the order paid there): what it writes commits with the credit or not at all, and if it raises,
+        nothing is written and the error is raised from here. It may run more than once (retries)."""
         if amount <= 0:
             raise ValueError("a deposit is a positive amount")
 
         async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
+            if also is not None:
+                await also(conn)
             wallet = await self._wallet(conn, user_id)
             if await conn.fetchval("SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1", ref) is not None:
                 return await self._state(conn, wallet), []

@@ -167,6 +167,31 @@ async def test_deposit_is_idempotent_by_reference(ledger: Ledger, new_user: NewU
     await assert_audit_ok(pool)
 
 
+async def test_a_deposit_commits_with_what_also_writes_or_not_at_all(ledger: Ledger, new_user: NewUser,
+                                                                     pool: asyncpg.Pool) -> None:  # fmt: skip
+    """``also`` (the Telegram cashier records its update there) runs in the deposit's transaction."""
+    user = await new_user()
+
+    async def deposit(update_id: int, refuse: bool) -> None:
+        async def also(conn: object) -> None:
+            await conn.execute("INSERT INTO telegram_updates (bot_id, update_id, kind) "  # type: ignore[attr-defined]
+                               "VALUES (0, $1, 'test')", update_id)  # fmt: skip
+            if refuse:
+                raise LookupError(update_id)
+
+        await ledger.deposit(user, 7, ref=f"also-{update_id}", also=also)
+
+    await deposit(user * 10, refuse=False)
+    with pytest.raises(LookupError):
+        await deposit(user * 10 + 1, refuse=True)
+    assert (await ledger.balance(user)).balance == 7
+    recorded = await pool.fetch("SELECT update_id FROM telegram_updates WHERE bot_id = 0 AND update_id = ANY($1)",
+                                [user * 10, user * 10 + 1])  # fmt: skip
+    assert [row["update_id"] for row in recorded] == [user * 10]
+    assert await pool.fetchval("SELECT count(*) FROM ledger_txns WHERE ref = $1", f"also-{user * 10 + 1}") == 0
+    await assert_audit_ok(pool)
+
+
 async def test_adjustments_credit_debit_and_never_overdraw(ledger: Ledger, new_user: NewUser) -> None:
     user = await new_user()
     assert (await ledger.adjust(user, 40, reason="support ticket 7")).balance == 40
