@@ -64,7 +64,7 @@ from server.auth import sign_init_data
 from server.db.embedded import EmbeddedPostgres
 from server.games import configure_games
 from server.rounds.fair import FairRng
-from server.rounds.handler import BetInfo, RoundHandler
+from server.rounds.handler import BetInfo, InvalidBet, RoundHandler
 from tests.services import EmbeddedRedis, free_port
 
 BOT_TOKEN = "424242:SOAK-token-for-the-croupier-fault-soak"
@@ -840,8 +840,9 @@ class Player:
             while True:
                 side = rng.choice(("under", "over"))
                 params = {"target": rng.randint(100, 9800), "side": side}
-                with contextlib.suppress(Exception):
-                    return [(self.handlers["dice"].validate_bet(params), None)]
+                dice = self.handlers["dice"]
+                with contextlib.suppress(InvalidBet):  # a target that cannot pay above the stake: draw again
+                    return [(dice.bet_wire(dice.read_bet(params, 1)), None)]
         if game == "roulette":
             choice = rng.randrange(6)
             if choice == 0:
@@ -1150,8 +1151,11 @@ class Checker:
             if round_.phase == "voided":
                 expected_status, expected = "refunded", stored.amount
             elif round_.phase == "settled" and round_.outcome is not None:
-                info = BetInfo(stored.id, stored.user_id, stored.amount, stored.params, stored.cashout)
-                expected = min(self.handlers[stored.game].payout(info, round_.outcome), self.config.max_payout)
+                handler = self.handlers[stored.game]
+                info = BetInfo(
+                    stored.id, stored.user_id, stored.amount, handler.load_bet(stored.params), stored.cashout
+                )
+                expected = min(handler.payout(info, round_.outcome), self.config.max_payout)
                 expected_status = "won" if expected > 0 else "lost"
             else:
                 expected_status, expected = f"not closed (round {round_.phase})", -1
