@@ -112,4 +112,4 @@ def test_clients_see_the_params_and_bet_types_in_game_info_and_croupier_schema(
 
 def test_the_import_line_the_page_shows_is_the_real_one_with_both_howto_games() -> None:
     (shown,) = re.findall(r"`(from \. import [^`]*)`", DOC.read_text())
-    assert shown == with_games(import_line(), "coinflip", "scratch")
+    assert shown == with_games(import_line("coinflip", "scratch"), "coinflip", "scratch")
