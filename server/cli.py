@@ -1,5 +1,5 @@
-"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``simulate``, ``verify``,
-``schema`` and ``dev-initdata``.
+"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``notify``, ``simulate``, ``verify``,
+``schema`` and ``dev-initdata``; ``stars`` and ``bot`` (:mod:`server.telegram.commands`).
 
 Settings come from the environment (see :mod:`server.settings`); a bad one stops the
 command with one line naming it, and exit status 2.
@@ -51,6 +51,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("audit", help="check the ledger: zero-sum transactions, balances, no negative wallets")
 
+    stars = commands.add_parser("stars", help="Telegram Stars payments: refunds, reconciliation")
+    stars_commands = stars.add_subparsers(dest="stars_command", required=True)
+    refund = stars_commands.add_parser("refund", help="refund a payment (refundStarPayment) and reverse its deposit")
+    refund.add_argument("charge_id", metavar="CHARGE_ID", help="the payment's telegram_payment_charge_id")
+    refund.add_argument("--reason", required=True, help="why, for the ledger and the people who read it")
+    refund.add_argument("--force-flag", action="store_true",
+                        help="refund even if the wallet holds less than the payment credited: the wallet is taken to "
+                             "zero, the shortfall recorded and the account flagged")  # fmt: skip
+    reconcile = stars_commands.add_parser("reconcile", help="compare Telegram's Star transactions with the ledger")
+    reconcile.add_argument("--since", default=None, metavar="DATE",
+                           help="only what happened since DATE (2026-01-31, or 2026-01-31T18:00; UTC)")  # fmt: skip
+    reconcile.add_argument("--fix", action="store_true",
+                           help="credit missing payments (once per charge id), reverse unreversed refunds")  # fmt: skip
+
+    bot = commands.add_parser("bot", help="the bot's webhook and menu button")
+    bot_commands = bot.add_subparsers(dest="bot_command", required=True)
+    set_webhook = bot_commands.add_parser("set-webhook", help="set the webhook to CROUPIER_PUBLIC_URL/telegram/webhook")
+    set_webhook.add_argument("--drop-pending", action="store_true", help="drop the updates waiting for delivery")
+    delete_webhook = bot_commands.add_parser("delete-webhook", help="delete the webhook (updates wait for polling)")
+    delete_webhook.add_argument("--drop-pending", action="store_true", help="drop the updates waiting for delivery")
+    bot_commands.add_parser("info", help="print getMe and getWebhookInfo")
+    menu = bot_commands.add_parser("set-menu-button", help="make the bot's menu button open the Mini App at URL")
+    menu.add_argument("url", metavar="URL", help="the Mini App's https:// URL")
+    menu.add_argument("--text", default="Play", help="the button's text (default Play)")
+
     sim = commands.add_parser("simulate", help="Monte Carlo of a game's handler: RTP with a confidence interval")
     sim.add_argument("game")
     sim.add_argument("--rounds", type=int, default=1_000_000, help="rounds per strategy (default 1,000,000)")
@@ -81,6 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("schema", help="print the protocol's JSON Schema with every game's params and bet types")
 
+    notify = commands.add_parser("notify", help="queue an announcement to every reachable user and show its sending")
+    notify.add_argument("--all", dest="text", metavar="TEXT", required=True,
+                        help="the text (plain, at most 4096 characters), sent to every reachable user")  # fmt: skip
+    notify.add_argument("--id", dest="key", default=None,
+                        help="the announcement's key (default: a hash of the text: running the same command again "
+                             "resumes it; give another key to send the same text again)")  # fmt: skip
+    notify.add_argument("--no-wait", action="store_true", help="return once everything is queued")
+
     dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
     dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
     dev.add_argument("--first-name", default="Player", help="first name in the user object")
@@ -103,12 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _supervise(settings, args.host, args.port, args.log_level, workers)
         return _serve(settings, args.host, args.port, args.log_level, listen_fd=args.listen_fd,
                       ready_fd=args.ready_fd)  # fmt: skip
+    if args.command in ("stars", "bot"):
+        return asyncio.run(_telegram_command(settings, args))
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "credit":
         return asyncio.run(_credit(settings, args.user_id, args.amount, args.reason))
     if args.command == "audit":
         return asyncio.run(_audit(settings))
+    if args.command == "notify":
+        return asyncio.run(_notify(settings, args.text, args.key, wait=not args.no_wait))
     return _dev_initdata(settings, args.user_id, args.first_name, args.username)
 
 
@@ -324,6 +361,38 @@ async def _audit(settings: Settings) -> int:
             await conn.close()
     print(report.summary())
     return 0 if report.ok else 1
+
+
+async def _notify(settings: Settings, text: str, key: str | None, *, wait: bool) -> int:
+    from .telegram.announcements import run_notify
+
+    _configure_logging("warning")
+    async with _database(settings) as dsn:
+        return await run_notify(dsn, text, key=key, wait=wait)
+
+
+async def _telegram_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``croupier stars …`` and ``croupier bot …`` (:mod:`server.telegram.commands`)."""
+    from .telegram import commands
+
+    _configure_logging("warning")
+    problem = commands.bot_problem(settings)
+    if problem is not None:
+        print(f"croupier: {problem}", file=sys.stderr)
+        return 2
+    if args.command == "bot":
+        if args.bot_command == "set-webhook":
+            return await commands.bot_set_webhook(settings, drop_pending=args.drop_pending)
+        if args.bot_command == "delete-webhook":
+            return await commands.bot_delete_webhook(settings, drop_pending=args.drop_pending)
+        if args.bot_command == "info":
+            return await commands.bot_info(settings)
+        return await commands.bot_set_menu_button(settings, args.url, text=args.text)
+    async with _database(settings) as dsn:
+        if args.stars_command == "refund":
+            return await commands.stars_refund(settings, dsn, args.charge_id, reason=args.reason,
+                                               force_flag=args.force_flag)  # fmt: skip
+        return await commands.stars_reconcile(settings, dsn, since=args.since, fix_them=args.fix)
 
 
 def _game_command(args: argparse.Namespace) -> int:

@@ -2,8 +2,8 @@
 
 :class:`Node` owns the PostgreSQL pool (and the embedded PostgreSQL when no
 ``DATABASE_URL`` is set), the broker, the initData validator, the stores, and the Bot API
-client (its HTTP session) with the Stars cashier and the webhook. Nothing here is a module
-global: tests open as many nodes as they like.
+client (its HTTP session) with the Stars cashier, the webhook and the notification sender.
+Nothing here is a module global: tests open as many nodes as they like.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+from aiogram import Bot
 
 from .auth import Ed25519Verifier, HmacVerifier, InitDataValidator, Verifier
 from .broker import Broker, broker_from_url
@@ -29,7 +30,23 @@ from .games import configure_games
 from .ledger import BatchOptions, Ledger, OutboxRelay
 from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
-from .telegram import Cashier, CashierOptions, DepositLimits, TelegramWebhook, create_bot
+from .telegram import (
+    BotCommands,
+    BotTexts,
+    Cashier,
+    CashierOptions,
+    DepositLimits,
+    FloodLimits,
+    PollingLease,
+    Refunds,
+    Sender,
+    SenderOptions,
+    TelegramWebhook,
+    UpdatePoller,
+    UpdateRouter,
+    create_bot,
+    flood_gate_from_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +163,7 @@ class Node:
             )
             await ledger.start()
             stack.push_async_callback(ledger.close)
-            cashier, webhook = await _open_cashier(settings, pool, ledger, stack)
+            cashier, webhook = await _open_cashier(settings, pool, ledger, stack, dsn=dsn)
             audience = Audience()
             handlers, rules = configure_games(
                 settings.games,
@@ -201,10 +218,11 @@ class Node:
             raise claim.failure
 
 
-async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger,
-                        stack: AsyncExitStack) -> tuple[Cashier, TelegramWebhook | None]:  # fmt: skip
+async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger, stack: AsyncExitStack, *,
+                        dsn: str) -> tuple[Cashier, TelegramWebhook | None]:  # fmt: skip
     """The Stars cashier, with a bot when the node has a token of its own (its HTTP session closed by
-    ``stack``; no request is made until the first call), and the webhook when a secret is set too."""
+    ``stack``; no request is made until the first call), and the webhook when a secret is set too; the
+    updates' router behind the webhook, and long polling with ``settings.polling`` (its lease on ``dsn``)."""
     options = CashierOptions(
         limits=DepositLimits(settings.deposit_min_stars, settings.deposit_max_stars, settings.deposit_daily_stars),
         chips_per_star=settings.chips_per_star,
@@ -217,7 +235,28 @@ async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger,
     assert settings.bot_token is not None
     bot = create_bot(settings.bot_token, api_url=settings.telegram_api_url, env=settings.telegram_env)
     stack.push_async_callback(bot.session.close)
+    if settings.notify_sender:
+        _start_sender(settings, pool, bot, stack)
     cashier = Cashier(pool, ledger, bot, options, bot_id=settings.bot_id)
+    texts = BotTexts(settings.webapp_url, paysupport=settings.paysupport_text, terms=settings.terms_text)
+    router = UpdateRouter(cashier, Refunds(pool, ledger, bot_id=settings.bot_id),
+                          BotCommands(pool, ledger, bot, texts, bot_id=settings.bot_id))  # fmt: skip
+    if settings.polling:  # long polling (development): the node holding the lease polls, the others stand by
+        poller = UpdatePoller(bot, router, PollingLease(dsn, settings.bot_id))
+        poller.start()
+        stack.push_async_callback(poller.close)
     if settings.webhook_secret is None:
         return cashier, None
-    return cashier, TelegramWebhook(settings.webhook_secret, bot, cashier)
+    return cashier, TelegramWebhook(settings.webhook_secret, bot, router)
+
+
+def _start_sender(settings: Settings, pool: asyncpg.Pool, bot: Bot, stack: AsyncExitStack) -> None:
+    """The notification sender on ``bot``, its flood gate in Redis when the node has ``REDIS_URL`` (shared
+    with the other nodes) or in this process; stopped by ``stack`` before the bot's session closes."""
+    limits = FloodLimits(rate=settings.notify_rate)
+    gate = flood_gate_from_url(settings.redis_url, limits, bot_id=settings.bot_id)
+    stack.push_async_callback(gate.close)
+    options = SenderOptions(limits=limits, max_attempts=settings.notify_max_attempts)
+    sender = Sender(pool, bot, gate, options, name=settings.node_id)
+    sender.start()
+    stack.push_async_callback(sender.close)

@@ -30,6 +30,18 @@ MAX_CHIPS = 2**53 - 1
 """Most chips one deposit may credit: every JS client can hold it exactly (the protocol's ``MAX_AMOUNT``)."""
 INVOICE_TITLE = "{chips} chips"
 INVOICE_DESCRIPTION = "{chips} chips for the tables, bought with {stars} Telegram Stars. Chips are not withdrawable."
+PAYSUPPORT_TEXT = (
+    "Payment support: if a payment in Telegram Stars went wrong, write to the operator of this bot with the date "
+    "and the amount of the payment. Refunds are made in Stars, through Telegram; chips a refunded payment bought "
+    "are taken back from the balance. Chips bought with Stars are not withdrawable."
+)
+TERMS_TEXT = (
+    "Terms: chips are bought with Telegram Stars and are for play in this app only. Chips bought with Stars are "
+    "not withdrawable: they are never paid out in Stars, money or anything else. If a payment is refunded, the "
+    "chips it bought are taken back. Play only where it is legal for you, and only if you are of legal age."
+)
+MESSAGE_MAX_LENGTH = 4096
+"""Longest text of a Telegram message."""
 
 
 class SettingsError(Exception):
@@ -113,6 +125,23 @@ class Settings:
     invoice_title: str = INVOICE_TITLE
     invoice_description: str = INVOICE_DESCRIPTION
     """Templates of the invoice's title (1-32 characters) and description (1-255), with ``{stars}`` and ``{chips}``."""
+    public_url: str | None = None
+    """``CROUPIER_PUBLIC_URL``: the nodes' public base URL (``croupier bot set-webhook`` sets the webhook to it
+    + ``/telegram/webhook``); None: no public URL (a development node polls, see ``polling``)."""
+    webapp_url: str | None = None
+    """``CROUPIER_WEBAPP_URL``: the Mini App's HTTPS URL, opened by the button /start answers with."""
+    polling: bool = False
+    """Poll the bot's updates with ``getUpdates`` (one node at a time): ``CROUPIER_POLLING=1``, or by default
+    (``auto``) on a ``CROUPIER_DEV`` node with a real bot token and no ``CROUPIER_PUBLIC_URL``."""
+    paysupport_text: str = PAYSUPPORT_TEXT
+    terms_text: str = TERMS_TEXT
+    """What /paysupport and /terms answer (1-4096 characters)."""
+    notify_sender: bool = True
+    """``CROUPIER_NOTIFY_SENDER``: this node sends queued notifications (when it has a bot token of its own)."""
+    notify_rate: int = 30
+    """Messages a second the bot sends at most, over every node (Telegram's limit is about 30)."""
+    notify_max_attempts: int = 8
+    """Tries of one notification (on 5xx, timeouts) before it is dead-lettered."""
 
     @property
     def payments_enabled(self) -> bool:
@@ -161,6 +190,7 @@ class Settings:
         max_payout = _int(env, "CROUPIER_MAX_PAYOUT", 100_000_000, minimum=1)
         games, game_params = _games(env, min_bet=min_bet, max_bet=max_bet, max_payout=max_payout)
         cashier = _cashier(env)
+        bot = _bot(env, dev=dev, real_token=bot_token is not None and not dev_token)
         return cls(
             bot_token=bot_token,
             bot_id=bot_id,
@@ -206,7 +236,11 @@ class Settings:
             ip_connect_exempt=_networks(env, "CROUPIER_IP_CONNECT_EXEMPT", "127.0.0.0/8,::1/128"),
             dev_token=dev_token,
             telegram_env=env_name,
+            notify_sender=_flag(env, "CROUPIER_NOTIFY_SENDER", default=True),
+            notify_rate=_int(env, "CROUPIER_NOTIFY_RATE", 30, minimum=1),
+            notify_max_attempts=_int(env, "CROUPIER_NOTIFY_MAX_ATTEMPTS", 8, minimum=1),
             **cashier,
+            **bot,
         )
 
 
@@ -299,6 +333,39 @@ def _cashier(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _bot(env: Mapping[str, str], *, dev: bool, real_token: bool) -> dict[str, Any]:
+    """The settings of the bot's commands, its webhook URL and long polling, checked."""
+    public_url = (env.get("CROUPIER_PUBLIC_URL") or "").rstrip("/") or None
+    if public_url is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
+        raise SettingsError(f"CROUPIER_PUBLIC_URL must be an https:// base URL (no query), got {public_url!r}")
+    webapp_url = env.get("CROUPIER_WEBAPP_URL") or None
+    if webapp_url is not None and not re.fullmatch(r"https://[^\s/?#]+\S*", webapp_url):
+        raise SettingsError(f"CROUPIER_WEBAPP_URL must be an https:// URL (Telegram opens Mini Apps over HTTPS only), "
+                            f"got {webapp_url!r}")  # fmt: skip
+    raw = env.get("CROUPIER_POLLING", "").strip().lower()
+    if raw in ("", "auto"):
+        polling = dev and real_token and public_url is None
+    elif raw in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        polling = _flag(env, "CROUPIER_POLLING")
+    else:
+        raise SettingsError(f"CROUPIER_POLLING must be auto, 1 or 0, got {raw!r}")
+    if polling and not real_token:
+        raise SettingsError("CROUPIER_POLLING=1 needs CROUPIER_BOT_TOKEN, a real bot's token, to poll its updates")
+    texts: dict[str, str] = {}
+    for name, default in (("CROUPIER_PAYSUPPORT_TEXT", PAYSUPPORT_TEXT), ("CROUPIER_TERMS_TEXT", TERMS_TEXT)):
+        text = env.get(name) or default
+        if not 1 <= len(text.strip()) <= MESSAGE_MAX_LENGTH:
+            raise SettingsError(f"{name} must be 1-{MESSAGE_MAX_LENGTH} characters")
+        texts[name] = text
+    return {
+        "public_url": public_url,
+        "webapp_url": webapp_url,
+        "polling": polling,
+        "paysupport_text": texts["CROUPIER_PAYSUPPORT_TEXT"],
+        "terms_text": texts["CROUPIER_TERMS_TEXT"],
+    }
+
+
 def _template(env: Mapping[str, str], name: str, default: str, most: int, *, stars: int, chips: int) -> str:
     """A text with ``{stars}`` and ``{chips}`` only, 1 to ``most`` characters once filled in for the largest deposit."""
     template = env.get(name) or default
@@ -328,9 +395,11 @@ def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...
     return tuple(networks)
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if value == "":
+        return default
+    if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .audit import AuditReport, audit
 from .batching import BatchOptions
 from .bets import BetRequest, PlacedBet
+from .deposits import Deposit, DepositReversal, find_deposits
 from .errors import (
     BettingClosed,
     ExposureCapReached,
@@ -20,6 +21,7 @@ from .errors import (
     LedgerError,
     LedgerUnavailable,
     UnknownAccount,
+    UnknownDeposit,
 )
 from .events import UserEvent, user_channel
 from .ledger import Ledger
@@ -33,6 +35,8 @@ __all__ = [
     "BetRequest",
     "BettingClosed",
     "ClosedBet",
+    "Deposit",
+    "DepositReversal",
     "ExposureCapReached",
     "IdempotencyConflict",
     "InsufficientFunds",
@@ -42,8 +46,10 @@ __all__ = [
     "OutboxRelay",
     "PlacedBet",
     "UnknownAccount",
+    "UnknownDeposit",
     "UserEvent",
     "WalletState",
     "audit",
+    "find_deposits",
     "user_channel",
 ]

@@ -7,7 +7,9 @@ Checks, each over the whole ledger:
 - the balances of all accounts sum to zero (money is conserved);
 - every bet's stake transaction exists, takes exactly the bet's amount from the bettor's
   wallet, and every closed bet's payout matches its settlement transaction;
-- no bet is still open in a round that was settled or voided.
+- no bet is still open in a round that was settled or voided;
+- every deposit reversal takes back from a wallet at most what that wallet's deposit of the same
+  ref credited.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ _CHECKS: list[tuple[str, str]] = [
         "bets still open in a round that is settled or voided (a stake taken and never settled)",
         """SELECT b.id FROM bets b JOIN rounds r ON r.id = b.round_id
            WHERE b.status = 'accepted' AND r.phase IN ('settled', 'voided')""",
+    ),
+    (
+        "deposit reversals without a deposit of their ref, or taking back more than it credited",
+        """SELECT r.id FROM ledger_txns r
+           JOIN ledger_legs rl ON rl.txn_id = r.id AND rl.amount < 0
+           LEFT JOIN ledger_txns d ON d.kind = 'deposit' AND d.ref = r.ref
+           LEFT JOIN ledger_legs dl ON dl.txn_id = d.id AND dl.account_id = rl.account_id
+           WHERE r.kind = 'reversal' AND (dl.amount IS NULL OR -rl.amount > dl.amount)""",
     ),
 ]
 

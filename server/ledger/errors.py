@@ -49,3 +49,9 @@ class UnknownAccount(LedgerError):
     """No wallet for that user: the user never authenticated."""
 
     code = ErrorCode.BAD_REQUEST
+
+
+class UnknownDeposit(LedgerError):
+    """No deposit was credited for that ref (a payment charge id): there is nothing to reverse."""
+
+    code = ErrorCode.BAD_REQUEST

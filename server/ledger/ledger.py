@@ -3,8 +3,8 @@
 Every operation is one PostgreSQL transaction whose ledger transactions balance to zero.
 Bets, sign-ins and crash cash-outs go through group commit
 (:class:`~server.ledger.bets.BetBatcher`, :class:`~server.ledger.signin.SignIns`,
-:meth:`Ledger.record_cashout`); the rarer operations (deposits, adjustments, settlement,
-refunds) run directly.
+:meth:`Ledger.record_cashout`); the rarer operations (deposits and their reversals, adjustments,
+settlement, refunds) run directly.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from ..db.groupcommit import GroupCommit
 from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 from .batching import BatchOptions
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
-from .errors import InsufficientFunds, LedgerError, LedgerUnavailable, UnknownAccount
+from .deposits import Deposit, DepositReversal, find_deposits
+from .errors import InsufficientFunds, LedgerError, LedgerUnavailable, UnknownAccount, UnknownDeposit
 from .events import UserEvent, balance_event, settlement_events
 from .outbox import store_events
 from .postings import post, transfer
@@ -28,6 +29,8 @@ from .signin import SignIns
 from .wallets import WalletState, system_account, wallet_id
 
 HOUSE_SHARDS = 8
+BANK_SHARDS = 8
+"""Bank accounts: a deposit takes its user's (user id mod 8), so deposits do not queue on one row."""
 
 _RECORD_CASHOUTS = """
 UPDATE bets SET cashout = d.multiplier
@@ -63,6 +66,7 @@ class Ledger:
         self._cashouts: GroupCommit[tuple[list[int], int], list[int]] | None = None
         self._houses: list[int] = []
         self._bank = 0
+        self._banks: list[int] = []
         self.epoch = ""
         """The epoch of every user's balance stream (offsets are wallet versions)."""
 
@@ -70,7 +74,8 @@ class Ledger:
         """Load the system accounts and start the bet batcher."""
         async with self._pool.acquire() as conn:
             self._houses = [await system_account(conn, "house", shard) for shard in range(HOUSE_SHARDS)]
-            self._bank = await system_account(conn, "bank")
+            self._banks = [await system_account(conn, "bank", shard) for shard in range(BANK_SHARDS)]
+            self._bank = self._banks[0]
             self.epoch = await conn.fetchval("SELECT epoch FROM ledger_meta")
         batches = self._batches
         self._batcher = BetBatcher(self._pool, self._houses, batches=batches, epoch=self.epoch,
@@ -199,7 +204,8 @@ class Ledger:
             wallet = await self._wallet(conn, user_id)
             if await conn.fetchval("SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1", ref) is not None:
                 return await self._state(conn, wallet), []
-            await post(conn, [transfer("deposit", self._bank, wallet, amount, ref=ref)])
+            bank = self._banks[user_id % BANK_SHARDS]
+            await post(conn, [transfer("deposit", bank, wallet, amount, ref=ref)])
             state = await self._state(conn, wallet)
             events = [balance_event(user_id, state.version, self.epoch, balance=state.balance, delta=amount,
                                     reason="deposit", ref=ref)]  # fmt: skip
@@ -210,6 +216,72 @@ class Ledger:
                                              unavailable=LedgerUnavailable)  # fmt: skip
         self._announced(events)
         return state
+
+    async def deposit_of(self, ref: str) -> Deposit | None:
+        """The deposit credited for ``ref`` (with its reversal, if one moved chips), or None."""
+        found = await find_deposits(self._pool, [ref])
+        return found[0] if found else None
+
+    async def reverse_deposit(
+        self,
+        ref: str,
+        *,
+        reason: str,
+        allow_shortfall: bool = False,
+        also: Callable[[Connection, DepositReversal], Awaitable[None]] | None = None,
+    ) -> DepositReversal:
+        """Take back the chips the deposit of ``ref`` credited (its payment was refunded): from the
+        wallet to the bank, one ``reversal`` transaction with its ``balance`` event (``delta`` < 0,
+        reason ``reversal``, ``ref``) in the outbox.
+
+        A wallet holding less than the deposit credited raises :class:`InsufficientFunds` and changes
+        nothing, unless ``allow_shortfall``: then it gives what it holds (to zero; nothing moves when it
+        is empty) and the result's ``shortfall`` is the rest. Reversing a ``ref`` again moves nothing
+        (the result says ``reversed_before``). ``also`` runs last, in the same transaction, with the
+        result: what it writes commits with the reversal, and if it raises nothing is written and the
+        error is raised from here. It may run more than once (retries). Raises :class:`UnknownDeposit`
+        when no deposit was credited for ``ref``.
+        """
+        if not reason.strip():
+            raise ValueError("a reversal needs a reason")
+
+        async def work(conn: Connection) -> tuple[DepositReversal, list[UserEvent]]:
+            found = await find_deposits(conn, [ref])
+            if not found:
+                raise UnknownDeposit(f"no deposit was credited for {ref!r}")
+            deposit = found[0]
+            # Bank and wallet locked in id order (post()'s lock order), before the reversal is looked for:
+            # two reversals of one ref queue here and the second finds the first's.
+            rows = await conn.fetch("SELECT id, balance, version FROM accounts WHERE id = ANY($1::bigint[]) "
+                                    "ORDER BY id FOR UPDATE", [self._bank, deposit.wallet])  # fmt: skip
+            balance = next(row["balance"] for row in rows if row["id"] == deposit.wallet)
+            taken: int | None = await conn.fetchval(
+                "SELECT -l.amount FROM ledger_txns t JOIN ledger_legs l ON l.txn_id = t.id AND l.account_id = $2 "
+                "WHERE t.kind = 'reversal' AND t.ref = $1", ref, deposit.wallet)  # fmt: skip
+            events: list[UserEvent] = []
+            if taken is not None:
+                reversal = DepositReversal(ref, deposit.user_id, deposit.amount, taken, balance, reversed_before=True)
+            else:
+                take = min(balance, deposit.amount)
+                if take < deposit.amount and not allow_shortfall:
+                    raise InsufficientFunds(f"the wallet of user {deposit.user_id} holds {balance}, less than the "
+                                            f"{deposit.amount} its deposit {ref!r} credited")  # fmt: skip
+                if take > 0:
+                    await post(conn, [transfer("reversal", deposit.wallet, self._bank, take, ref=ref, reason=reason)])
+                    state = await self._state(conn, deposit.wallet)
+                    balance = state.balance
+                    events.append(balance_event(deposit.user_id, state.version, self.epoch, balance=balance,
+                                                delta=-take, reason="reversal", ref=ref))  # fmt: skip
+                    await store_events(conn, events)
+                reversal = DepositReversal(ref, deposit.user_id, deposit.amount, take, balance)
+            if also is not None:
+                await also(conn, reversal)
+            return reversal, events
+
+        reversal, events = await in_transaction(self._pool, work, retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+                                                unavailable=LedgerUnavailable)  # fmt: skip
+        self._announced(events)
+        return reversal
 
     async def adjust(self, user_id: int, amount: int, *, reason: str) -> WalletState:
         """Admin credit (``amount`` > 0) or debit (< 0) against the bank, with a reason for people.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..db.transactions import Connection
 
-TXN_KINDS = frozenset({"bet", "payout", "refund", "deposit", "adjust", "welcome"})
+TXN_KINDS = frozenset({"bet", "payout", "refund", "deposit", "adjust", "welcome", "reversal"})
 
 
 @dataclass(frozen=True, slots=True)

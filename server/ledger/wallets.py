@@ -18,7 +18,7 @@ class WalletState:
 
 
 async def system_account(conn: Connection, kind: str, shard: int = 0) -> int:
-    """The id of the house (``shard`` 0..7) or bank account."""
+    """The id of a house or bank account (``shard`` 0..7)."""
     account_id: int | None = await conn.fetchval("SELECT id FROM accounts WHERE kind = $1 AND shard = $2", kind, shard)
     if account_id is None:
         raise LookupError(f"no {kind} account for shard {shard}: migrations not applied?")

@@ -5,11 +5,12 @@
   provider token, one price, the order id as payload). If the Bot API fails, the order is cancelled
   and :class:`~.errors.BotApiUnavailable` raised: no link exists, nothing can be paid.
 - :meth:`Cashier.check_out` (a ``pre_checkout_query``): the order is checked (:func:`.orders.checkout_refusal`)
-  and the query answered ``ok`` or ``ok: false`` with the reason, at once (Telegram cancels the
-  checkout after 10 s).
+  and so is the payer (a restricted account, :mod:`.restrictions`, is refused); the query is answered
+  ``ok`` or ``ok: false`` with the reason, at once (Telegram cancels the checkout after 10 s).
 - :meth:`Cashier.paid` (a ``message.successful_payment``): in ONE transaction the update is recorded,
   the order marked paid with the charge id and the wallet credited by the ledger's deposit with
-  ``ref`` = the ``telegram_payment_charge_id``, with its ``balance`` event in the outbox. A
+  ``ref`` = the ``telegram_payment_charge_id``, with its ``balance`` event in the outbox, and the
+  receipt queued in the notifications outbox (:mod:`.notifications`, one per charge). A
   re-delivered update finds its row and changes nothing; the same charge in another update is
   credited nothing by the ledger (one deposit per ref). The outbox relay pushes ``balance`` (reason
   ``deposit``, ``ref`` the charge id) to the user's sockets on every node.
@@ -33,8 +34,12 @@ from ..db.transactions import Connection, in_transaction
 from ..ledger import Ledger
 from .bot import redacted
 from .errors import BotApiUnavailable, CashierUnavailable, DepositRefused
+from .notifications import deposit_key, queue
 from .orders import STARS, DepositLimits, Order, cancel_order, checkout_refusal, get_order, mark_paid, open_order
 from .orders import order_id_of as order_of_payload
+from .restrictions import REFUSAL as RESTRICTED
+from .restrictions import restriction_of
+from .templates import NotificationKind
 from .updates import UpdateAlreadyHandled, handled, record_update
 
 log = logging.getLogger(__name__)
@@ -119,16 +124,19 @@ class Cashier:
         assert self._bot is not None, "a webhook needs a bot"
         order_id = order_of_payload(query.invoice_payload)
 
-        async def lookup(conn: Connection) -> tuple[bool, Order | None]:
+        async def lookup(conn: Connection) -> tuple[bool, Order | None, bool]:
             if await handled(conn, self._bot_id, update_id):
-                return True, None
-            return False, None if order_id is None else await get_order(conn, order_id)
+                return True, None, False
+            restricted = await restriction_of(conn, query.from_user.id) is not None
+            return False, None if order_id is None else await get_order(conn, order_id), restricted
 
-        seen, order = await in_transaction(self._pool, lookup, unavailable=CashierUnavailable)
+        seen, order, restricted = await in_transaction(self._pool, lookup, unavailable=CashierUnavailable)
         if seen:
             return
-        refusal = checkout_refusal(order, payer_id=query.from_user.id, total_amount=query.total_amount,
-                                   currency=query.currency, now=dt.datetime.now(dt.UTC))  # fmt: skip
+        # A flagged (a refund left a shortfall), blocked or self-excluded payer buys nothing, whatever the order.
+        refusal = RESTRICTED if restricted else checkout_refusal(
+            order, payer_id=query.from_user.id, total_amount=query.total_amount, currency=query.currency,
+            now=dt.datetime.now(dt.UTC))  # fmt: skip
         try:
             await self._bot.answer_pre_checkout_query(
                 pre_checkout_query_id=query.id,
@@ -175,14 +183,16 @@ class Cashier:
             log.warning("payment %s for order %d: paid by user %s for %d Stars, the order is user %d's for %d",
                         charge, order.id, payer, payment.total_amount, order.user_id, order.stars)  # fmt: skip
         marked = False
+        chips = payment.total_amount * order.chips_per_star
+        receipt = {"stars": payment.total_amount, "chips": chips}
 
         async def record(conn: Connection) -> None:
             nonlocal marked
             if not await record_update(conn, self._bot_id, update_id, "successful_payment"):
                 raise UpdateAlreadyHandled
             marked = await mark_paid(conn, order.id, charge)
+            await queue(conn, order.user_id, NotificationKind.DEPOSIT_RECEIPT, receipt, deposit_key(charge))
 
-        chips = payment.total_amount * order.chips_per_star
         try:
             wallet = await self._ledger.deposit(order.user_id, chips, ref=charge, also=record)
         except UpdateAlreadyHandled:

@@ -2,8 +2,9 @@
 
 An order is written ``pending`` before its invoice link exists, and the link's payload is the order's
 id: every payment names the order it pays. It turns ``paid`` when Telegram reports the payment (with
-its ``telegram_payment_charge_id``, unique), or ``cancelled`` when no link could be made. The order
-keeps the chips-per-Star rate of its day: a payment credits what the order promised.
+its ``telegram_payment_charge_id``, unique), or ``cancelled`` when no link could be made; a paid
+order turns ``refunded`` when its payment is refunded (:mod:`.refunds`). The order keeps the
+chips-per-Star rate of its day: a payment credits what the order promised.
 
 The rules are plain functions (:func:`limit_refusal`, :func:`checkout_refusal`): no I/O, unit-tested.
 The queries run in the caller's connection or transaction, every value a parameter.
@@ -32,6 +33,7 @@ class OrderStatus(StrEnum):
     PENDING = "pending"
     PAID = "paid"
     CANCELLED = "cancelled"
+    REFUNDED = "refunded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ def checkout_refusal(order: Order | None, *, payer_id: int, total_amount: int, c
         return "This order is already paid."
     if order.status is OrderStatus.CANCELLED:
         return "This order was cancelled. Please start a new deposit in the app."
+    if order.status is OrderStatus.REFUNDED:
+        return "This order was paid and refunded. Please start a new deposit in the app."
     if total_amount != order.stars:
         return "The amount does not match the order. Please start a new deposit in the app."
     if now - order.created_at > WINDOW:
@@ -134,11 +138,27 @@ SELECT id, user_id, stars, chips_per_star, status, created_at, paid_at, telegram
 FROM star_orders WHERE id = $1
 """
 
+_SELECT_MANY = """
+SELECT id, user_id, stars, chips_per_star, status, created_at, paid_at, telegram_payment_charge_id
+FROM star_orders WHERE id = ANY($1::bigint[])
+"""
+
+_SELECT_BY_CHARGE = """
+SELECT id, user_id, stars, chips_per_star, status, created_at, paid_at, telegram_payment_charge_id
+FROM star_orders WHERE telegram_payment_charge_id = $1
+"""
+
+_MARK_REFUNDED = """
+UPDATE star_orders SET status = 'refunded', refunded_at = now()
+WHERE telegram_payment_charge_id = $1 AND status = 'paid'
+RETURNING id
+"""
+
 _CANCEL = "UPDATE star_orders SET status = 'cancelled' WHERE id = $1 AND status = 'pending'"
 
 _MARK_PAID = """
 UPDATE star_orders SET status = 'paid', paid_at = now(), telegram_payment_charge_id = $2
-WHERE id = $1 AND status <> 'paid'
+WHERE id = $1 AND status IN ('pending', 'cancelled')
   AND NOT EXISTS (SELECT 1 FROM star_orders WHERE telegram_payment_charge_id = $2)
 RETURNING id
 """
@@ -168,6 +188,12 @@ async def get_order(conn: Connection | asyncpg.Pool, order_id: int) -> Order | N
     return None if row is None else _order(row)
 
 
+async def orders_by_id(conn: Connection | asyncpg.Pool, order_ids: list[int]) -> dict[int, Order]:
+    """The orders of ``order_ids`` that exist, by id."""
+    rows = await conn.fetch(_SELECT_MANY, order_ids)
+    return {row["id"]: _order(row) for row in rows}
+
+
 async def cancel_order(conn: Connection | asyncpg.Pool, order_id: int) -> bool:
     """Cancel a pending order (its invoice link could not be made); False if it was not pending."""
     status: str = await conn.execute(_CANCEL, order_id)
@@ -178,6 +204,18 @@ async def mark_paid(conn: Connection, order_id: int, charge_id: str) -> bool:
     """Mark the order paid by ``charge_id``; False (nothing changed) if it was paid already, or the charge
     paid another order."""
     return await conn.fetchval(_MARK_PAID, order_id, charge_id) is not None
+
+
+async def order_paid_by(conn: Connection | asyncpg.Pool, charge_id: str) -> Order | None:
+    """The order payment ``charge_id`` paid (``paid``, or ``refunded`` since), or None."""
+    row = await conn.fetchrow(_SELECT_BY_CHARGE, charge_id)
+    return None if row is None else _order(row)
+
+
+async def mark_refunded(conn: Connection, charge_id: str) -> int | None:
+    """Mark the order paid by ``charge_id`` refunded; its id, or None if no paid order has that charge."""
+    order_id: int | None = await conn.fetchval(_MARK_REFUNDED, charge_id)
+    return order_id
 
 
 def _order(row: asyncpg.Record) -> Order:

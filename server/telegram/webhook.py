@@ -3,13 +3,13 @@
 Telegram sends the secret given to ``setWebhook`` in ``X-Telegram-Bot-Api-Secret-Token`` with every
 update. A request without it, or with another value (compared in constant time), is answered 401 and
 nothing in it is read. Then the update is parsed with aiogram (``Update.model_validate``) and handled
-inside the request, never behind a queue: a ``pre_checkout_query`` is answered at once (Telegram
-cancels the checkout after 10 s), a ``message.successful_payment`` is credited and committed, and only
-then is 200 answered. Every other update is answered 200 and left alone (this version handles payments
-only). Telegram delivers an update again when the answer is not a 2xx: 503 when PostgreSQL or the Bot
-API did not answer (nothing committed: the re-delivery is handled as new), 400 for a body that is not
-an update; a re-delivered update that was handled is answered 200 and changes nothing
-(:mod:`.updates`).
+inside the request, never behind a queue, by the :class:`~.router.UpdateRouter` (which long polling
+uses too): a ``pre_checkout_query`` is answered at once (Telegram cancels the checkout after 10 s), a
+``message.successful_payment`` is credited and committed, a refund reversed, a command answered, and
+only then is 200 answered. An update of a kind nothing handles is answered 200. Telegram delivers an
+update again when the answer is not a 2xx: 503 when PostgreSQL or the Bot API did not answer (nothing
+committed: the re-delivery is handled as new), 400 for a body that is not an update; a re-delivered
+update that was handled is answered 200 and changes nothing (:mod:`.updates`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ..db.transactions import DatabaseUnavailable
-from .cashier import Cashier
 from .errors import BotApiUnavailable
+from .router import UpdateRouter
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ def secret_matches(given: str | None, secret: str) -> bool:
 
 
 class TelegramWebhook:
-    """The endpoint for one bot: its secret, its bot (to parse updates and answer queries), its cashier."""
+    """The endpoint for one bot: its secret, its bot (to parse updates), where updates go (its router)."""
 
-    def __init__(self, secret: str, bot: Bot, cashier: Cashier) -> None:
+    def __init__(self, secret: str, bot: Bot, router: UpdateRouter) -> None:
         self._secret = secret
         self._bot = bot
-        self._cashier = cashier
+        self._router = router
 
     async def handle(self, request: Request) -> Response:
         """Answer one webhook request: 401, 413, 400, 503 or (handled, or nothing to do) 200."""
@@ -62,17 +62,11 @@ class TelegramWebhook:
             log.warning("webhook request is not an update: %s", type(exc).__name__)
             return JSONResponse({"error": "the body is not a Telegram update"}, 400)
         try:
-            await self._dispatch(update)
+            await self._router.handle(update)
         except (DatabaseUnavailable, BotApiUnavailable) as exc:
             log.warning("update %d not handled now (Telegram delivers it again): %s", update.update_id, exc)
             return JSONResponse({"error": "unavailable; deliver again"}, 503)
         return Response(status_code=200)
-
-    async def _dispatch(self, update: Update) -> None:
-        if update.pre_checkout_query is not None:
-            await self._cashier.check_out(update.update_id, update.pre_checkout_query)
-        elif update.message is not None and update.message.successful_payment is not None:
-            await self._cashier.paid(update.update_id, update.message)
 
 
 async def _read(request: Request) -> bytes | None:
