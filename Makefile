@@ -26,7 +26,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	CROUPIER_DEV=$${CROUPIER_DEV-1} $(BIN)/croupier serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev
+JS_CLIENT := clients/js
+
+# The JavaScript client's packages (its tests run inside `make test`, tests/clients/): installed when
+# npm is on the machine, else its tests are skipped, saying why.
+$(JS_CLIENT)/node_modules/.package-lock.json: $(JS_CLIENT)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix $(JS_CLIENT) --no-audit --no-fund --loglevel=error; \
+	else echo "npm is not installed: the JavaScript client's tests will be skipped"; fi
+
+test: $(VENV)/.installed-dev $(JS_CLIENT)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest -p no:cacheprovider --cov=server --cov=protocol --cov-report=term:skip-covered \
 		--cov-fail-under=85 $(PYTEST_ARGS)
 
@@ -46,4 +54,4 @@ schema: $(VENV)/.installed-run
 	@$(BIN)/croupier schema
 
 clean:
-	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache *.egg-info $(JS_CLIENT)/node_modules $(JS_CLIENT)/dist
