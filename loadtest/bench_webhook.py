@@ -11,8 +11,8 @@ A real ``croupier serve`` process with a webhook secret, its Bot API pointed at 
 3. Intake: one ``message.successful_payment`` update per order, posted the same way: each is a
    transaction (update recorded, order paid, wallet credited, ``balance`` event in the outbox).
    Checked afterwards: every order paid once, and the deposits in the ledger sum to the Stars paid.
-4. With ``--swarm N``: ``N`` locust players (loadtest/locustfile.py, headless) play dice and
-   crash; meanwhile ``pre_checkout_query`` updates for pending orders are posted one at a time
+4. With ``--swarm N``: ``N`` locust players (loadtest/locustfile.py, headless) play crash, dice and
+   roulette; meanwhile ``pre_checkout_query`` updates for pending orders are posted one at a time
    (``--checkouts``, paced at ``--checkout-rate``/s) and each request's time is measured. The
    node answers the query (``answerPreCheckoutQuery`` to the test server) inside the request, so
    the request's time bounds the answer time. Telegram's budget is 10 s.
@@ -200,7 +200,7 @@ def main() -> None:
         "CROUPIER_TELEGRAM_API_URL": "",
         "CROUPIER_WEBHOOK_SECRET": SECRET,
         "CROUPIER_DEPOSIT_DAILY_STARS": "100000000",
-        "CROUPIER_GAMES": "dice,crash",
+        "CROUPIER_GAMES": "crash,dice,roulette",  # the games the locust players play
         "CROUPIER_WELCOME_CREDIT": "100000",
         "CROUPIER_IP_CONNECT_RATE": "0",
     }
