@@ -198,10 +198,9 @@ class MemoryFloodGate:
         return None
 
 
-# The same rules as FloodState, in microseconds. KEYS: the bot's window, the chat's window (sorted sets
-# of stamps), the pause (the microsecond it ends). ARGV: now (empty: the server's TIME), the bot's limit
-# and window, the chat's limit and window, a unique member. Returns {wait, chat_only}: wait 0 = let through.
-_TAKE = """
+# Both scripts start here: ``now`` in microseconds, ARGV[1] when the caller gives it (tests), else
+# the server's TIME (one clock for every node).
+_NOW = """
 local now
 if ARGV[1] == '' then
   local t = redis.call('TIME')
@@ -209,6 +208,14 @@ if ARGV[1] == '' then
 else
   now = tonumber(ARGV[1])
 end
+"""
+
+# The same rules as FloodState, in microseconds. KEYS: the bot's window, the chat's window (sorted sets
+# of stamps), the pause (the microsecond it ends). ARGV: now (empty: the server's TIME), the bot's limit
+# and window, the chat's limit and window, a unique member. Returns {wait, chat_only}: wait 0 = let through.
+_TAKE = (
+    _NOW
+    + """
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused > now then return {paused - now, 0} end
 local function wait_of(key, limit, window)
@@ -233,16 +240,12 @@ redis.call('ZADD', KEYS[2], stamp, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], math.ceil(chat_window / 1000) + 1000)
 return {0, 0}
 """
+)
 
 # KEYS: the pause. ARGV: now (empty: TIME), the pause in microseconds. Returns the microseconds it still lasts.
-_PAUSE = """
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
+_PAUSE = (
+    _NOW
+    + """
 local ends = now + tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ends > current then
@@ -251,6 +254,7 @@ if ends > current then
 end
 return current - now
 """
+)
 
 
 def _micros(seconds: float) -> int:
