@@ -151,19 +151,15 @@ class Node:
             relay = OutboxRelay(pool, broker, retention=settings.history_ttl)
             relay.start()
             stack.push_async_callback(relay.close)
-            ledger = Ledger(
-                pool,
-                welcome_credit=settings.welcome_credit,
-                batches=BatchOptions(
-                    max_batch=settings.bet_batch_max,
-                    max_wait=settings.bet_batch_wait,
-                    concurrency=settings.bet_batch_concurrency,
-                ),
-                announce=relay.announce,
+            batches = BatchOptions(
+                max_batch=settings.bet_batch_max,
+                max_wait=settings.bet_batch_wait,
+                concurrency=settings.bet_batch_concurrency,
             )
+            ledger = Ledger(pool, welcome_credit=settings.welcome_credit, batches=batches, announce=relay.announce)
             await ledger.start()
             stack.push_async_callback(ledger.close)
-            cashier, webhook = await _open_cashier(settings, pool, ledger, stack, dsn=dsn)
+            cashier, webhook = await _open_cashier(settings, pool, ledger, stack, dsn=dsn, batches=batches)
             audience = Audience()
             handlers, rules = configure_games(
                 settings.games,
@@ -219,7 +215,7 @@ class Node:
 
 
 async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger, stack: AsyncExitStack, *,
-                        dsn: str) -> tuple[Cashier, TelegramWebhook | None]:  # fmt: skip
+                        dsn: str, batches: BatchOptions) -> tuple[Cashier, TelegramWebhook | None]:  # fmt: skip
     """The Stars cashier, with a bot when the node has a token of its own (its HTTP session closed by
     ``stack``; no request is made until the first call), and the webhook when a secret is set too; the
     updates' router behind the webhook, and long polling with ``settings.polling`` (its lease on ``dsn``)."""
@@ -231,13 +227,15 @@ async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger, 
     )
     if not settings.payments_enabled:
         log.info("deposits disabled: no bot token of this node's own (CROUPIER_BOT_TOKEN)")
-        return Cashier(pool, ledger, None, options, bot_id=settings.bot_id), None
+        return Cashier(pool, ledger, None, options, bot_id=settings.bot_id), None  # takes no payment: not started
     assert settings.bot_token is not None
     bot = create_bot(settings.bot_token, api_url=settings.telegram_api_url, env=settings.telegram_env)
     stack.push_async_callback(bot.session.close)
     if settings.notify_sender:
         _start_sender(settings, pool, bot, stack)
-    cashier = Cashier(pool, ledger, bot, options, bot_id=settings.bot_id)
+    cashier = Cashier(pool, ledger, bot, options, bot_id=settings.bot_id, batches=batches)
+    cashier.start()
+    stack.push_async_callback(cashier.close)
     texts = BotTexts(settings.webapp_url, paysupport=settings.paysupport_text, terms=settings.terms_text)
     router = UpdateRouter(cashier, Refunds(pool, ledger, bot_id=settings.bot_id),
                           BotCommands(pool, ledger, bot, texts, bot_id=settings.bot_id))  # fmt: skip

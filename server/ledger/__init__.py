@@ -12,7 +12,7 @@ from __future__ import annotations
 from .audit import AuditReport, audit
 from .batching import BatchOptions
 from .bets import BetRequest, PlacedBet
-from .deposits import Deposit, DepositReversal, find_deposits
+from .deposits import CreditedDeposit, Deposit, DepositCredit, DepositReversal, find_deposits
 from .errors import (
     BettingClosed,
     ExposureCapReached,
@@ -35,7 +35,9 @@ __all__ = [
     "BetRequest",
     "BettingClosed",
     "ClosedBet",
+    "CreditedDeposit",
     "Deposit",
+    "DepositCredit",
     "DepositReversal",
     "ExposureCapReached",
     "IdempotencyConflict",

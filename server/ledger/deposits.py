@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ..db.transactions import Connection
+from .wallets import WalletState
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,30 @@ class Deposit:
     created_at: dt.datetime
     reversed: int | None
     """Chips the reversal took back (> 0); None when no reversal of ``ref`` is in the ledger."""
+
+
+@dataclass(frozen=True, slots=True)
+class DepositCredit:
+    """A deposit to make: ``amount`` chips (> 0) to the wallet of ``user_id`` for the payment ``ref``."""
+
+    user_id: int
+    amount: int
+    ref: str
+
+    def __post_init__(self) -> None:
+        if self.amount <= 0:
+            raise ValueError("a deposit is a positive amount")
+
+
+@dataclass(frozen=True, slots=True)
+class CreditedDeposit:
+    """What :meth:`~server.ledger.Ledger.deposit_many` did with one ref."""
+
+    user_id: int
+    wallet: WalletState
+    """The wallet right after this credit (its state now when the ref was credited before)."""
+    credited: bool
+    """Credited by this call (False: the ref was credited before, or earlier in the same call)."""
 
 
 @dataclass(frozen=True, slots=True)

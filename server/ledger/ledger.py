@@ -9,7 +9,7 @@ settlement, refunds) run directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -19,14 +19,14 @@ from ..db.groupcommit import GroupCommit
 from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 from .batching import BatchOptions
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
-from .deposits import Deposit, DepositReversal, find_deposits
+from .deposits import CreditedDeposit, Deposit, DepositCredit, DepositReversal, find_deposits
 from .errors import InsufficientFunds, LedgerError, LedgerUnavailable, UnknownAccount, UnknownDeposit
 from .events import UserEvent, balance_event, settlement_events
 from .outbox import store_events
 from .postings import post, transfer
 from .settlement import ClosedBet, refund_bets, settle_bets
 from .signin import SignIns
-from .wallets import WalletState, system_account, wallet_id
+from .wallets import WalletState, system_account, wallet_id, wallet_ids
 
 HOUSE_SHARDS = 8
 BANK_SHARDS = 8
@@ -38,6 +38,8 @@ FROM unnest($1::bigint[], $2::integer[]) AS d(id, multiplier)
 WHERE bets.id = d.id AND bets.status = 'accepted' AND bets.cashout IS NULL
 RETURNING bets.id
 """
+
+_CREDITED_REFS = "SELECT ref FROM ledger_txns WHERE kind = 'deposit' AND ref = ANY($1::text[])"
 
 
 class Ledger:
@@ -194,28 +196,71 @@ class Ledger:
 
         ``also`` runs first, in the same transaction (the cashier records the Telegram update and marks
         the order paid there): what it writes commits with the credit or not at all, and if it raises,
-        nothing is written and the error is raised from here. It may run more than once (retries)."""
-        if amount <= 0:
-            raise ValueError("a deposit is a positive amount")
+        nothing is written and the error is raised from here. It may run more than once (retries).
+        Returns the wallet's state after the credit (its current state when ``ref`` was credited before)."""
+        credit = DepositCredit(user_id, amount, ref)
 
-        async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
+        async def plan(conn: Connection) -> list[DepositCredit]:
             if also is not None:
                 await also(conn)
-            wallet = await self._wallet(conn, user_id)
-            if await conn.fetchval("SELECT 1 FROM ledger_txns WHERE kind = 'deposit' AND ref = $1", ref) is not None:
-                return await self._state(conn, wallet), []
-            bank = self._banks[user_id % BANK_SHARDS]
-            await post(conn, [transfer("deposit", bank, wallet, amount, ref=ref)])
-            state = await self._state(conn, wallet)
-            events = [balance_event(user_id, state.version, self.epoch, balance=state.balance, delta=amount,
-                                    reason="deposit", ref=ref)]  # fmt: skip
-            await store_events(conn, events)
-            return state, events
+            return [credit]
 
-        state, events = await in_transaction(self._pool, work, retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
-                                             unavailable=LedgerUnavailable)  # fmt: skip
+        return (await self.deposit_many(plan))[ref].wallet
+
+    async def deposit_many(
+        self, plan: Callable[[Connection], Awaitable[Sequence[DepositCredit]]]
+    ) -> dict[str, CreditedDeposit]:
+        """Credit, in one transaction, the deposits ``plan`` returns: ``plan`` runs first in that
+        transaction (the cashier's payment batch records its updates and marks its orders paid there,
+        and says which payments to credit). Each ``ref`` is credited once: a ref credited before, or
+        named twice, credits nothing more. What ``plan`` writes commits with the credits or not at all;
+        if it raises, nothing is written and the error is raised from here. It may run more than once
+        (retries: a concurrent deposit of the same ref on another node). Returns, by ref, the wallet's
+        state right after the credit (or now, for a ref credited before) and whether it was credited now.
+        Raises :class:`UnknownAccount` when a user has no wallet (nothing is written)."""
+
+        async def work(conn: Connection) -> tuple[dict[str, CreditedDeposit], list[UserEvent]]:
+            credits = list(await plan(conn))
+            if not credits:
+                return {}, []
+            wallets = await wallet_ids(conn, sorted({credit.user_id for credit in credits}))
+            for credit in credits:
+                if credit.user_id not in wallets:
+                    raise UnknownAccount(f"user {credit.user_id} has no wallet (has the user ever authenticated?)")
+            refs = list(dict.fromkeys(credit.ref for credit in credits))
+            done = {row["ref"] for row in await conn.fetch(_CREDITED_REFS, refs)}
+            new: list[DepositCredit] = []
+            for credit in credits:
+                if credit.ref not in done:
+                    done.add(credit.ref)
+                    new.append(credit)
+            _, posted = await post(conn, [transfer("deposit", self._banks[c.user_id % BANK_SHARDS], wallets[c.user_id],
+                                                   c.amount, ref=c.ref) for c in new])  # fmt: skip
+            states = {account: WalletState(*posted[account]) for account in posted}
+            untouched = sorted({wallets[c.user_id] for c in credits} - states.keys())
+            if untouched:
+                rows = await conn.fetch("SELECT id, balance, version FROM accounts WHERE id = ANY($1::bigint[])",
+                                        untouched)  # fmt: skip
+                states.update({row["id"]: WalletState(row["balance"], row["version"]) for row in rows})
+            result = {c.ref: CreditedDeposit(c.user_id, states[wallets[c.user_id]], credited=False) for c in credits}
+            # Each new credit moved its wallet's version by one: walk back from the final state for each one's own.
+            running = dict(states)
+            events: list[UserEvent] = []
+            for credit in reversed(new):
+                account = wallets[credit.user_id]
+                state = running[account]
+                result[credit.ref] = CreditedDeposit(credit.user_id, state, credited=True)
+                events.append(balance_event(credit.user_id, state.version, self.epoch, balance=state.balance,
+                                            delta=credit.amount, reason="deposit", ref=credit.ref))  # fmt: skip
+                running[account] = WalletState(state.balance - credit.amount, state.version - 1)
+            events.reverse()
+            await store_events(conn, events)
+            return result, events
+
+        result, events = await in_transaction(self._pool, work, retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+                                              unavailable=LedgerUnavailable)  # fmt: skip
         self._announced(events)
-        return state
+        return result
 
     async def deposit_of(self, ref: str) -> Deposit | None:
         """The deposit credited for ``ref`` (with its reversal, if one moved chips), or None."""

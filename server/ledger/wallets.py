@@ -29,3 +29,9 @@ async def wallet_id(conn: Connection, user_id: int) -> int | None:
     """The account id of the user's wallet, or None if the user has none."""
     account_id: int | None = await conn.fetchval("SELECT id FROM accounts WHERE user_id = $1", user_id)
     return account_id
+
+
+async def wallet_ids(conn: Connection, user_ids: list[int]) -> dict[int, int]:
+    """The account ids of the wallets of ``user_ids``, by user id (users without a wallet left out)."""
+    rows = await conn.fetch("SELECT user_id, id FROM accounts WHERE user_id = ANY($1::bigint[])", user_ids)
+    return {row["user_id"]: row["id"] for row in rows}

@@ -10,7 +10,8 @@
 - :meth:`Cashier.paid` (a ``message.successful_payment``): in ONE transaction the update is recorded,
   the order marked paid with the charge id and the wallet credited by the ledger's deposit with
   ``ref`` = the ``telegram_payment_charge_id``, with its ``balance`` event in the outbox, and the
-  receipt queued in the notifications outbox (:mod:`.notifications`, one per charge). A
+  receipt queued in the notifications outbox (:mod:`.notifications`, one per charge); payments
+  reported at the same time share that transaction (:mod:`.payments`, group commit). A
   re-delivered update finds its row and changes nothing; the same charge in another update is
   credited nothing by the ledger (one deposit per ref). The outbox relay pushes ``balance`` (reason
   ``deposit``, ``ref`` the charge id) to the user's sockets on every node.
@@ -31,16 +32,15 @@ from aiogram.exceptions import AiogramError, TelegramBadRequest
 from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
 
 from ..db.transactions import Connection, in_transaction
-from ..ledger import Ledger
+from ..ledger import BatchOptions, Ledger
 from .bot import redacted
 from .errors import BotApiUnavailable, CashierUnavailable, DepositRefused
-from .notifications import deposit_key, queue
-from .orders import STARS, DepositLimits, Order, cancel_order, checkout_refusal, get_order, mark_paid, open_order
+from .orders import STARS, DepositLimits, Order, cancel_order, checkout_refusal, get_order, open_order
 from .orders import order_id_of as order_of_payload
+from .payments import Payment, PaymentIntake, PaymentOutcome
 from .restrictions import REFUSAL as RESTRICTED
 from .restrictions import restriction_of
-from .templates import NotificationKind
-from .updates import UpdateAlreadyHandled, handled, record_update
+from .updates import handled, record_update
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,21 @@ class Cashier:
     """Deposits in Telegram Stars over one pool, one ledger and one bot (None: deposits not enabled)."""
 
     def __init__(self, pool: asyncpg.Pool, ledger: Ledger, bot: Bot | None, options: CashierOptions, *,
-                 bot_id: int) -> None:  # fmt: skip
+                 bot_id: int, batches: BatchOptions | None = None) -> None:  # fmt: skip
         self._pool = pool
         self._ledger = ledger
         self._bot = bot
         self._options = options
         self._bot_id = bot_id
+        self._payments = PaymentIntake(ledger, bot_id=bot_id, batches=batches or BatchOptions())
+
+    def start(self) -> None:
+        """Start taking payments (their batches)."""
+        self._payments.start()
+
+    async def close(self) -> None:
+        """Wait for the payments being credited; those still waiting are refused (Telegram delivers them again)."""
+        await self._payments.close()
 
     async def deposit(self, user_id: int, stars: int) -> DepositInvoice:
         """A new order of ``stars`` for ``user_id`` and its invoice link.
@@ -158,7 +167,8 @@ class Cashier:
         await self._record(update_id, "pre_checkout_query")
 
     async def paid(self, update_id: int, message: Message) -> None:
-        """Credit the successful payment of ``message`` once: see the module's docstring.
+        """Credit the successful payment of ``message`` once, group-committed with the payments reported
+        at the same time (:mod:`.payments`): see the module's docstring.
 
         A payment that names no order of ours (or is not in Stars) credits nothing: it is logged as an
         error for the operator (refund it) and its update recorded. Raises
@@ -170,37 +180,22 @@ class Cashier:
         charge = payment.telegram_payment_charge_id
         payer = message.from_user.id if message.from_user is not None else None
         order_id = order_of_payload(payment.invoice_payload)
-        order = None
-        if order_id is not None:
-            order = await in_transaction(self._pool, lambda conn: get_order(conn, order_id),
-                                         unavailable=CashierUnavailable)  # fmt: skip
-        if order is None or payment.currency != STARS:
+        result = await self._payments.credit(Payment(update_id, charge, payer, order_id, payment.total_amount,
+                                                     payment.currency))  # fmt: skip
+        order = result.order
+        if result.outcome is PaymentOutcome.HANDLED_BEFORE:
+            log.info("update %d (payment %s) handled before: nothing to do", update_id, charge)
+            return
+        if order is None:
             log.error("payment %s of %d %s by user %s names no order of ours (payload %r): nothing credited, refund it",
                       charge, payment.total_amount, payment.currency, payer, payment.invoice_payload[:40])  # fmt: skip
-            await self._record(update_id, "successful_payment")
             return
         if payer != order.user_id or payment.total_amount != order.stars:
             log.warning("payment %s for order %d: paid by user %s for %d Stars, the order is user %d's for %d",
                         charge, order.id, payer, payment.total_amount, order.user_id, order.stars)  # fmt: skip
-        marked = False
-        chips = payment.total_amount * order.chips_per_star
-        receipt = {"stars": payment.total_amount, "chips": chips}
-
-        async def record(conn: Connection) -> None:
-            nonlocal marked
-            if not await record_update(conn, self._bot_id, update_id, "successful_payment"):
-                raise UpdateAlreadyHandled
-            marked = await mark_paid(conn, order.id, charge)
-            await queue(conn, order.user_id, NotificationKind.DEPOSIT_RECEIPT, receipt, deposit_key(charge))
-
-        try:
-            wallet = await self._ledger.deposit(order.user_id, chips, ref=charge, also=record)
-        except UpdateAlreadyHandled:
-            log.info("update %d (payment %s) handled before: nothing to do", update_id, charge)
-            return
-        if marked:
-            log.info("order %d paid (payment %s): %d chips to user %d, balance %d", order.id, charge, chips,
-                     order.user_id, wallet.balance)  # fmt: skip
+        if result.marked:
+            log.info("order %d paid (payment %s): %d chips to user %d, balance %s", order.id, charge, result.chips,
+                     order.user_id, result.balance)  # fmt: skip
         elif order.charge_id not in (None, charge):
             log.warning("order %d paid again (payment %s; first %s): credited once per payment", order.id, charge,
                         order.charge_id)  # fmt: skip

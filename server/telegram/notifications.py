@@ -25,7 +25,7 @@ multiple of its stake.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -79,15 +79,28 @@ def big_win_key(bet_id: int) -> str:
     return f"big_win:{bet_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A notification to queue: ``kind`` with its template ``params`` for ``user_id``, once per ``dedupe_key``."""
+
+    user_id: int
+    kind: NotificationKind
+    params: Mapping[str, Any]
+    dedupe_key: str
+
+
 _QUEUE = """
 INSERT INTO notifications (user_id, kind, dedupe_key, payload, language, status, last_error)
-SELECT $1, $2, $3, $4::jsonb,
-       coalesce((SELECT language_code FROM users WHERE id = $1), r.language_code),
+SELECT q.user_id, q.kind, q.dedupe_key, q.payload::jsonb, coalesce(u.language_code, r.language_code),
        CASE WHEN coalesce(r.reachable, false) THEN 'queued' ELSE 'dropped' END,
        CASE WHEN coalesce(r.reachable, false) THEN NULL ELSE 'not reachable when queued' END
-FROM (SELECT 1) AS one LEFT JOIN notify_recipients r ON r.user_id = $1
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+     WITH ORDINALITY AS q(user_id, kind, dedupe_key, payload, n)
+LEFT JOIN users u ON u.id = q.user_id
+LEFT JOIN notify_recipients r ON r.user_id = q.user_id
+ORDER BY q.n
 ON CONFLICT (dedupe_key) DO NOTHING
-RETURNING status
+RETURNING dedupe_key, status
 """
 
 
@@ -98,12 +111,23 @@ async def queue(conn: Connection, user_id: int, kind: NotificationKind, params: 
     False when the key was queued before (nothing written) or the user is not reachable (written
     ``dropped``). Raises :class:`~.templates.TemplateError` for params the kind's template does not
     take (checked here, not when sending). Not for announcements: see :mod:`.announcements`."""
-    if kind is NotificationKind.ANNOUNCEMENT:
-        raise ValueError("announcements are queued by server.telegram.announcements")
-    check_params(kind, params)
-    payload = orjson.dumps(dict(params)).decode()
-    status: str | None = await conn.fetchval(_QUEUE, user_id, kind.value, dedupe_key, payload)
-    return status == Status.QUEUED.value
+    return bool(await queue_many(conn, [Queued(user_id, kind, params, dedupe_key)]))
+
+
+async def queue_many(conn: Connection, notifications: Sequence[Queued]) -> set[str]:
+    """Queue ``notifications`` in one statement, in the caller's transaction, as :func:`queue` does each;
+    the dedupe keys of those queued for sending (not those queued before, nor those written ``dropped``)."""
+    if not notifications:
+        return set()
+    payloads = []
+    for item in notifications:
+        if item.kind is NotificationKind.ANNOUNCEMENT:
+            raise ValueError("announcements are queued by server.telegram.announcements")
+        check_params(item.kind, item.params)
+        payloads.append(orjson.dumps(dict(item.params)).decode())
+    rows = await conn.fetch(_QUEUE, [n.user_id for n in notifications], [n.kind.value for n in notifications],
+                            [n.dedupe_key for n in notifications], payloads)  # fmt: skip
+    return {row["dedupe_key"] for row in rows if row["status"] == Status.QUEUED.value}
 
 
 _CLAIM = """

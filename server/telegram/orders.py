@@ -156,11 +156,17 @@ RETURNING id
 
 _CANCEL = "UPDATE star_orders SET status = 'cancelled' WHERE id = $1 AND status = 'pending'"
 
+_LOCK_MANY = """
+SELECT id, user_id, stars, chips_per_star, status, created_at, paid_at, telegram_payment_charge_id
+FROM star_orders WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+"""
+
 _MARK_PAID = """
-UPDATE star_orders SET status = 'paid', paid_at = now(), telegram_payment_charge_id = $2
-WHERE id = $1 AND status IN ('pending', 'cancelled')
-  AND NOT EXISTS (SELECT 1 FROM star_orders WHERE telegram_payment_charge_id = $2)
-RETURNING id
+UPDATE star_orders SET status = 'paid', paid_at = now(), telegram_payment_charge_id = p.charge_id
+FROM unnest($1::bigint[], $2::text[]) AS p(order_id, charge_id)
+WHERE star_orders.id = p.order_id AND star_orders.status IN ('pending', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM star_orders o WHERE o.telegram_payment_charge_id = p.charge_id)
+RETURNING star_orders.id
 """
 
 
@@ -200,10 +206,25 @@ async def cancel_order(conn: Connection | asyncpg.Pool, order_id: int) -> bool:
     return status.endswith(" 1")
 
 
+async def lock_orders(conn: Connection, order_ids: list[int]) -> dict[int, Order]:
+    """The orders of ``order_ids`` that exist, by id, locked for the caller's transaction (in id order,
+    the lock order of concurrent payment batches)."""
+    rows = await conn.fetch(_LOCK_MANY, order_ids)
+    return {row["id"]: _order(row) for row in rows}
+
+
 async def mark_paid(conn: Connection, order_id: int, charge_id: str) -> bool:
     """Mark the order paid by ``charge_id``; False (nothing changed) if it was paid already, or the charge
     paid another order."""
-    return await conn.fetchval(_MARK_PAID, order_id, charge_id) is not None
+    return bool(await mark_paid_many(conn, [(order_id, charge_id)]))
+
+
+async def mark_paid_many(conn: Connection, payments: list[tuple[int, str]]) -> set[int]:
+    """Mark each order paid by its charge, for ``payments`` of (order id, charge id) naming each order
+    and each charge once; the ids of the orders marked (not those paid already, nor those whose charge
+    paid another order)."""
+    rows = await conn.fetch(_MARK_PAID, [order_id for order_id, _ in payments], [charge for _, charge in payments])
+    return {row["id"] for row in rows}
 
 
 async def order_paid_by(conn: Connection | asyncpg.Pool, charge_id: str) -> Order | None:

@@ -18,6 +18,13 @@ ON CONFLICT (bot_id, update_id) DO NOTHING
 RETURNING update_id
 """
 
+_RECORD_MANY = """
+INSERT INTO telegram_updates (bot_id, update_id, kind)
+SELECT $1, u.update_id, $3 FROM unnest($2::bigint[]) AS u(update_id)
+ON CONFLICT (bot_id, update_id) DO NOTHING
+RETURNING update_id
+"""
+
 _SEEN = "SELECT 1 FROM telegram_updates WHERE bot_id = $1 AND update_id = $2"
 
 
@@ -28,6 +35,13 @@ class UpdateAlreadyHandled(Exception):
 async def record_update(conn: Connection | asyncpg.Pool, bot_id: int, update_id: int, kind: str) -> bool:
     """Record update ``update_id`` of ``bot_id`` as handled; False if it was recorded before."""
     return await conn.fetchval(_RECORD, bot_id, update_id, kind) is not None
+
+
+async def record_updates(conn: Connection, bot_id: int, update_ids: list[int], kind: str) -> set[int]:
+    """Record updates ``update_ids`` of ``bot_id`` as handled (in ascending order, the lock order of
+    concurrent batches); the ids recorded now, without those recorded before."""
+    rows = await conn.fetch(_RECORD_MANY, bot_id, sorted(set(update_ids)), kind)
+    return {row["update_id"] for row in rows}
 
 
 async def handled(conn: Connection | asyncpg.Pool, bot_id: int, update_id: int) -> bool:

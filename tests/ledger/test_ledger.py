@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
+import orjson
 import pytest
 
 from server.db.transactions import DatabaseUnavailable, in_transaction
@@ -14,12 +15,15 @@ from server.ledger import (
     BatchOptions,
     BetRequest,
     BettingClosed,
+    CreditedDeposit,
+    DepositCredit,
     IdempotencyConflict,
     InsufficientFunds,
     Ledger,
     LedgerUnavailable,
     PlacedBet,
     UnknownAccount,
+    WalletState,
     audit,
 )
 from server.ledger.postings import Legs, Posting, Transfers, transfer
@@ -164,6 +168,44 @@ async def test_deposit_is_idempotent_by_reference(ledger: Ledger, new_user: NewU
         await ledger.deposit(user, 0, ref="charge-3")
     with pytest.raises(UnknownAccount):
         await ledger.deposit(next_user_id(), 5, ref="charge-4")
+    await assert_audit_ok(pool)
+
+
+async def test_deposit_many_credits_each_ref_once_with_its_own_offset(ledger: Ledger, new_user: NewUser,
+                                                                     pool: asyncpg.Pool) -> None:  # fmt: skip
+    """One transaction, several deposits to one wallet: each ref once (a repeat in the batch or from before
+    credits nothing), each credit's state and ``balance`` event at its own version, in order."""
+    a, b = await new_user(), await new_user()
+    tag = f"many-{a}"
+    b_old = (await ledger.deposit(b, 9, ref=f"{tag}-old")).balance
+    before = await ledger.balance(a)
+    credits = [DepositCredit(a, 10, f"{tag}-1"), DepositCredit(b, 3, f"{tag}-old"), DepositCredit(a, 20, f"{tag}-2"),
+               DepositCredit(a, 99, f"{tag}-1"), DepositCredit(b, 4, f"{tag}-3")]  # fmt: skip
+    runs = 0
+
+    async def plan(conn: object) -> list[DepositCredit]:
+        nonlocal runs
+        runs += 1
+        return credits
+
+    result = await ledger.deposit_many(plan)
+    assert runs == 1
+    assert result[f"{tag}-1"] == CreditedDeposit(a, WalletState(before.balance + 10, before.version + 1), credited=True)
+    assert result[f"{tag}-2"] == CreditedDeposit(a, WalletState(before.balance + 30, before.version + 2), credited=True)
+    assert result[f"{tag}-old"].credited is False
+    assert result[f"{tag}-3"].credited is True and result[f"{tag}-3"].wallet.balance == b_old + 4
+    assert (await ledger.balance(a)) == WalletState(before.balance + 30, before.version + 2)
+    rows = await pool.fetch('SELECT "offset", payload FROM user_events WHERE user_id = $1 AND "offset" > $2 '
+                            'ORDER BY "offset"', a, before.version)  # fmt: skip
+    pushes = [orjson.loads(row["payload"]) for row in rows]
+    assert [(p["offset"], p["delta"], p["ref"]) for p in pushes] == [
+        (before.version + 1, 10, f"{tag}-1"), (before.version + 2, 20, f"{tag}-2")]  # fmt: skip
+    assert await ledger.deposit_many(plan) == {
+        f"{tag}-1": CreditedDeposit(a, WalletState(before.balance + 30, before.version + 2), credited=False),
+        f"{tag}-2": CreditedDeposit(a, WalletState(before.balance + 30, before.version + 2), credited=False),
+        f"{tag}-old": CreditedDeposit(b, WalletState(b_old + 4, result[f"{tag}-3"].wallet.version), credited=False),
+        f"{tag}-3": CreditedDeposit(b, WalletState(b_old + 4, result[f"{tag}-3"].wallet.version), credited=False),
+    }
     await assert_audit_ok(pool)
 
 
