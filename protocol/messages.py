@@ -130,6 +130,9 @@ class User(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     username: str | None = None
     language_code: str | None = None
     is_premium: bool = False
+    allows_write_to_pm: bool = False
+    """The user allowed the bot to message them (initData's ``allows_write_to_pm``): the bot's
+    notifications (receipts, big wins, announcements) may reach them."""
 
 
 class GameLimits(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiogram import Bot
@@ -31,6 +32,7 @@ from .ledger import BatchOptions, Ledger, OutboxRelay
 from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
 from .telegram import (
+    BigWins,
     BotCommands,
     BotTexts,
     Cashier,
@@ -44,6 +46,7 @@ from .telegram import (
     TelegramWebhook,
     UpdatePoller,
     UpdateRouter,
+    allowed_in_initdata,
     create_bot,
     flood_gate_from_url,
 )
@@ -156,7 +159,8 @@ class Node:
                 max_wait=settings.bet_batch_wait,
                 concurrency=settings.bet_batch_concurrency,
             )
-            ledger = Ledger(pool, welcome_credit=settings.welcome_credit, batches=batches, announce=relay.announce)
+            ledger = Ledger(pool, welcome_credit=settings.welcome_credit, batches=batches, announce=relay.announce,
+                            **_notification_hooks(settings))  # fmt: skip
             await ledger.start()
             stack.push_async_callback(ledger.close)
             cashier, webhook = await _open_cashier(settings, pool, ledger, stack, dsn=dsn, batches=batches)
@@ -212,6 +216,18 @@ class Node:
             )
         if claim.failure is not None:
             raise claim.failure
+
+
+def _notification_hooks(settings: Settings) -> dict[str, Any]:
+    """The ledger's hooks feeding the bot's notifications, when the node has a bot of its own: big wins
+    queued in their settlement (``CROUPIER_BIG_WIN_MULTIPLE``, 0: none), and users whose initData
+    allows messages made reachable at sign-in."""
+    if not settings.payments_enabled:
+        return {}
+    hooks: dict[str, Any] = {"on_sign_in": allowed_in_initdata}
+    if settings.big_win_multiple > 0:
+        hooks["on_settled"] = BigWins(settings.big_win_multiple).queue
+    return hooks
 
 
 async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger, stack: AsyncExitStack, *,

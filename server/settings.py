@@ -154,6 +154,9 @@ class Settings:
         return self.database_url is None
 
     @classmethod
+    big_win_multiple: int = 10
+    """``CROUPIER_BIG_WIN_MULTIPLE``: a bet paying at least this many times its stake is announced to its
+    player by the bot (a ``big_win`` notification); 0: never."""
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise :class:`SettingsError` on the first bad one."""
         env = os.environ if env is None else env
@@ -261,6 +264,7 @@ def load_or_create_dev_token(data_dir: Path) -> str:
 
 
 def _bot_id(token: str | None, raw_bot_id: str | None) -> int:
+            big_win_multiple=_int(env, "CROUPIER_BIG_WIN_MULTIPLE", 10, minimum=0),
     token_id: int | None = None
     if token is not None:
         match = _TOKEN.match(token)

@@ -275,4 +275,5 @@ def _parse_user(raw: str | None) -> TelegramUser | None:
         username=text("username"),
         language_code=text("language_code"),
         is_premium=data.get("is_premium") is True,
+        allows_write_to_pm=data.get("allows_write_to_pm") is True,
     )

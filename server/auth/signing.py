@@ -22,11 +22,15 @@ def sign_init_data(
     username: str | None = None,
     auth_date: int | None = None,
     extra: dict[str, str] | None = None,
+    allows_write_to_pm: bool = False,
 ) -> str:
-    """Return a URL-encoded initData string for ``user_id`` with a valid ``hash``."""
+    """Return a URL-encoded initData string for ``user_id`` with a valid ``hash`` (its user saying
+    ``allows_write_to_pm`` when asked)."""
     user: dict[str, object] = {"id": user_id, "first_name": first_name}
     if username:
         user["username"] = username
+    if allows_write_to_pm:
+        user["allows_write_to_pm"] = True
     fields = {
         "auth_date": str(int(time.time()) if auth_date is None else auth_date),
         "query_id": f"dev{user_id}",

@@ -9,6 +9,7 @@ settlement, refunds) run directly.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from .events import UserEvent, balance_event, settlement_events
 from .outbox import store_events
 from .postings import post, transfer
 from .settlement import ClosedBet, refund_bets, settle_bets
-from .signin import SignIns
+from .signin import SignInHook, SignIns
 from .wallets import WalletState, system_account, wallet_id, wallet_ids
 
 HOUSE_SHARDS = 8
@@ -39,6 +40,11 @@ WHERE bets.id = d.id AND bets.status = 'accepted' AND bets.cashout IS NULL
 RETURNING bets.id
 """
 
+_ADJUSTED_REFS = "SELECT ref FROM ledger_txns WHERE kind = 'adjust' AND ref = ANY($1::text[])"
+
+SettledHook = Callable[[Connection, Sequence[ClosedBet]], Awaitable[None]]
+"""Runs in a settlement's (or refund's) transaction with the bets it closed: what it writes commits with them."""
+
 _CREDITED_REFS = "SELECT ref FROM ledger_txns WHERE kind = 'deposit' AND ref = ANY($1::text[])"
 
 
@@ -48,6 +54,8 @@ class Ledger:
     ``batches`` sets how bets, sign-ins and cash-outs are gathered (default: ``BatchOptions()``).
     ``announce`` gets the user events of every committed operation, after the commit (they are in the
     outbox already): a node hands them to its :class:`~server.ledger.outbox.OutboxRelay`.
+    ``on_settled`` runs in every settlement's transaction with the bets it closed (the node's queues
+    big-win notifications: :data:`SettledHook`); ``on_sign_in`` in the sign-ins' (:data:`SignInHook`).
     PostgreSQL not answering raises :class:`~server.ledger.errors.LedgerUnavailable`.
     """
 
@@ -58,9 +66,13 @@ class Ledger:
         welcome_credit: int = 0,
         batches: BatchOptions | None = None,
         announce: Callable[[list[UserEvent]], None] | None = None,
+        on_settled: SettledHook | None = None,
+        on_sign_in: SignInHook | None = None,
     ) -> None:
         self._pool = pool
         self._announce = announce
+        self._on_settled = on_settled
+        self._on_sign_in = on_sign_in
         self._welcome_credit = welcome_credit
         self._batches = batches or BatchOptions()
         self._batcher: BetBatcher | None = None
@@ -84,7 +96,7 @@ class Ledger:
                                    announce=self._announce)  # fmt: skip
         self._batcher.start()
         self._sign_ins = SignIns(self._pool, bank=self._bank, welcome_credit=self._welcome_credit, epoch=self.epoch,
-                                 batches=batches, announce=self._announce)  # fmt: skip
+                                 batches=batches, announce=self._announce, also=self._on_sign_in)  # fmt: skip
         self._sign_ins.start()
         self._cashouts = GroupCommit(self._record_cashouts, name="cash-outs", max_batch=batches.max_batch,
                                      max_wait=batches.max_wait, concurrency=batches.concurrency,
@@ -154,6 +166,8 @@ class Ledger:
                 closed += await refund_bets(conn, refunds, house)
             if also is not None:
                 await also(conn)
+            if self._on_settled is not None and closed:
+                await self._on_settled(conn, closed)
             events = settlement_events(closed, self.epoch)
             await store_events(conn, events)
             return closed, events
@@ -352,6 +366,37 @@ class Ledger:
         state, events = await in_transaction(self._pool, work, unavailable=LedgerUnavailable)
         self._announced(events)
         return state
+
+    async def credit_batch(self, user_ids: Sequence[int], amount: int, *, batch: str, reason: str) -> int:
+        """Credit ``amount`` (> 0) from the bank to each of ``user_ids`` once per ``batch``, in one
+        transaction: an ``adjust`` with ref ``<batch>:<user id>`` each, so running the batch again credits
+        nobody twice (a unique index). Users who never signed in get their user row and wallet here (an
+        empty profile, written over at their first sign-in; no welcome credit). Returns how many were
+        credited now."""
+        if amount <= 0 or not reason.strip() or not batch.strip():
+            raise ValueError("a batch credit needs a positive amount, a batch reference and a reason")
+        users = sorted(set(user_ids))
+        async with self._pool.acquire() as conn:
+            have = await wallet_ids(conn, users)
+        await asyncio.gather(*(self.sign_ins.sign_in(TelegramUser(id=user, first_name="")) for user in users
+                               if user not in have))  # fmt: skip
+        refs = {user: f"{batch}:{user}" for user in users}
+
+        async def work(conn: Connection) -> tuple[int, list[UserEvent]]:
+            done = {row["ref"] for row in await conn.fetch(_ADJUSTED_REFS, list(refs.values()))}
+            todo = [user for user in users if refs[user] not in done]
+            wallets = await wallet_ids(conn, todo)
+            _, posted = await post(conn, [transfer("adjust", self._bank, wallets[user], amount, ref=refs[user],
+                                                   reason=reason) for user in todo])  # fmt: skip
+            events = [balance_event(user, posted[wallets[user]][1], self.epoch, balance=posted[wallets[user]][0],
+                                    delta=amount, reason="adjust", ref=None) for user in todo]  # fmt: skip
+            await store_events(conn, events)
+            return len(todo), events
+
+        credited, events = await in_transaction(self._pool, work, retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+                                                unavailable=LedgerUnavailable)  # fmt: skip
+        self._announced(events)
+        return credited
 
     def _announced(self, events: list[UserEvent]) -> None:
         """Hand events of a committed transaction to the relay (they are in the outbox already)."""

@@ -7,9 +7,10 @@ nothing, so settling a round twice pays once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import asyncpg
 import orjson
 
 from ..db.transactions import Connection
@@ -26,6 +27,9 @@ class ClosedBet:
 
     bet_id: int
     user_id: int
+    game: str
+    stake: int
+    """The bet's amount."""
     status: str
     payout: int
     balance: int
@@ -39,13 +43,13 @@ UPDATE bets SET status = CASE WHEN o.payout > 0 THEN 'won' ELSE 'lost' END, payo
     result = o.result::jsonb
 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS o(id, payout, result)
 WHERE bets.id = o.id AND bets.status = 'accepted'
-RETURNING bets.id, bets.user_id, bets.payout, bets.status
+RETURNING bets.id, bets.user_id, bets.game, bets.amount, bets.payout, bets.status
 """
 
 _REFUND = """
 UPDATE bets SET status = 'refunded', payout = bets.amount, settled_at = now()
 WHERE bets.id = ANY($1::bigint[]) AND bets.status = 'accepted'
-RETURNING bets.id, bets.user_id, bets.payout, bets.status
+RETURNING bets.id, bets.user_id, bets.game, bets.amount, bets.payout, bets.status
 """
 
 
@@ -59,23 +63,20 @@ async def settle_bets(
     results = results or {}
     stored = [None if bet not in results else orjson.dumps(results[bet]).decode() for bet, _ in payouts]
     rows = await conn.fetch(_SETTLE, [bet for bet, _ in payouts], [payout for _, payout in payouts], stored)
-    closed = await _pay(conn, [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows], house, "payout")
-    return [bet if bet.bet_id not in results else _with_result(bet, results[bet.bet_id]) for bet in closed]
-
-
-def _with_result(bet: ClosedBet, result: dict[str, Any]) -> ClosedBet:
-    return ClosedBet(bet.bet_id, bet.user_id, bet.status, bet.payout, bet.balance, bet.version, result)
+    closed = await _pay(conn, rows, house, "payout")
+    return [bet if bet.bet_id not in results else replace(bet, result=results[bet.bet_id]) for bet in closed]
 
 
 async def refund_bets(conn: Connection, bet_ids: list[int], house: int) -> list[ClosedBet]:
     """Void bets and return their stakes from ``house``, in the caller's transaction."""
-    rows = await conn.fetch(_REFUND, bet_ids)
-    return await _pay(conn, [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows], house, "refund")
+    return await _pay(conn, await conn.fetch(_REFUND, bet_ids), house, "refund")
 
 
-async def _pay(conn: Connection, closed: list[tuple[int, int, int, str]], house: int, kind: str) -> list[ClosedBet]:
-    if not closed:
+async def _pay(conn: Connection, rows: list[asyncpg.Record], house: int, kind: str) -> list[ClosedBet]:
+    """Pay the bets of ``rows`` (the ``RETURNING`` of :data:`_SETTLE` or :data:`_REFUND`) from ``house``."""
+    if not rows:
         return []
+    closed = [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows]
     users = sorted({user for _, user, _, _ in closed})
     wallets = {r["user_id"]: r["id"] for r in await conn.fetch(
         "SELECT id, user_id FROM accounts WHERE user_id = ANY($1::bigint[])", users)}  # fmt: skip
@@ -100,4 +101,5 @@ async def _pay(conn: Connection, closed: list[tuple[int, int, int, str]], house:
         )
     for row in await conn.fetch("SELECT id, balance, version FROM accounts WHERE user_id = ANY($1::bigint[])", users):
         states[row["id"]] = (row["balance"], row["version"])
-    return [ClosedBet(bet, user, status, amount, *states[wallets[user]]) for bet, user, amount, status in closed]
+    return [ClosedBet(r["id"], r["user_id"], r["game"], r["amount"], r["status"], r["payout"],
+                      *states[wallets[r["user_id"]]]) for r in rows]  # fmt: skip

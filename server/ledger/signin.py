@@ -16,7 +16,7 @@ team's 2-core machine. :class:`SignIns` gathers concurrent sign-ins like bets
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -37,11 +37,12 @@ SELECT q.id,
        coalesce(u.first_name = q.first_name AND u.last_name IS NOT DISTINCT FROM q.last_name
                 AND u.username IS NOT DISTINCT FROM q.username
                 AND u.language_code IS NOT DISTINCT FROM q.language_code
-                AND u.is_premium = q.is_premium AND u.last_seen_at > now() - make_interval(secs => $7),
+                AND u.is_premium = q.is_premium AND u.allows_write_to_pm = q.allows_write_to_pm
+                AND u.last_seen_at > now() - make_interval(secs => $8),
                 false) AS current,
        a.balance, a.version
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[])
-     AS q(id, first_name, last_name, username, language_code, is_premium)
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::boolean[])
+     AS q(id, first_name, last_name, username, language_code, is_premium, allows_write_to_pm)
 LEFT JOIN users u ON u.id = q.id
 LEFT JOIN accounts a ON a.user_id = q.id
 """
@@ -64,11 +65,19 @@ def _profiles(users: Sequence[TelegramUser]) -> list[list[object]]:
         [u.username for u in users],
         [u.language_code for u in users],
         [u.is_premium for u in users],
+        [u.allows_write_to_pm for u in users],
     ]
 
 
+SignInHook = Callable[[Connection, Sequence[TelegramUser]], Awaitable[None]]
+"""Runs in a sign-in batch's write transaction with the users whose profile it writes (new, changed, or
+not seen for :data:`~server.db.users.SEEN_PRECISION`), in id order: what it writes commits with them.
+The node's makes users whose initData allows it reachable for the bot's notifications."""
+
+
 class SignIns:
-    """Records authenticating users and opens their wallets, many per commit."""
+    """Records authenticating users and opens their wallets, many per commit; ``also``: see
+    :data:`SignInHook`."""
 
     def __init__(
         self,
@@ -79,8 +88,10 @@ class SignIns:
         epoch: str,
         batches: BatchOptions,
         announce: Callable[[list[UserEvent]], None] | None = None,
+        also: SignInHook | None = None,
     ) -> None:
         self._pool = pool
+        self._also = also
         self._bank = bank
         self._welcome_credit = welcome_credit
         self._epoch = epoch
@@ -140,6 +151,8 @@ class SignIns:
     ) -> tuple[dict[int, WalletState], list[UserEvent]]:
         if stale:
             await conn.execute(UPSERT_USERS, *_profiles(stale))
+            if self._also is not None:
+                await self._also(conn, stale)
         credited: dict[int, int] = {}
         if no_wallet:
             opened = await conn.fetch(_OPEN_WALLETS, no_wallet)  # none if another node opened them meanwhile

@@ -3,10 +3,12 @@
 - :mod:`.bot`: the aiogram ``Bot`` every Bot API call goes through (base URL, test environment);
 - :mod:`.orders`: deposit orders in PostgreSQL and the rules they are checked by (limits, pre-checkout);
 - :mod:`.updates`: Bot API updates already handled, for updates Telegram delivers again;
-- :mod:`.cashier`: ``deposit`` → order and invoice link; pre-checkout answers; payments credited once;
+- :mod:`.cashier`: ``deposit`` → order and invoice link; pre-checkout answers; payments credited once
+  (:mod:`.payments`: group-committed);
 - :mod:`.webhook`: ``POST /telegram/webhook``, authenticated by the secret token;
 - :mod:`.notifications`: the notifications outbox, queued in the transaction of what it announces;
-- :mod:`.recipients`: who the bot may message (``mark_reachable`` at /start, unreachable after a 403);
+- :mod:`.recipients`: who the bot may message (``mark_reachable`` at /start or from initData at sign-in,
+  unreachable after a 403); :mod:`.bigwins`: big wins queued in their settlement's transaction;
 - :mod:`.templates`: the texts, per kind and language; :mod:`.announcements`: ``croupier notify``;
 - :mod:`.floodcontrol`: Telegram's flood limits shared by every node; :mod:`.sender`: the sender;
 - :mod:`.refunds`: refunded payments' deposits reversed once (shortfalls recorded, accounts flagged:
@@ -21,6 +23,7 @@ cashier, the cashier writes money through the ledger (whose outbox pushes ``bala
 
 from __future__ import annotations
 
+from .bigwins import BigWins
 from .bot import api_server, create_bot, redacted
 from .botcommands import BotCommands, BotTexts
 from .cashier import Cashier, CashierOptions, DepositInvoice
@@ -29,7 +32,7 @@ from .floodcontrol import FloodGate, FloodLimits, flood_gate_from_url
 from .notifications import big_win_key, deposit_key, queue, refund_key
 from .orders import DepositLimits
 from .polling import PollingLease, UpdatePoller
-from .recipients import Source, mark_reachable, mark_reachable_many, mark_unreachable
+from .recipients import Source, allowed_in_initdata, mark_reachable, mark_reachable_many, mark_unreachable
 from .refunds import Refunds
 from .router import UpdateRouter
 from .sender import Sender, SenderOptions
@@ -39,6 +42,7 @@ from .webhook import TelegramWebhook
 
 __all__ = [
     "WEBHOOK_PATH",
+    "BigWins",
     "BotApiUnavailable",
     "BotCommands",
     "BotTexts",
@@ -60,6 +64,7 @@ __all__ = [
     "TelegramWebhook",
     "UpdatePoller",
     "UpdateRouter",
+    "allowed_in_initdata",
     "api_server",
     "big_win_key",
     "create_bot",

@@ -8,11 +8,9 @@ blocked the bot, or the account is deactivated) or a 400 ``chat not found`` make
 transaction. A later /start makes them reachable again. A user without a row is not reachable:
 notifications queued for them are dropped at once (:func:`server.telegram.notifications.queue`).
 
-``allows_write_to_pm`` is not recorded at sign-in yet: the initData parser (``server/auth``) keeps no
-such field on the user, so the sign-in never sees it. Once it does, the sign-in transaction
-(``server/ledger/signin.py``, for the users it writes anyway) calls :func:`mark_reachable_many` with
-the ids whose initData allowed messages; the ledger may not import this package (it imports the
-ledger), so the statement would be handed to it, or move beside ``server/db/users.py``.
+``allows_write_to_pm`` is recorded at sign-in: the node hands :func:`allowed_in_initdata` to the
+ledger as its sign-in hook, which runs in the transaction writing the profiles of new or changed users
+(and of those not seen for ten minutes): a user whose initData allows it becomes reachable there.
 
 The functions run in the caller's connection or transaction, e.g. the /start handler's::
 
@@ -26,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
+from ..auth import TelegramUser
 from ..db.transactions import Connection
 
 
@@ -77,6 +76,13 @@ async def mark_reachable_many(conn: Connection, user_ids: Sequence[int], *, sour
     Give the ids sorted (rows are locked in that order)."""
     if user_ids:
         await conn.execute(_MARK_REACHABLE, list(user_ids), source.value, None)
+
+
+async def allowed_in_initdata(conn: Connection, users: Sequence[TelegramUser]) -> None:
+    """Make reachable the users whose initData says ``allows_write_to_pm`` (the sign-ins' hook,
+    :data:`~server.ledger.signin.SignInHook`, in the transaction that records their profile). A user
+    whose initData stops saying it stays as they were: /start, or a 403, changes them."""
+    await mark_reachable_many(conn, sorted(user.id for user in users if user.allows_write_to_pm))
 
 
 async def mark_unreachable(conn: Connection, user_id: int, *, source: Source, reason: str) -> int:

@@ -234,6 +234,23 @@ async def test_a_deposit_commits_with_what_also_writes_or_not_at_all(ledger: Led
     await assert_audit_ok(pool)
 
 
+async def test_a_batch_credit_credits_each_user_once_per_batch(ledger: Ledger, new_user: NewUser,
+                                                               pool: asyncpg.Pool) -> None:  # fmt: skip
+    """``croupier credit FIRST-LAST AMOUNT --batch REF``: users who never signed in get a wallet; running the
+    batch again credits nobody; another batch credits everyone again."""
+    known = await new_user(5)
+    strangers = [next_user_id() for _ in range(3)]
+    users = [known, *strangers, known]
+    assert await ledger.credit_batch(users, 100, batch=f"load-{known}", reason="load test funds") == 4
+    assert await ledger.credit_batch(users, 100, batch=f"load-{known}", reason="load test funds") == 0
+    assert [(await ledger.balance(u)).balance for u in [known, *strangers]] == [105, 100, 100, 100]
+    assert await ledger.credit_batch(strangers[:1], 7, batch=f"more-{known}", reason="again") == 1
+    assert (await ledger.balance(strangers[0])) == WalletState(107, 2)
+    with pytest.raises(ValueError):
+        await ledger.credit_batch(users, 0, batch="x", reason="nothing")
+    await assert_audit_ok(pool)
+
+
 async def test_adjustments_credit_debit_and_never_overdraw(ledger: Ledger, new_user: NewUser) -> None:
     user = await new_user()
     assert (await ledger.adjust(user, 40, reason="support ticket 7")).balance == 40

@@ -194,6 +194,7 @@ export interface User {
   username?: string | null;
   language_code?: string | null;
   is_premium?: boolean;
+  allows_write_to_pm?: boolean;
 }
 /**
  * Extension: a game's limits, as the operator set them. Amounts in the smallest unit.
