@@ -14,13 +14,7 @@ changes nothing. Delivery is at least once: a sender that dies between Telegram'
 :func:`mark_sent` leaves its row ``sending``; when the lease runs out another sender claims it and
 sends it again (the one duplicate a crash can cause).
 
-Big wins are not queued yet. Queueing one in the settlement transaction takes a hook the ledger runs
-in :meth:`~server.ledger.Ledger.settle`'s transaction after ``settle_bets`` (``also`` is the round
-engine's own, set in ``server/rounds/driver.py``), and the stake and game on each
-:class:`~server.ledger.settlement.ClosedBet` (``bets.amount`` in the settle statement's ``RETURNING``,
-the game from ``rounds``); the node would then pass a hook calling :func:`queue` with
-``NotificationKind.BIG_WIN`` and :func:`big_win_key` for each bet paying at least a configured
-multiple of its stake.
+Big wins are queued by :mod:`.bigwins`, in the settlement's transaction (the ledger's settlement hook).
 """
 
 from __future__ import annotations
