@@ -1,8 +1,9 @@
 """The cashier: chips bought with Telegram Stars, credited exactly once per payment.
 
-- :meth:`Cashier.deposit` (the ``deposit`` request): the limits are checked and a pending order is
-  committed first, then the invoice link is made with ``createInvoiceLink`` (currency ``XTR``, no
-  provider token, one price, the order id as payload). If the Bot API fails, the order is cancelled
+- :meth:`Cashier.deposit` (the ``deposit`` request): a restricted account (:mod:`.restrictions`) is
+  refused, the limits are checked and a pending order is committed first, then the invoice link is
+  made with ``createInvoiceLink`` (currency ``XTR``, no provider token, one price, the order id as
+  payload). If the Bot API fails, the order is cancelled
   and :class:`~.errors.BotApiUnavailable` raised: no link exists, nothing can be paid.
 - :meth:`Cashier.check_out` (a ``pre_checkout_query``): the order is checked (:func:`.orders.checkout_refusal`)
   and so is the payer (a restricted account, :mod:`.restrictions`, is refused); the query is answered
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 5
 """Seconds the answer to a pre-checkout query may take (Telegram waits 10 s in all)."""
+RESTRICTED_DEPOSIT = "this account cannot buy chips at the moment; send /paysupport to the bot for help"
+"""The ``deposit_refused`` message of a restricted account (:mod:`.restrictions`): it gives no reason away."""
 NOT_ENABLED = "deposits are not enabled on this server (it has no bot token of its own)"
 
 
@@ -101,6 +104,8 @@ class Cashier:
         options = self._options
 
         async def work(conn: Connection) -> Order | str:
+            if await restriction_of(conn, user_id) is not None:  # no invoice: it could not be paid
+                return RESTRICTED_DEPOSIT
             return await open_order(conn, user_id, stars, options.chips_per_star, options.limits)
 
         order = await in_transaction(self._pool, work, unavailable=CashierUnavailable)

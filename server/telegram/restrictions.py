@@ -2,7 +2,8 @@
 
 A user is ``flagged`` by a refund their wallet could not cover (:mod:`.refunds`: they had played the
 refunded chips); an operator may also mark a user ``blocked`` or ``self_excluded`` (with SQL, for now).
-Whatever the kind, the cashier refuses the user's pre-checkout queries: Telegram then takes no payment.
+Whatever the kind, the cashier refuses the user's ``deposit`` requests (no invoice is made) and the
+pre-checkout queries of invoices made before: Telegram then takes no payment.
 A restriction stays until the operator removes its row. The queries run in the caller's connection
 or transaction.
 """

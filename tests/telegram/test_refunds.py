@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection
 
 from server.cli import main
 from server.ledger import InsufficientFunds, Ledger, UnknownDeposit, audit
+from server.telegram.cashier import RESTRICTED_DEPOSIT
 from server.telegram.restrictions import REFUSAL
 from tests.conftest import TEST_BOT_TOKEN, StartNode
 from tests.edge.client import authed
@@ -118,6 +119,8 @@ async def test_a_refund_of_spent_chips_takes_the_wallet_to_zero_records_the_shor
     async with cashier_node(start_node, botapi) as node:
         ws, _ = await authed(node, user)
         outcome = await paid(botapi, ws, user, 10)
+        invoice = await deposit(ws, 5)  # opened before the refund, paid after it
+        assert invoice["t"] == "invoice"
         await bank.adjust(user, -7, reason="the player lost 7 chips")  # played: 3 left
         await botapi.refund_from_telegram(outcome["charge_id"])
         await delivered(botapi)
@@ -129,9 +132,10 @@ async def test_a_refund_of_spent_chips_takes_the_wallet_to_zero_records_the_shor
         assert (shortfall["credited"], shortfall["taken"], shortfall["shortfall"]) == (10, 3, 7)
         assert await restriction(db, user) == "flagged"
 
-        # The flagged user's next checkout is refused, whatever the order.
-        invoice = await deposit(ws, 5)
-        assert invoice["t"] == "invoice"
+        # The flagged user gets no new invoice, and the checkout of one made before is refused.
+        refused = await deposit(ws, 5, "again")
+        assert (refused["t"], refused["code"]) == ("error", "deposit_refused")
+        assert refused["message"] == RESTRICTED_DEPOSIT
         declined = await botapi.pay(invoice["url"], user)
         assert (declined["status"], declined["error_message"]) == ("declined", REFUSAL)
         assert answer_of((await botapi.calls("answerPreCheckoutQuery"))[-1]) == (False, REFUSAL)
