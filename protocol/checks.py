@@ -44,6 +44,7 @@ MAX_PARAM_INT: Final = 2**63 - 1
 UNSTORABLE: Final = "holds U+0000 or a lone UTF-16 surrogate, which cannot be stored"
 JSON_VALUES: Final = "params hold JSON values only (null, booleans, numbers, strings, arrays, maps with string keys)"
 CONTROL_KEY: Final = "holds a control character, U+0000 or a lone UTF-16 surrogate"
+BAD_CURSOR: Final = "is not a cursor this server gave: pass the previous page's next as it came"
 
 _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CONTROL_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -215,6 +216,20 @@ def _named_game(request: m.Unsubscribe | m.History) -> Problem | None:
     return _game(request.game)
 
 
+def _cursor(cursor: str | None) -> Problem | None:
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
+        return "cursor", BAD_CURSOR
+    return None
+
+
+def _my_bets(request: m.MyBets) -> Problem | None:
+    return (None if request.game is None else _game(request.game)) or _cursor(request.cursor)
+
+
+def _my_transactions(request: m.MyTransactions) -> Problem | None:
+    return _cursor(request.cursor)
+
+
 def _auth(request: m.Auth) -> Problem | None:
     return _since(request.since)
 
@@ -225,6 +240,8 @@ CHECKS: Final[dict[type[Any], Callable[[Any], Problem | None]]] = {
     m.Subscribe: _subscribe,
     m.Unsubscribe: _named_game,
     m.History: _named_game,
+    m.MyBets: _my_bets,
+    m.MyTransactions: _my_transactions,
     m.Auth: _auth,
 }
 """The check of each request type with strings or values to check (``ping``, ``balance`` and ``deposit`` have none)."""

@@ -109,11 +109,35 @@ class Deposit(_Request, tag="deposit"):
     stars: Amount
 
 
-Request = Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping | Deposit
+Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+"""Where a page of a player's own records ends: the ``next`` of the previous page, passed back as it came."""
+PageSize = Annotated[int, msgspec.Meta(ge=1, le=100)]
+
+
+class MyBets(_Request, tag="my_bets"):
+    """Extension: the player's own bets, newest first, a page at a time (``cursor``: the last page's
+    ``next``); ``game`` to list one game's only."""
+
+    game: GameName | None = None
+    cursor: Cursor | None = None
+    limit: PageSize = 20
+
+
+class MyTransactions(_Request, tag="my_transactions"):
+    """Extension: the player's own wallet movements (deposits, stakes, payouts, refunds, adjustments),
+    newest first, a page at a time."""
+
+    cursor: Cursor | None = None
+    limit: PageSize = 20
+
+
+Request = (
+    Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping | Deposit | MyBets | MyTransactions
+)
 """Every message a client may send."""
 
 REQUEST_TYPES: tuple[type[_Request], ...] = (
-    Auth, Subscribe, Unsubscribe, Bet, Action, BalanceRequest, History, Ping, Deposit,
+    Auth, Subscribe, Unsubscribe, Bet, Action, BalanceRequest, History, Ping, Deposit, MyBets, MyTransactions,
 )  # fmt: skip
 
 
@@ -233,16 +257,74 @@ class ActionOk(_Reply, tag="action_ok"):
     balance: int
 
 
-class RoundRecord(msgspec.Struct, kw_only=True):
+class RoundRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     round: int
     outcome: dict[str, Any]
     seed: str
     seed_hash: str
+    salt: str | None = None
+    """The round's salt: with ``seed``, what every draw of the round is recomputed from."""
 
 
 class HistoryReply(_Reply, tag="history"):
     id: RequestId
     rounds: list[RoundRecord]
+
+
+class MyBet(msgspec.Struct, kw_only=True):
+    """One of the player's bets (``my_bets``)."""
+
+    id: int
+    game: str
+    round: int
+    amount: int
+    params: dict[str, Any]
+    status: str
+    """``accepted`` (its round is not settled yet), ``won``, ``lost`` or ``refunded``."""
+    payout: int | None
+    """What it paid (0 when lost, the stake when refunded); null while accepted."""
+    placed_at: int
+    """When it was placed (ms)."""
+    settled_at: int | None
+    cashout: int | None = None
+    """Crash: the multiplier it was cashed out at, in hundredths."""
+    result: dict[str, Any] | None = None
+    """Its own draw, in games where each bet draws one (plinko)."""
+    seed_hash: str
+    salt: str | None
+    seed: str | None
+    """The round's seed, once the round is settled (null before): with ``salt``, the bet can be verified."""
+
+
+class MyBetsReply(_Reply, tag="my_bets", omit_defaults=False):
+    id: RequestId
+    bets: list[MyBet]
+    next: str | None
+    """Pass as ``cursor`` for the next (older) page; null on the last page."""
+
+
+class Transaction(msgspec.Struct, kw_only=True):
+    """One movement of the player's wallet (``my_transactions``)."""
+
+    id: int
+    kind: str
+    """``deposit``, ``reversal`` (a refunded deposit taken back), ``welcome``, ``bet`` (a stake), ``payout``,
+    ``refund`` (a voided bet's stake returned) or ``adjust`` (by the operator)."""
+    amount: int
+    """The change to the balance: negative for stakes and reversals."""
+    ref: str | None
+    """The bet id (bet, payout, refund) or the Telegram payment's charge id (deposit, reversal)."""
+    reason: str | None
+    """Why, for adjustments, reversals and the welcome credit: the operator's words."""
+    at: int
+    """When (ms)."""
+
+
+class MyTransactionsReply(_Reply, tag="my_transactions", omit_defaults=False):
+    id: RequestId
+    transactions: list[Transaction]
+    next: str | None
+    """Pass as ``cursor`` for the next (older) page; null on the last page."""
 
 
 class Balance(_Reply, tag="balance"):
@@ -334,6 +416,8 @@ ServerMessage = (
     | BetOk
     | ActionOk
     | HistoryReply
+    | MyBetsReply
+    | MyTransactionsReply
     | Balance
     | Invoice
     | BetSettled

@@ -29,6 +29,7 @@ from .edge.gamefeeds import GameFeeds
 from .edge.userlimits import UserLimits
 from .games import configure_games
 from .ledger import BatchOptions, Ledger, OutboxRelay
+from .players import PlayerHistory
 from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
 from .telegram import (
@@ -79,6 +80,7 @@ class Node:
     relay: OutboxRelay
     user_limits: UserLimits
     cashier: Cashier
+    players: PlayerHistory
     webhook: TelegramWebhook | None = None
     """``POST /telegram/webhook``, when the node has a bot token of its own and ``CROUPIER_WEBHOOK_SECRET``."""
     database: str = "DATABASE_URL"
@@ -211,6 +213,7 @@ class Node:
                 relay=relay,
                 user_limits=user_limits,
                 cashier=cashier,
+                players=PlayerHistory(pool),
                 webhook=webhook,
                 database=database.description,
             )

@@ -142,6 +142,9 @@ class Settings:
     """Messages a second the bot sends at most, over every node (Telegram's limit is about 30)."""
     notify_max_attempts: int = 8
     """Tries of one notification (on 5xx, timeouts) before it is dead-lettered."""
+    big_win_multiple: int = 10
+    """``CROUPIER_BIG_WIN_MULTIPLE``: a bet paying at least this many times its stake is announced to its
+    player by the bot (a ``big_win`` notification); 0: never."""
 
     @property
     def payments_enabled(self) -> bool:
@@ -154,9 +157,6 @@ class Settings:
         return self.database_url is None
 
     @classmethod
-    big_win_multiple: int = 10
-    """``CROUPIER_BIG_WIN_MULTIPLE``: a bet paying at least this many times its stake is announced to its
-    player by the bot (a ``big_win`` notification); 0: never."""
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise :class:`SettingsError` on the first bad one."""
         env = os.environ if env is None else env
@@ -242,6 +242,7 @@ class Settings:
             notify_sender=_flag(env, "CROUPIER_NOTIFY_SENDER", default=True),
             notify_rate=_int(env, "CROUPIER_NOTIFY_RATE", 30, minimum=1),
             notify_max_attempts=_int(env, "CROUPIER_NOTIFY_MAX_ATTEMPTS", 8, minimum=1),
+            big_win_multiple=_int(env, "CROUPIER_BIG_WIN_MULTIPLE", 10, minimum=0),
             **cashier,
             **bot,
         )
@@ -264,7 +265,6 @@ def load_or_create_dev_token(data_dir: Path) -> str:
 
 
 def _bot_id(token: str | None, raw_bot_id: str | None) -> int:
-            big_win_multiple=_int(env, "CROUPIER_BIG_WIN_MULTIPLE", 10, minimum=0),
     token_id: int | None = None
     if token is not None:
         match = _TOKEN.match(token)

@@ -21,6 +21,7 @@ from protocol import messages as m
 
 from ..auth import InitData, TelegramUser
 from ..ledger import BetRequest, LedgerError, PlacedBet, WalletState
+from ..players.history import Page
 from ..rounds import GameRules
 from ..rounds.engine import CheckedBet
 from ..telegram import DepositInvoice
@@ -205,6 +206,18 @@ class Deposits(Protocol):
         ...
 
 
+class PlayerRecords(Protocol):
+    """A player's own records (:class:`server.players.PlayerHistory`)."""
+
+    async def bets(self, user_id: int, game: str | None, cursor: str | None, limit: int, /) -> Page[m.MyBet]:
+        """The player's bets (of ``game``, or every game) after ``cursor``, newest first."""
+        ...
+
+    async def transactions(self, user_id: int, cursor: str | None, limit: int, /) -> Page[m.Transaction]:
+        """The player's wallet movements after ``cursor``, newest first."""
+        ...
+
+
 class Channels(Protocol):
     """Sockets by channel on this node (:class:`server.edge.audience.Audience`)."""
 
@@ -246,3 +259,6 @@ class SessionServices(Protocol):
 
     @property
     def cashier(self) -> Deposits: ...
+
+    @property
+    def players(self) -> PlayerRecords: ...

@@ -249,6 +249,10 @@ class Session:
                 return await self._action(request, self.user.id)
             case m.Deposit():
                 return await self._deposit(request, self.user.id)
+            case m.MyBets():
+                return await self._my_bets(request, self.user.id)
+            case m.MyTransactions():
+                return await self._my_transactions(request, self.user.id)
             case m.Auth():
                 return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, "this socket is already authenticated", "t")])
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
@@ -341,6 +345,20 @@ class Session:
             return _unavailable(request.id)
         return Outcome([m.Invoice(id=request.id, url=invoice.url, order=invoice.order_id, stars=invoice.stars,
                                   chips=invoice.chips)])  # fmt: skip
+
+    async def _my_bets(self, request: m.MyBets, user_id: int) -> Outcome:
+        try:
+            page = await self.services.players.bets(user_id, request.game, request.cursor, request.limit)
+        except UNAVAILABLE_ERRORS:
+            return _unavailable(request.id)
+        return Outcome([m.MyBetsReply(id=request.id, bets=page.items, next=page.next)])
+
+    async def _my_transactions(self, request: m.MyTransactions, user_id: int) -> Outcome:
+        try:
+            page = await self.services.players.transactions(user_id, request.cursor, request.limit)
+        except UNAVAILABLE_ERRORS:
+            return _unavailable(request.id)
+        return Outcome([m.MyTransactionsReply(id=request.id, transactions=page.items, next=page.next)])
 
     def _unknown_game(self, request_id: m.RequestId, game: str) -> m.Error:
         games = ", ".join(self.services.rounds.games()) or "none"

@@ -269,12 +269,16 @@ class RoundEngine:
         return await self._actions.apply(game, round_id, user_id, action, params)
 
     async def history(self, game: str, limit: int) -> list[m.RoundRecord]:
-        """The game's last ``limit`` settled rounds, newest first, with their seeds."""
+        """The game's last ``limit`` settled rounds, newest first, with their seeds and salts."""
         rounds = await self._store.history(game, limit)
         handler = self._drivers[game].handler
         return [
             m.RoundRecord(
-                round=r.round_id, outcome=handler.public_outcome(r.outcome or {}), seed=r.seed, seed_hash=r.seed_hash
+                round=r.round_id,
+                outcome=handler.public_outcome(r.outcome or {}),
+                seed=r.seed,
+                seed_hash=r.seed_hash,
+                salt=r.salt,
             )
             for r in rounds
         ]

@@ -129,6 +129,8 @@ def test_schema_command_prints_every_message() -> None:
     schema = json.loads(result.stdout)
     client = schema["properties"]["client"]["discriminator"]["mapping"]
     server = schema["properties"]["server"]["discriminator"]["mapping"]
-    assert set(client) == {"auth", "subscribe", "unsubscribe", "bet", "action", "balance", "history", "ping", "deposit"}
-    assert {"welcome", "error", "pong", "bet_ok", "balance", "round", "bet_settled", "invoice"} <= set(server)
+    assert set(client) == {"auth", "subscribe", "unsubscribe", "bet", "action", "balance", "history", "ping", "deposit",
+                           "my_bets", "my_transactions"}  # fmt: skip
+    assert {"welcome", "error", "pong", "bet_ok", "balance", "round", "bet_settled", "invoice", "my_bets",
+            "my_transactions"} <= set(server)  # fmt: skip
     assert schema["$defs"]["Bet"]["properties"]["amount"]["type"] == "integer"

@@ -6,7 +6,8 @@
 /**
  * Every message a client may send.
  */
-export type ClientMessage = Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping | Deposit;
+export type ClientMessage =
+  Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping | Deposit | MyBets | MyTransactions;
 /**
  * Every message the server may send.
  */
@@ -19,6 +20,8 @@ export type ServerMessage =
   | BetOk
   | ActionOk
   | HistoryReply
+  | MyBetsReply
+  | MyTransactionsReply
   | Balance
   | Invoice
   | BetSettled
@@ -160,6 +163,27 @@ export interface Deposit {
   stars: number;
   id: number | string;
 }
+/**
+ * Extension: the player's own bets, newest first, a page at a time (``cursor``: the last page's
+ * ``next``); ``game`` to list one game's only.
+ */
+export interface MyBets {
+  t: "my_bets";
+  game?: string | null;
+  cursor?: string | null;
+  limit?: number;
+  id: number | string;
+}
+/**
+ * Extension: the player's own wallet movements (deposits, stakes, payouts, refunds, adjustments),
+ * newest first, a page at a time.
+ */
+export interface MyTransactions {
+  t: "my_transactions";
+  cursor?: string | null;
+  limit?: number;
+  id: number | string;
+}
 export interface Welcome {
   t: "welcome";
   id: number | string;
@@ -292,6 +316,53 @@ export interface RoundRecord {
   };
   seed: string;
   seed_hash: string;
+  salt?: string | null;
+}
+export interface MyBetsReply {
+  t: "my_bets";
+  id: number | string;
+  bets: MyBet[];
+  next: string | null;
+}
+/**
+ * One of the player's bets (``my_bets``).
+ */
+export interface MyBet {
+  id: number;
+  game: string;
+  round: number;
+  amount: number;
+  params: {
+    [k: string]: unknown;
+  };
+  status: string;
+  payout: number | null;
+  placed_at: number;
+  settled_at: number | null;
+  cashout?: number | null;
+  result?: {
+    [k: string]: unknown;
+  } | null;
+  seed_hash: string;
+  salt: string | null;
+  seed: string | null;
+}
+export interface MyTransactionsReply {
+  t: "my_transactions";
+  id: number | string;
+  transactions: Transaction[];
+  next: string | null;
+}
+/**
+ * One movement of the player's wallet (``my_transactions``).
+ */
+export interface Transaction {
+  id: number;
+  kind: string;
+  amount: number;
+  ref: string | null;
+  reason: string | null;
+  at: number;
 }
 /**
  * The reply to a ``balance`` request (with ``id``), or a push on ``user`` (with ``ch``).
