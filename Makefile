@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 USER_ID ?= 42
 
-.PHONY: run test lint fmt dev-initdata schema clean
+.PHONY: run test lint fmt dev-initdata schema webapp clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ $(JS_CLIENT)/node_modules/.package-lock.json: $(JS_CLIENT)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --prefix $(JS_CLIENT) --no-audit --no-fund --loglevel=error; \
 	else echo "npm is not installed: the JavaScript client's tests will be skipped"; fi
 
-test: $(VENV)/.installed-dev $(JS_CLIENT)/node_modules/.package-lock.json
+# The built client, which the demo Mini App (webapp/) imports: its browser tests (tests/browser/) need it.
+$(JS_CLIENT)/dist/index.js: $(JS_CLIENT)/node_modules/.package-lock.json $(wildcard $(JS_CLIENT)/src/*.ts)
+	@if [ -d $(JS_CLIENT)/node_modules ]; then npm run build --prefix $(JS_CLIENT) --silent; fi
+
+test: $(VENV)/.installed-dev $(JS_CLIENT)/node_modules/.package-lock.json $(JS_CLIENT)/dist/index.js
 	$(BIN)/python -m pytest -p no:cacheprovider --cov=server --cov=protocol --cov-report=term:skip-covered \
 		--cov-fail-under=85 $(PYTEST_ARGS)
 
@@ -52,6 +56,16 @@ dev-initdata: $(VENV)/.installed-run
 
 schema: $(VENV)/.installed-run
 	@$(BIN)/croupier schema
+
+# The demo Mini App as nginx serves it at /app/ (deploy/nginx.conf): webapp/, the built client in client/ and
+# @msgpack/msgpack's ES modules in vendor/msgpack/, the paths the page's import map names.
+WEBAPP_OUT ?= .croupier/webapp
+webapp: $(JS_CLIENT)/dist/index.js
+	rm -rf $(WEBAPP_OUT) && mkdir -p $(WEBAPP_OUT)/client $(WEBAPP_OUT)/vendor/msgpack
+	cp webapp/*.html webapp/*.js webapp/*.css $(WEBAPP_OUT)/
+	cp $(JS_CLIENT)/dist/*.js $(WEBAPP_OUT)/client/
+	cp -r $(JS_CLIENT)/node_modules/@msgpack/msgpack/dist.esm/. $(WEBAPP_OUT)/vendor/msgpack/
+	@echo "the Mini App is in $(WEBAPP_OUT)"
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache *.egg-info $(JS_CLIENT)/node_modules $(JS_CLIENT)/dist

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .devapp import webapp_routes
 from .edge.ws import serve_socket
 from .node import Node
 from .settings import Settings
@@ -77,5 +78,6 @@ def create_app(settings: Settings, *, on_ready: Callable[[Node], None] | None = 
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route(WEBHOOK_PATH, telegram_webhook, methods=["POST"]),
+        *webapp_routes(settings),  # the demo Mini App at /app, on CROUPIER_DEV nodes only
     ]
     return CroupierApp(routes=routes, lifespan=lifespan)
