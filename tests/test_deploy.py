@@ -54,6 +54,36 @@ def test_compose_runs_three_nodes_behind_nginx_with_known_settings() -> None:
     assert "proxy_set_header Upgrade $http_upgrade" in nginx and "location /ws" in nginx
 
 
+def test_nginx_serves_https_only_with_the_certificate_compose_mounts() -> None:
+    """A Mini App page is https:// and its socket wss://: nginx terminates TLS with the pair compose mounts
+    (CROUPIER_TLS_DIR, or the self-signed one tls-init makes), and plain HTTP only redirects."""
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert re.search(r"listen 443 ssl", nginx) and "return 301 https://$host$request_uri" in nginx
+    certificate = re.search(r"ssl_certificate\s+(\S+);", nginx)
+    key = re.search(r"ssl_certificate_key\s+(\S+);", nginx)
+    assert certificate and key
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    mounts = dict(volume.rsplit(":", 2)[:2] if volume.count(":") > 1 else volume.split(":")
+                  for volume in compose["nginx"]["volumes"])  # fmt: skip
+    tls_dir = {target: source for source, target in mounts.items()}["/etc/nginx/tls"]
+    assert Path(certificate.group(1)).parent == Path(key.group(1)).parent == Path("/etc/nginx/tls")
+    made = " ".join(compose["tls-init"]["command"])
+    assert compose["tls-init"]["volumes"] == [f"{tls_dir}:/tls"]
+    assert f"/tls/{Path(certificate.group(1)).name}" in made and f"/tls/{Path(key.group(1)).name}" in made
+    assert "/usr/share/nginx/croupier-webapp" in mounts.values() and "alias /usr/share/nginx/croupier-webapp/" in nginx
+    assert "location = /telegram/webhook" in nginx  # Telegram's updates arrive over HTTPS too
+
+
+def test_the_kubernetes_ingress_terminates_tls_for_the_service() -> None:
+    docs = k8s_documents()
+    ingress, service = docs["Ingress"], docs["Service"]
+    assert ingress["spec"]["tls"][0]["secretName"] and ingress["spec"]["tls"][0]["hosts"]
+    backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert {b["name"] for b in backends} == {service["metadata"]["name"]}
+    assert {b["port"]["name"] for b in backends} <= {port["name"] for port in service["spec"]["ports"]}
+    assert int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+
+
 def test_kubernetes_manifests_match_the_image_and_the_app() -> None:
     docs = k8s_documents()
     assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= set(docs)
@@ -86,9 +116,18 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     # Compose's service names do not resolve here; everything else is checked as written.
     config = (DEPLOY / "nginx.conf").read_text().replace("server node", "server 127.0.0.1:1#node")
     config = re.sub(r"server 127\.0\.0\.1:1#node\d:8000", "server 127.0.0.1:8000", config)
+    # The certificate compose mounts: a self-signed one made here, as tls-init makes it.
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "privkey.pem"), "-out", str(tmp_path / "fullchain.pem")],
+                   capture_output=True, check=True)  # fmt: skip
+    config = config.replace("/etc/nginx/tls/", f"{tmp_path}/")
+    # Temp files under tmp_path, not the build's /var/lib/nginx (absent where nginx is unpacked, not installed).
+    temps = " ".join(
+        f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = config.replace("http {", f"http {{\n    {temps} access_log {tmp_path}/access.log;", 1)
     (tmp_path / "nginx.conf").write_text(config)
-    result = subprocess.run(
-        ["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-g", f"pid {tmp_path}/nginx.pid;"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    main = f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;"
+    result = subprocess.run(["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-g", main],
+                            capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
