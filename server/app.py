@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from .devapp import webapp_routes
 from .edge.ws import serve_socket
+from .metrics import metrics_routes, node_metrics
 from .node import Node
 from .settings import Settings
 from .telegram import WEBHOOK_PATH
@@ -68,7 +69,7 @@ def create_app(settings: Settings, *, on_ready: Callable[[Node], None] | None = 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with Node.open(settings) as node:
+        async with Node.open(settings) as node, node_metrics(settings, node.pool, node.broker.ping):
             app.state.node = node
             if on_ready is not None:
                 on_ready(node)
@@ -79,5 +80,6 @@ def create_app(settings: Settings, *, on_ready: Callable[[Node], None] | None = 
         Route("/readyz", readyz),
         Route(WEBHOOK_PATH, telegram_webhook, methods=["POST"]),
         *webapp_routes(settings),  # the demo Mini App at /app, on CROUPIER_DEV nodes only
+        *metrics_routes(settings),  # GET /metrics, unless CROUPIER_METRICS=0 or CROUPIER_METRICS_PORT is set
     ]
     return CroupierApp(routes=routes, lifespan=lifespan)

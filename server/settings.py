@@ -89,6 +89,14 @@ class Settings:
     """On SIGTERM, how long the node may take to finish the rounds it drives before releasing them."""
     workers: int = 1
     """Worker processes ``croupier serve`` runs on its port (``--workers`` overrides); more than one needs Redis."""
+    metrics: bool = True
+    """``CROUPIER_METRICS``: serve ``/metrics`` and run the metrics' samplers and the ledger audit (0: none of it)."""
+    metrics_port: int | None = None
+    """``CROUPIER_METRICS_PORT``: serve ``/metrics`` on this port (the workers share it) instead of the main port."""
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a scrape port is for the monitoring network
+    """``CROUPIER_METRICS_HOST``: the address ``CROUPIER_METRICS_PORT`` listens on."""
+    ledger_audit_interval: float = 30.0
+    """``CROUPIER_LEDGER_AUDIT_INTERVAL``: seconds between incremental ledger audit passes (0: no audit)."""
     initdata_max_skew: int = 60
     """Seconds an initData's ``auth_date`` may lie in the future (clock skew) before it is refused."""
     handshake_timeout: float = 5.0
@@ -227,6 +235,10 @@ class Settings:
             drain_seconds=_float(env, "CROUPIER_DRAIN_SECONDS", 0.0, zero=True),
             handover_seconds=_float(env, "CROUPIER_HANDOVER_SECONDS", 5.0, zero=True),
             workers=_int(env, "CROUPIER_WORKERS", 1, minimum=1),
+            metrics=_flag(env, "CROUPIER_METRICS", default=True),
+            metrics_port=_int(env, "CROUPIER_METRICS_PORT", 0, minimum=1) or None,
+            metrics_host=env.get("CROUPIER_METRICS_HOST") or "0.0.0.0",  # noqa: S104
+            ledger_audit_interval=_float(env, "CROUPIER_LEDGER_AUDIT_INTERVAL", 30.0, zero=True),
             initdata_max_skew=_int(env, "CROUPIER_INITDATA_MAX_SKEW", 60, minimum=0),
             handshake_timeout=_float(env, "CROUPIER_HANDSHAKE_TIMEOUT", 5.0),
             max_unauthenticated=_int(env, "CROUPIER_MAX_UNAUTHENTICATED", 10_000, minimum=1),

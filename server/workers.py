@@ -15,6 +15,9 @@ started again on the same socket (connections that arrive meanwhile wait in its 
 unless it died within :data:`MIN_UPTIME` of its start: then the node is broken (a database that
 refuses, a bug at startup) and the supervisor stops every worker and exits with status 1. If
 the supervisor itself dies, the kernel sends each worker SIGTERM (``PR_SET_PDEATHSIG``).
+
+Metrics: the workers share a ``PROMETHEUS_MULTIPROC_DIR`` (:mod:`server.metrics.multiprocess`), so
+whichever worker answers ``/metrics`` reports the whole node; a worker that exits is marked dead there.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from .metrics.multiprocess import MultiprocessDir, worker_metrics_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,7 @@ class Supervisor:
         self._stop_grace = stop_grace
         self._stopping = asyncio.Event()
         self._watchers: set[asyncio.Task[None]] = set()  # readiness readers (the loop keeps only weak references)
+        self._metrics: MultiprocessDir | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -118,6 +124,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+        self._metrics = worker_metrics_dir(self._env, len(self._workers))
         try:
             for worker in self._workers:
                 await self._start(worker)
@@ -132,6 +139,11 @@ class Supervisor:
                     worker.process.kill()
                     await worker.process.wait()
                 worker.sock.close()
+            if self._metrics is not None:
+                for worker in self._workers:
+                    if worker.process is not None:
+                        self._metrics.worker_exited(worker.process.pid)
+                self._metrics.close()
 
     def stop(self) -> None:
         """Send every worker SIGTERM (they drain and exit); :meth:`run` returns once they are gone.
@@ -144,7 +156,8 @@ class Supervisor:
     async def _start(self, worker: _Worker) -> None:
         ready_read, ready_write = os.pipe()
         fd = worker.sock.fileno()
-        env = {**self._env, "CROUPIER_NODE_ID": f"{self._node_id}-w{worker.index}", "CROUPIER_WORKERS": "1"}
+        env = {**self._env, "CROUPIER_NODE_ID": f"{self._node_id}-w{worker.index}", "CROUPIER_WORKERS": "1",
+               **(self._metrics.env() if self._metrics is not None else {})}  # fmt: skip
         try:
             worker.process = await asyncio.create_subprocess_exec(
                 *self._argv, "--listen-fd", str(fd), "--ready-fd", str(ready_write),
@@ -185,6 +198,8 @@ class Supervisor:
                 for future in done:
                     worker = exits[future]
                     code = future.result()
+                    if self._metrics is not None and worker.process is not None:
+                        self._metrics.worker_exited(worker.process.pid)
                     uptime = time.monotonic() - worker.started
                     if uptime < self._min_uptime:
                         log.error("worker %d exited with status %d %.1f s after its start: stopping the node",

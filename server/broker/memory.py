@@ -6,8 +6,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..metrics import PUBLISHED
 from ._fanout import LocalFanout, LocalSubscription
 from .base import Handler, HistoryPolicy
+
+_PUBLISHED = PUBLISHED["memory"]
 
 
 class MemoryBroker:
@@ -23,6 +26,7 @@ class MemoryBroker:
             if kept is None or kept[0] != history:
                 kept = self._history[channel] = (history, deque(kept[1] if kept else (), maxlen=history.size))
             kept[1].append((time.monotonic(), payload))
+        _PUBLISHED.n += 1
         await self._fanout.deliver(channel, payload)
 
     async def history(self, channel: str, count: int) -> list[bytes]:
@@ -36,6 +40,7 @@ class MemoryBroker:
         return [payload for _, payload in list(entries)[-count:]]
 
     async def publish_batch(self, messages: list[tuple[str, bytes]]) -> None:
+        _PUBLISHED.n += len(messages)
         for channel, payload in messages:
             await self._fanout.deliver(channel, payload)
 

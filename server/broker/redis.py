@@ -22,11 +22,13 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from ..metrics import PUBLISH_FAILURES, PUBLISHED, RECEIVED, RECONNECTS
 from ._fanout import LocalFanout, LocalSubscription
 from .base import Handler, HistoryPolicy
 from .pubsub import PubSubConnection
 
 log = logging.getLogger(__name__)
+_PUBLISHED, _FAILURES = PUBLISHED["redis"], PUBLISH_FAILURES["redis"]
 MAX_OUTGOING = 100_000
 SUBSCRIBE_WAIT = 2.0
 
@@ -51,6 +53,7 @@ class RedisBroker:
         await self._fanout.deliver(channel, payload)
         if len(self._outgoing) >= MAX_OUTGOING:
             del self._outgoing[: MAX_OUTGOING // 10]
+            _FAILURES.n += MAX_OUTGOING // 10
             log.warning("redis is not keeping up: dropped the oldest %d outgoing events", MAX_OUTGOING // 10)
         self._outgoing.append((self._prefix + channel, self._origin + payload, history))
         if self._flusher is None or self._flusher.done():
@@ -69,7 +72,9 @@ class RedisBroker:
                             pipe.xadd(key, {"p": data[8:]}, maxlen=history.size, approximate=True)
                             pipe.pexpire(key, int(history.ttl * 1000))
                     await pipe.execute()
+                _PUBLISHED.n += len(batch)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                _FAILURES.n += len(batch)
                 log.warning("redis publish of %d events failed: %s", len(batch), exc)
 
     async def publish_batch(self, messages: list[tuple[str, bytes]]) -> None:
@@ -80,7 +85,9 @@ class RedisBroker:
                 for channel, payload in messages:
                     pipe.publish(self._prefix + channel, self._origin + payload)
                 await pipe.execute()
+            _PUBLISHED.n += len(messages)
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            _FAILURES.n += len(messages)
             raise ConnectionError(f"redis did not take {len(messages)} events: {exc}") from exc
 
     async def history(self, channel: str, count: int) -> list[bytes]:
@@ -136,6 +143,7 @@ class RedisBroker:
 
     def _connected(self) -> None:
         if self._was_connected:  # connected again: what other nodes published meanwhile is lost here
+            RECONNECTS.n += 1
             for callback in self._on_resume:
                 callback()
         self._was_connected = True
@@ -143,4 +151,5 @@ class RedisBroker:
     def _received(self, channel: bytes, data: bytes) -> None:
         if data[:8] == self._origin:
             return  # our own message, already delivered here when it was published
+        RECEIVED.n += 1
         self._fanout.deliver_now(channel[self._skip :].decode(), data[8:])

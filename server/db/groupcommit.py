@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
 from typing import Generic, TypeVar
+
+from ..metrics import group_commit
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class GroupCommit(Generic[Req, Res]):
         self._runner: asyncio.Task[None] | None = None
         self.batches = 0
         """Batches committed so far."""
+        self._metrics = group_commit(name)
 
     def start(self) -> None:
         """Start gathering batches."""
@@ -102,7 +106,10 @@ class GroupCommit(Generic[Req, Res]):
         self._slots.release()
 
     async def _run_batch(self, batch: list[tuple[Req, asyncio.Future[Res]]]) -> None:
+        started = perf_counter()
         results = await self._results([request for request, _ in batch])
+        self._metrics.seconds.observe(perf_counter() - started)
+        self._metrics.size.observe(len(batch))
         self.batches += 1
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away (its socket closed)

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from starlette.types import Message, Receive
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..metrics import REFUSED
+
 if TYPE_CHECKING:
     from ..settings import Settings
 
@@ -392,6 +394,7 @@ class AdmittingHttpToolsProtocol(HttpToolsProtocol):
 
     def _handshake_expired(self) -> None:
         self._deadline = None
+        REFUSED["handshake_timeout"].n += 1
         if not self.transport.is_closing():
             self.transport.close()
         if self._ticket is not None:
@@ -407,6 +410,7 @@ class AdmittingHttpToolsProtocol(HttpToolsProtocol):
         """Answer ``response`` and close, without reading the request."""
         self.transport.write(response)
         self.transport.close()
+        REFUSED["unauthenticated_cap" if response is BUSY_RESPONSE else "address_rate"].n += 1
         count = self.admission.refused(reason)
         if count:
             log.warning("refused %d connection(s) %s in the last %gs at most", count, reason, REFUSAL_LOG_INTERVAL)

@@ -14,6 +14,7 @@ import orjson
 
 from protocol import Codec
 
+from ..metrics import DROPPED
 from .frame import Frame
 
 
@@ -62,9 +63,10 @@ class Audience:
         if not peers:
             return 0
         encoded: dict[str, Frame] = {}
-        delivered = 0
+        delivered = skipped = 0
         for peer in tuple(peers):
             if droppable and peer.backlog() > 0.5:
+                skipped += 1
                 continue
             codec = peer.codec
             frame = encoded.get(codec.name)
@@ -72,4 +74,6 @@ class Audience:
                 data = codec.encode(orjson.loads(payload)) if codec.binary else payload
                 frame = encoded[codec.name] = Frame(data, codec.binary)
             delivered += peer.put(frame)
+        if skipped:
+            DROPPED["slow"].n += skipped
         return delivered

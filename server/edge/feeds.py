@@ -24,6 +24,7 @@ import orjson
 
 from ..broker import Broker, Subscription
 from ..ledger import user_channel
+from ..metrics import FRAMES_OUT
 from .audience import Audience, Peer
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class UserFeeds:
             if seen.gap:
                 self._gaps.add(int(channel.removeprefix("user:")))
                 self._schedule_fill(delay=GAP_WAIT)
-        self._audience.push_json(channel, payload)
+        FRAMES_OUT.of(event.get("t")).n += self._audience.push_json(channel, payload)
 
     def _schedule_fill(self, *, delay: float) -> None:
         if self._fetch_after is not None and (self._filler is None or self._filler.done()):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..broker import Broker, Subscription
+from ..metrics import FRAMES_OUT
 from ..rounds.events import game_channel, is_tick
 from .audience import Audience
 
@@ -42,4 +43,5 @@ class GameFeeds:
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """Push one event of ``channel`` to its sockets (ticks only to those keeping up)."""
-        self._audience.push_json(channel, payload, droppable=is_tick(payload))
+        tick = is_tick(payload)
+        FRAMES_OUT["tick" if tick else "round"].n += self._audience.push_json(channel, payload, droppable=tick)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from protocol import CloseCode
 
+from ..metrics import CLOSES, DROPPED, OVERFLOWS
 from .frame import Frame
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class SendQueue:
     def put(self, frame: Frame) -> bool:
         """Queue ``frame``; return False if it was dropped (closing, or the queue overflowed)."""
         if self._close is not None:
+            DROPPED["closing"].n += 1
             return False
         frames = self._frames
         if frames is None:
@@ -106,6 +108,8 @@ class SendQueue:
 
     def _overflow(self) -> None:
         log.info("send queue overflow (%d frames): closing the socket with 4503", len(self))
+        OVERFLOWS.n += 1
+        DROPPED["overflow"].n += len(self) + 1  # what was queued, and the frame that did not fit
         self._frames = None
         self._close = (CloseCode.TOO_SLOW, "send queue overflow")
         if self._sending and self._writer is not None:
@@ -133,6 +137,7 @@ class SendQueue:
             log.debug("socket send failed: %s", exc)
             self._frames = None
             self._close = (1006, "peer gone")  # 1006: closed without a close frame; later frames drop
+            CLOSES.of(1006).n += 1
             return
         self._frames = None
         if self._close is None:
@@ -143,5 +148,6 @@ class SendQueue:
     async def _send_close(self) -> None:
         assert self._close is not None
         code, reason = self._close
+        CLOSES.of(code).n += 1
         with contextlib.suppress(OSError, RuntimeError):
             await self._close_socket(code, reason)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from time import perf_counter
 from typing import Protocol
 
 import orjson
@@ -24,6 +25,7 @@ from ..auth import InitDataError
 from ..clock import now_ms
 from ..db import UNAVAILABLE_ERRORS
 from ..ledger import BetRequest, LedgerError, PlacedBet
+from ..metrics import ACTION_SECONDS, AUTH, BET_SECONDS, DEPOSIT_SECONDS, FRAMES_IN
 from ..rounds.engine import CheckedBet, RoundRefused
 from ..rounds.events import game_channel
 from ..rounds.handler import InvalidBet
@@ -113,14 +115,18 @@ class Session:
         if self.state is State.CLOSED:
             return Outcome()
         if not self._limiter.allow():
+            FRAMES_IN.of(None).n += 1  # not read: "other"
             return self._rate_limited(frame)
         try:
             request = self.codec.decode(frame)
         except ProtocolError as exc:
+            FRAMES_IN.of(exc.message_type).n += 1
             return self._malformed_frame(exc)
+        FRAMES_IN.of(type(request)).n += 1
         try:
             if self.state is State.AWAITING_AUTH:
                 if not isinstance(request, m.Auth):
+                    AUTH["required"].n += 1
                     return self._close(
                         _error(request.id, ErrorCode.AUTH_REQUIRED, "send auth with your initData first"),
                         CloseCode.UNAUTHORIZED,
@@ -147,6 +153,7 @@ class Session:
     def auth_timed_out(self) -> Outcome:
         """The handshake timeout passed without a successful ``auth``."""
         self.state = State.CLOSED
+        AUTH["timeout"].n += 1
         return Outcome(close=CloseCode.AUTH_TIMEOUT, reason="auth timeout")
 
     def _close(self, reply: m.Error, code: CloseCode, reason: str) -> Outcome:
@@ -155,6 +162,7 @@ class Session:
 
     def _malformed_frame(self, exc: ProtocolError) -> Outcome:
         if self.state is State.AWAITING_AUTH and exc.message_type != "auth":
+            AUTH["required"].n += 1
             return self._close(
                 _error(exc.request_id, ErrorCode.AUTH_REQUIRED, f"send auth with your initData first ({exc.message})"),
                 CloseCode.UNAUTHORIZED,
@@ -173,6 +181,7 @@ class Session:
         try:
             init_data = self.services.validator.validate(request.init_data)
         except InitDataError as exc:
+            AUTH.of(exc.kind.value).n += 1
             log.info("auth refused: %s", exc.kind.value)
             return self._close(
                 _error(request.id, ErrorCode.UNAUTHORIZED, f"{exc.kind.value}: {exc}", "init_data"),
@@ -181,6 +190,7 @@ class Session:
             )
         user = init_data.user
         if user is None:
+            AUTH["no_user"].n += 1
             return self._close(
                 _error(request.id, ErrorCode.UNAUTHORIZED, "initData carries no user", "init_data"),
                 CloseCode.UNAUTHORIZED,
@@ -189,6 +199,7 @@ class Session:
         try:
             wallet = await self.services.ledger.sign_in(user)
         except _STORE_FAILURES as exc:
+            AUTH["unavailable"].n += 1
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)
             return _unavailable(request.id, "retry auth shortly")
         missed: list[bytes] | None = None
@@ -199,6 +210,7 @@ class Session:
                 missed = None  # resume is best effort: the welcome's balance is the truth
         self.user = user
         self.state = State.READY
+        AUTH["ok"].n += 1
         await self.services.feeds.join(user.id, self.peer, wallet.version)
         await self.services.user_limits.admit(user.id, self.session_id, self.peer.close)
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
@@ -232,7 +244,10 @@ class Session:
             case m.Ping():
                 return Outcome([m.Pong(id=request.id, server_time=now_ms())])
             case m.Bet():
-                return await self._bet(request, self.user.id)
+                started = perf_counter()
+                outcome = await self._bet(request, self.user.id)
+                BET_SECONDS.observe(perf_counter() - started)
+                return outcome
             case m.BalanceRequest():
                 return await self._balance(request, self.user.id)
             case m.Subscribe():
@@ -246,9 +261,15 @@ class Session:
             case m.History():
                 return await self._history(request)
             case m.Action():
-                return await self._action(request, self.user.id)
+                started = perf_counter()
+                outcome = await self._action(request, self.user.id)
+                ACTION_SECONDS.observe(perf_counter() - started)
+                return outcome
             case m.Deposit():
-                return await self._deposit(request, self.user.id)
+                started = perf_counter()
+                outcome = await self._deposit(request, self.user.id)
+                DEPOSIT_SECONDS.observe(perf_counter() - started)
+                return outcome
             case m.MyBets():
                 return await self._my_bets(request, self.user.id)
             case m.MyTransactions():

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from protocol import CloseCode, Codec, negotiate
 
+from ..metrics import CONNECTIONS, FRAMES_OUT, REFUSED, SOCKETS_OPEN
 from .admission import ADMISSION, Ticket
 from .frame import Frame
 from .sendqueue import SendQueue
@@ -37,6 +38,7 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, services: Ses
     negotiated = negotiate(list(scope.get("subprotocols", [])))
     if negotiated is None:
         # Only unknown subprotocols offered: refuse the handshake (the server answers HTTP 403).
+        REFUSED["subprotocol"].n += 1
         await send({"type": "websocket.close", "code": 1002,
                     "reason": "unsupported subprotocol; offer croupier.v1.json or .msgpack"})  # fmt: skip
         return
@@ -63,9 +65,13 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, services: Ses
     if ticket is not None:
         ticket.claim()  # the handshake is done: the auth timeout applies from here, not the handshake timeout
         receive = ticket.watch(receive, lambda: session.state is State.READY)
+    CONNECTIONS.of(codec.name).n += 1
+    open_sockets = SOCKETS_OPEN.of(codec.name)
+    open_sockets.n += 1
     try:
         await _serve_frames(session, queue, receive, services.settings)
     finally:
+        open_sockets.n -= 1
         if ticket is not None:
             ticket.release()
         await session.detach()
@@ -108,6 +114,7 @@ async def _answer(session: Session, queue: SendQueue, frame: bytes | str) -> Non
     codec = session.codec
     for reply in outcome.replies:
         queue.put(Frame(codec.encode(reply), codec.binary))
+        FRAMES_OUT.of(type(reply)).n += 1
     if outcome.close is not None:
         queue.close(outcome.close, outcome.reason)
 

@@ -28,6 +28,7 @@ import orjson
 from ..db.groupcommit import GroupCommit
 from ..db.roundlock import HOLD_BETTING_OPEN
 from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
+from ..metrics import BETS, LEDGER_ERRORS
 from .batching import BatchOptions
 from .errors import (
     BettingClosed,
@@ -379,7 +380,10 @@ class BetBatcher:
 
     def _announce_events(self, outcomes: Sequence[PlacedBet | Exception]) -> None:
         # After the replies were released: a socket sees bet_ok, then balance.
-        if self._announce is not None:
-            events = [o.event for o in outcomes if isinstance(o, PlacedBet) and o.event is not None]
-            if events:
-                self._announce(events)
+        events = [o.event for o in outcomes if isinstance(o, PlacedBet) and o.event is not None]
+        BETS.n += len(events)  # a replay carries no event: committed bets only
+        for o in outcomes:
+            if not isinstance(o, PlacedBet):
+                LEDGER_ERRORS.of(o.code if isinstance(o, LedgerError) else "internal").n += 1
+        if self._announce is not None and events:
+            self._announce(events)

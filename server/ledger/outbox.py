@@ -23,6 +23,7 @@ import asyncpg
 
 from ..broker import Broker
 from ..db.transactions import Connection
+from ..metrics import RELAY_SECONDS, SWEPT
 from .events import UserEvent, user_channel
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class OutboxRelay:
         self._retention = retention
         self._batch = batch
         self._pending: list[UserEvent] = []
+        self._pending_since = 0.0  # when the oldest pending event was announced (the relay lag's start)
         self._publisher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.swept = 0
@@ -114,6 +116,8 @@ class OutboxRelay:
 
     def announce(self, events: list[UserEvent]) -> None:
         """The ledger's hook: ``events`` were committed; publish them soon (never blocks)."""
+        if not self._pending:
+            self._pending_since = time.monotonic()
         self._pending.extend(events)
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._publish_pending(), name="outbox-publisher")
@@ -121,12 +125,13 @@ class OutboxRelay:
     async def _publish_pending(self) -> None:
         await asyncio.sleep(0)  # events announced in this loop turn go out together
         while self._pending:
-            events, self._pending = self._pending, []
+            events, self._pending, since = self._pending, [], self._pending_since
             try:
                 await self._broker.publish_batch([(user_channel(e.user_id), e.payload) for e in events])
             except ConnectionError as exc:
                 log.warning("%d user events not relayed now (the sweeper retries): %s", len(events), exc)
                 continue
+            RELAY_SECONDS.observe(time.monotonic() - since)
             try:
                 await self._pool.execute(_MARK, [e.user_id for e in events], [e.offset for e in events])
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -143,6 +148,7 @@ class OutboxRelay:
             await self._broker.publish_batch([(user_channel(r["user_id"]), r["payload"]) for r in rows])
             await conn.execute(_MARK, [r["user_id"] for r in rows], [r["offset"] for r in rows])
         self.swept += len(rows)
+        SWEPT.n += len(rows)
         log.info("relayed %d user events left behind", len(rows))
         return len(rows)
 

@@ -28,6 +28,7 @@ from msgspec.structs import replace
 from ..broker import Broker, HistoryPolicy
 from ..db.transactions import Connection
 from ..ledger import ClosedBet, Ledger
+from ..metrics import game as game_metrics
 from . import GameRules
 from .actions import RunningRound
 from .clock import Clock
@@ -70,8 +71,8 @@ class RoundDriver:
         self._betting_ms = betting_ms
         self._pause_ms = pause_ms
         self._channel = game_channel(handler.name)
-        self.driving = False
-        """This node drives the game (it took the lease and has not lost it)."""
+        self._metrics = game_metrics(handler.name)
+        self._driving = False
         self.token = 0
         """The lease (fencing) token: every write to a round carries it."""
         self.running: RunningRound | None = None
@@ -86,10 +87,21 @@ class RoundDriver:
     def game(self) -> str:
         return self.handler.name
 
+    @property
+    def driving(self) -> bool:
+        """This node drives the game (it took the lease and has not lost it)."""
+        return self._driving
+
+    @driving.setter
+    def driving(self, value: bool) -> None:
+        self._driving = value
+        self._metrics.leases.n = int(value)  # croupier_driver_leases
+
     async def take_over(self, holder: str) -> None:
         """Drive the game (call while holding its lock): a new lease token, and a new epoch of the
         channel, whose offsets start again from 1."""
         self.token = await self.store.take_lease(self.game, holder)
+        self._metrics.takeovers.n += 1
         self.driving = True
         self._epoch, self._published = secrets.token_hex(4), 0
         log.info("driving %s rounds on this node (lease token %d)", self.game, self.token)
@@ -214,6 +226,7 @@ class RoundDriver:
         return await self._ledger.settle(payouts, refunds=refunds, results=results, also=mark)
 
     async def _announce(self, view: RoundView) -> None:
+        self._metrics.phases.of("voided" if view.voided else view.phase).n += 1
         await self._publish("round", partial(encode_round, view))
 
     async def _publish(self, kind: str, encode: Callable[[Stamp], bytes]) -> None:

@@ -47,6 +47,7 @@ from aiogram.exceptions import (
 )
 
 from ..db import UNAVAILABLE_ERRORS
+from ..metrics import FLOOD_WAITS, NOTIFICATIONS, notification_outcome
 from .bot import redacted
 from .floodcontrol import FloodGate, FloodLimits
 from .notifications import Notification, claim, give_back, mark_dead, mark_sent, retry_later
@@ -243,6 +244,7 @@ class Sender:
             self._slots.release()
             raise
         if wait is not None:
+            FLOOD_WAITS["chat" if wait.chat_only else "bot"].n += 1
             self._slots.release()
             if wait.chat_only:  # the others may go meanwhile
                 ready.not_before = self._clock() + wait.seconds
@@ -289,6 +291,8 @@ class Sender:
     async def _record(self, claimed: _Claimed, verdict: Verdict) -> None:
         notification, options, stats = claimed.notification, self._options, self.stats
         error = redacted(verdict.error, self._bot.token)
+        source = verdict.source.value if verdict.source is not None else None
+        NOTIFICATIONS.of(notification_outcome(verdict.action.value, source)).n += 1
         match verdict.action:
             case Action.SENT:
                 if await mark_sent(self._pool, notification, self._token):

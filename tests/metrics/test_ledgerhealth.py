@@ -1,0 +1,120 @@
+"""The incremental ledger audit: its window (no I/O), its verdicts (no I/O), and passes on a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from server.ledger import Ledger
+from server.metrics.ledgerhealth import AuditWindow, IncrementalAudit, LegSums, TouchedAccount, judge
+from tests.ledger.conftest import sign_up
+from tests.services import migrated_pool
+
+
+def test_the_first_settled_mark_only_sets_where_checking_starts() -> None:
+    window = AuditWindow()
+    window.mark(100, at=10.0)
+    assert window.next(oldest_open=None) is None
+    assert window.checked == 100
+    window.mark(100, at=11.0)
+    assert window.next(oldest_open=None) is None  # nothing new
+
+
+def test_a_mark_settles_once_every_transaction_open_at_its_time_has_ended() -> None:
+    window = AuditWindow()
+    window.mark(10, at=1.0)
+    window.next(oldest_open=None)
+    window.mark(20, at=2.0)
+    # A transaction that started at 1.5 is still open: ids up to 20 may still be committing.
+    assert window.next(oldest_open=1.5) is None
+    window.mark(30, at=3.0)
+    assert window.next(oldest_open=1.5) is None
+    # It ended; the oldest open one started at 2.5: the mark of 2.0 settled, the one of 3.0 not yet.
+    assert window.next(oldest_open=2.5) == (10, 20)
+    window.advance(20)
+    assert window.next(oldest_open=None) == (20, 30)
+    window.advance(30)
+    assert window.next(oldest_open=None) is None
+
+
+def test_a_window_is_checked_once() -> None:
+    window = AuditWindow()
+    window.mark(5, at=1.0)
+    window.next(oldest_open=None)
+    window.mark(9, at=2.0)
+    span = window.next(oldest_open=None)
+    assert span == (5, 9)
+    window.advance(9)
+    window.mark(9, at=3.0)
+    assert window.next(oldest_open=None) is None
+
+
+def test_leg_sums_forget_the_least_recently_moved_accounts() -> None:
+    sums = LegSums(limit=2)
+    sums.set(1, 10)
+    sums.set(2, 20)
+    sums.set(1, 11)  # moved again: now the most recent
+    sums.set(3, 30)
+    assert (sums.get(1), sums.get(2), sums.get(3)) == (11, None, 30)
+    assert len(sums) == 2
+
+
+def test_judge_names_each_violation() -> None:
+    fine = TouchedAccount(1, wallet=True, balance=50, window=-10, later=0, before=60)
+    behind = TouchedAccount(2, wallet=False, balance=7, window=5, later=1, before=0)
+    negative = TouchedAccount(3, wallet=True, balance=-1, window=-1, later=0, before=0)
+    assert judge([], [fine], 0, checked=4).ok
+    findings = judge([12, 11], [fine, behind, negative], 5, checked=4)
+    assert not findings.ok
+    assert findings.problems == {
+        "unbalanced_transactions": [11, 12],
+        "balance_mismatch": [2],
+        "negative_wallets": [3],
+        "not_conserved": [5],
+    }
+
+
+@pytest.fixture
+async def scratch(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A database of its own: the test corrupts it on purpose."""
+    async with migrated_pool(empty_database) as pool:
+        yield pool
+
+
+async def passes_until_checked(audit: IncrementalAudit, pool: asyncpg.Pool) -> list[str]:
+    """Run passes until one checks a window (the test's transactions are over: the next mark settles)."""
+    async with pool.acquire() as conn:
+        for _ in range(5):
+            findings = await audit.run(conn)
+            if findings is not None:
+                return sorted(findings.problems)
+    raise AssertionError("no window settled")
+
+
+async def test_passes_check_what_changed_and_find_a_planted_leg_and_a_drifted_balance(scratch: asyncpg.Pool) -> None:
+    ledger = Ledger(scratch)
+    await ledger.start()
+    audit = IncrementalAudit()
+    try:
+        await sign_up(ledger, 1, "a")
+        async with scratch.acquire() as conn:
+            assert await audit.run(conn) is None  # the first pass only sets where checking starts
+        await ledger.deposit(1, 100, ref="d1")
+        await ledger.adjust(1, -30, reason="test")
+        assert await passes_until_checked(audit, scratch) == []
+        # A transaction with a single leg, its wallet moved to match: money from nowhere.
+        wallet = await scratch.fetchval("SELECT id FROM accounts WHERE user_id = 1")
+        async with scratch.acquire() as conn, conn.transaction():
+            txn = await conn.fetchval("INSERT INTO ledger_txns (kind, reason) VALUES ('adjust', 'x') RETURNING id")
+            await conn.execute("INSERT INTO ledger_legs VALUES ($1, $2, 5)", txn, wallet)
+            await conn.execute("UPDATE accounts SET balance = balance + 5 WHERE id = $1", wallet)
+        assert await passes_until_checked(audit, scratch) == ["not_conserved", "unbalanced_transactions"]
+        # A balance changed without a leg (the total is zero again): found when the account next moves.
+        await scratch.execute("UPDATE accounts SET balance = balance - 5 WHERE id = $1", wallet)
+        await ledger.deposit(1, 10, ref="d2")
+        assert await passes_until_checked(audit, scratch) == ["balance_mismatch"]
+        assert audit.window.checked == await scratch.fetchval("SELECT max(id) FROM ledger_txns")
+    finally:
+        await ledger.close()
