@@ -40,7 +40,7 @@ $(JS_CLIENT)/dist/index.js: $(JS_CLIENT)/node_modules/.package-lock.json $(wildc
 
 test: $(VENV)/.installed-dev $(JS_CLIENT)/node_modules/.package-lock.json $(JS_CLIENT)/dist/index.js
 	$(BIN)/python -m pytest -p no:cacheprovider --cov=server --cov=protocol --cov-report=term:skip-covered \
-		--cov-fail-under=85 $(PYTEST_ARGS)
+		$(if $(strip $(PYTEST_ARGS)),,--cov-fail-under=85) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check server protocol tests loadtest

@@ -68,8 +68,8 @@ async def fill(dsn: str, users: int, bets: int, rounds: int) -> None:
         async with pool.acquire() as conn:
             seeds = generate_chain(rounds)
             chain = await conn.fetchval(
-                "INSERT INTO seed_chains (game, terminating_hash, length, next_index) "
-                "VALUES ('dice', $1, $2, $2 + 1) RETURNING id", sha256_hex(seeds[0]), rounds)  # fmt: skip
+                "INSERT INTO seed_chains (game, terminating_hash, salt, length, next_index) "
+                "VALUES ('dice', $1, $1, $2, $2 + 1) RETURNING id", sha256_hex(seeds[0]), rounds)  # fmt: skip
             await conn.copy_records_to_table("seeds", records=[(chain, i + 1, s) for i, s in enumerate(seeds)],
                                              columns=["chain_id", "idx", "seed"])  # fmt: skip
             await conn.execute(_FILL[0], FIRST_USER, users)

@@ -10,6 +10,11 @@ minus the server's ``ts``) is its own entry (type ``PUSH``).
     CROUPIER_BOT_TOKEN=... locust -f loadtest/locustfile.py --headless -u 2000 -r 200 -t 60s \\
         --csv out --host ws://127.0.0.1:8000
 
+A player that cannot start (no ``CROUPIER_BOT_TOKEN``, no connection, a refused ``auth`` or
+``subscribe``) is a failure naming why (``start``, ``connect``, ``auth``, ``subscribe``); a run in
+which no player ever started playing logs why and exits with status 1, so a swarm that never
+reached the server cannot pass for a quiet one.
+
 Options (also as environment variables): ``--croupier-games`` (the mix, ``crash,dice,roulette``),
 ``--croupier-bet-min`` / ``--croupier-bet-max`` (amount per bet), ``--croupier-think-min`` /
 ``--croupier-think-max`` (seconds from betting opening to the bet), ``--croupier-cashout`` (crash target
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import random
 import secrets
@@ -34,6 +40,7 @@ from gevent.event import AsyncResult, Event
 from locust import User, events, task
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 from server.auth import sign_init_data
 
@@ -42,6 +49,8 @@ T = TypeVar("T")
 REPLY_TIMEOUT = 10.0
 BET_MARGIN_MS = 300
 """A player bets only while more than this remains of the betting window (a Mini App greys the button)."""
+NO_TOKEN = "CROUPIER_BOT_TOKEN is not set: export the server's bot token (players sign their initData with it)"
+log = logging.getLogger(__name__)
 _user_ids: dict[int, Iterator[int]] = {}
 """Per process (``locust --processes N`` forks after this module is imported): user ids of its players."""
 
@@ -67,6 +76,21 @@ def _options(parser: Any) -> None:
                        help="crash: cash out at this multiplier (hundredths)")  # fmt: skip
     group.add_argument("--croupier-lag-sample", env_var="CROUPIER_LOCUST_LAG_SAMPLE", type=float, default=0.1,
                        help="share of crash ticks whose push lag is reported (round events always are)")  # fmt: skip
+
+
+@events.quitting.add_listener  # type: ignore[untyped-decorator]  # locust's events are untyped
+def _fail_when_nobody_played(environment: Environment, **_: Any) -> None:
+    """At the end of the run (on the master, which holds every process's figures): no player ever
+    authenticated and subscribed means the swarm measured nothing; say why, and exit with status 1."""
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    stats = environment.stats
+    started = stats.get("subscribe", "WS")
+    if started.num_requests - started.num_failures > 0:
+        return
+    reasons = sorted({f"{error.name}: {error.error}" for error in stats.errors.values()}) or ["no player was spawned"]
+    log.error("no player ever started playing, so this run measured nothing: %s", "; ".join(reasons))
+    environment.process_exit_code = 1
 
 
 def now_ms() -> float:
@@ -186,7 +210,10 @@ class CroupierPlayer(User):
     def on_start(self) -> None:
         token = os.environ.get("CROUPIER_BOT_TOKEN")
         if not token:
-            raise StopUser("set CROUPIER_BOT_TOKEN to the server's bot token")
+            self.environment.events.request.fire(request_type="WS", name="start", response_time=0.0,
+                                                 response_length=0, exception=RuntimeError(NO_TOKEN),
+                                                 context={})  # fmt: skip
+            raise StopUser(NO_TOKEN)
         started = time.perf_counter()
         try:
             self.client.connect()

@@ -1046,7 +1046,7 @@ class Checker:
                                                    json.loads(r["params"]), r["idem_key"], r["status"], r["payout"],
                                                    r["cashout"], r["created"], r["settled"])  # fmt: skip
                 for r in await conn.fetch(
-                    "SELECT r.id, r.game, r.phase, r.outcome::text AS outcome, s.seed, c.terminating_hash AS salt, "
+                    "SELECT r.id, r.game, r.phase, r.outcome::text AS outcome, s.seed, c.salt AS salt, "
                     "r.driver_token, extract(epoch FROM r.created_at)::float8 AS created, "
                     "extract(epoch FROM r.started_at)::float8 AS started, "
                     "extract(epoch FROM r.settled_at)::float8 AS settled FROM rounds r "

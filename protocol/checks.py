@@ -11,6 +11,7 @@ PostgreSQL or are forwarded between nodes as JSON:
   escape of one is malformed JSON, a MessagePack string must be valid UTF-8): here the
   fast paths look for U+0000 only, the precise walk for both;
 - idempotency keys without control characters (C0, DEL, C1);
+- client seeds of printable ASCII other than ``:`` (they are joined with ``:`` into a chain's salt);
 - ``params`` of bets and actions that are plain JSON at every depth: maps with string
   keys, arrays, strings, finite numbers, integers within 64 bits, booleans and null,
   nested at most :data:`MAX_PARAMS_DEPTH` levels. MessagePack carries more (``bin``,
@@ -45,9 +46,11 @@ UNSTORABLE: Final = "holds U+0000 or a lone UTF-16 surrogate, which cannot be st
 JSON_VALUES: Final = "params hold JSON values only (null, booleans, numbers, strings, arrays, maps with string keys)"
 CONTROL_KEY: Final = "holds a control character, U+0000 or a lone UTF-16 surrogate"
 BAD_CURSOR: Final = "is not a cursor this server gave: pass the previous page's next as it came"
+BAD_CLIENT_SEED: Final = "holds ':' or a character that is not printable ASCII (space to ~)"
 
 _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 _CONTROL_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CLIENT_SEED = re.compile("[ -9;-~]*")
 
 Problem = tuple[str, str]
 """What is wrong with a request: the dotted path of the field, and why (a phrase after "it")."""
@@ -191,6 +194,8 @@ def _bet(bet: m.Bet) -> Problem | None:
     key = bet.key
     if key is not None and not (key.isascii() and key.isprintable()) and not printable(key):
         return "key", CONTROL_KEY
+    if bet.client_seed is not None and not _CLIENT_SEED.fullmatch(bet.client_seed):
+        return "client_seed", BAD_CLIENT_SEED
     params = bet.params
     if params and not _plain(params):
         return check_params(params)
@@ -212,7 +217,7 @@ def _subscribe(request: m.Subscribe) -> Problem | None:
     return _game(request.game) or _since(request.since)
 
 
-def _named_game(request: m.Unsubscribe | m.History) -> Problem | None:
+def _named_game(request: m.Unsubscribe | m.History | m.Leaderboard) -> Problem | None:
     return _game(request.game)
 
 
@@ -240,6 +245,7 @@ CHECKS: Final[dict[type[Any], Callable[[Any], Problem | None]]] = {
     m.Subscribe: _subscribe,
     m.Unsubscribe: _named_game,
     m.History: _named_game,
+    m.Leaderboard: _named_game,
     m.MyBets: _my_bets,
     m.MyTransactions: _my_transactions,
     m.Auth: _auth,

@@ -29,6 +29,9 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     DEPOSIT_REFUSED = "deposit_refused"
     """Extension: a ``deposit`` the cashier will not take (limits, deposits not enabled); the message says why."""
+    FORBIDDEN = "forbidden"
+    """Extension: the account is blocked by the operator: its ``auth`` is refused, then the socket closes with
+    4403."""
 
 
 class CloseCode(IntEnum):
@@ -46,6 +49,9 @@ class CloseCode(IntEnum):
     """Too many malformed messages: fix the client."""
     UNAUTHORIZED = 4401
     """Bad initData or a request before ``auth``: get fresh initData."""
+    FORBIDDEN = 4403
+    """The account is blocked by the operator (its open sockets are closed with this, on every node, and its
+    next ``auth`` is refused with ``forbidden``): stop, do not reconnect."""
     AUTH_TIMEOUT = 4408
     """No ``auth`` within the handshake timeout: reconnect."""
     REPLACED = 4409

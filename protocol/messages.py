@@ -8,13 +8,14 @@ so clients may send fields a later minor version adds.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 MAX_ID_LENGTH = 64
 MAX_KEY_LENGTH = 64
 MAX_GAME_NAME_LENGTH = 64
+MAX_CLIENT_SEED_LENGTH = 64
 MAX_AMOUNT = 2**53 - 1
 """Largest amount accepted: every JS client can hold it exactly in a Number."""
 MAX_INT64 = 2**63 - 1
@@ -25,6 +26,16 @@ GameName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GAME_NAME_LE
 Amount = Annotated[int, msgspec.Meta(gt=0, le=MAX_AMOUNT)]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
 RoundId = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
+ClientSeed = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_CLIENT_SEED_LENGTH,
+        description="1 to 64 printable ASCII characters (space to ~) other than ':'",
+    ),
+]
+"""A player's contribution to the salt of a seed chain (docs/fairness.md); its characters are checked by
+:mod:`protocol.checks`."""
 Offset = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
 ParamInt = Annotated[int, msgspec.Meta(ge=-MAX_INT64 - 1, le=MAX_INT64)]
 ParamValue = None | bool | ParamInt | float | str | list[Any] | dict[str, Any]
@@ -78,6 +89,10 @@ class Bet(_Request, tag="bet"):
     amount: Amount
     params: dict[str, ParamValue] = msgspec.field(default_factory=dict)
     key: IdempotencyKey | None = None
+    client_seed: ClientSeed | None = None
+    """Extension: a seed of the player's choosing. The client seeds of the bets accepted in a seed chain's
+    first round make the salt of every round of that chain (docs/fairness.md, "Where the salt comes
+    from"); in other rounds it is stored with the bet and changes nothing."""
 
 
 class Action(_Request, tag="action"):
@@ -131,13 +146,43 @@ class MyTransactions(_Request, tag="my_transactions"):
     limit: PageSize = 20
 
 
+LeaderboardMetric = Literal["net", "win"]
+"""``net``: net winnings (payouts minus stakes); ``win``: the biggest single win (its payout)."""
+LeaderboardPeriod = Literal["day", "week", "all"]
+"""A day or an ISO week in the server's leaderboard time zone, or all time."""
+
+
+class Leaderboard(_Request, tag="leaderboard"):
+    """Extension: a leaderboard's first ``limit`` players and the caller's own place. ``game``: a game, or
+    ``all`` for every game. ``watch``: true to get the board pushed when its top changes (one board per
+    socket: it replaces the one watched before), false to stop; absent: no change."""
+
+    game: GameName
+    metric: LeaderboardMetric
+    period: LeaderboardPeriod
+    limit: PageSize = 10
+    watch: bool | None = None
+
+
 Request = (
-    Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping | Deposit | MyBets | MyTransactions
+    Auth
+    | Subscribe
+    | Unsubscribe
+    | Bet
+    | Action
+    | BalanceRequest
+    | History
+    | Ping
+    | Deposit
+    | MyBets
+    | MyTransactions
+    | Leaderboard
 )
 """Every message a client may send."""
 
 REQUEST_TYPES: tuple[type[_Request], ...] = (
     Auth, Subscribe, Unsubscribe, Bet, Action, BalanceRequest, History, Ping, Deposit, MyBets, MyTransactions,
+    Leaderboard,
 )  # fmt: skip
 
 
@@ -257,6 +302,24 @@ class ActionOk(_Reply, tag="action_ok"):
     balance: int
 
 
+class SeedChain(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """Extension: the seed chain a game's rounds draw from (docs/fairness.md), told with the events of the
+    chain's first round and in that round's ``history`` record."""
+
+    id: int
+    terminating_hash: str
+    """The commitment to every seed of the chain, fixed before its first round opened: the SHA-256 of that
+    round's seed (so it is also that round's ``seed_hash``)."""
+    length: int
+    """How many rounds the chain has."""
+    committed_at: int
+    """When the chain was generated and its terminating hash stored (ms)."""
+    client_seeds: list[str] | None = None
+    """From the ``running`` event of the chain's first round on (absent while it takes bets): the
+    ``client_seed`` of each bet accepted in that round, in bet id order. The chain's salt, the ``salt``
+    of each of its rounds, is ``sha256_hex("<terminating_hash>:" + ":".join(client_seeds))``."""
+
+
 class RoundRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     round: int
     outcome: dict[str, Any]
@@ -264,6 +327,8 @@ class RoundRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     seed_hash: str
     salt: str | None = None
     """The round's salt: with ``seed``, what every draw of the round is recomputed from."""
+    chain: SeedChain | None = None
+    """Extension, on the record of a chain's first round: the chain, with the client seeds of its salt."""
 
 
 class HistoryReply(_Reply, tag="history"):
@@ -327,6 +392,45 @@ class MyTransactionsReply(_Reply, tag="my_transactions", omit_defaults=False):
     """Pass as ``cursor`` for the next (older) page; null on the last page."""
 
 
+class LeaderboardEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One player on a leaderboard."""
+
+    user: int
+    name: str
+    """The player's first name (or username) as Telegram last gave it."""
+    score: int
+    """Net winnings, or the biggest win's payout."""
+    rank: int
+    """From 1; equal scores take consecutive ranks."""
+    multiplier: int | None = None
+    """``win`` boards: the win's multiplier, payout over stake in hundredths (rounded down)."""
+    bet: int | None = None
+    """``win`` boards: the winning bet's id."""
+
+
+class LeaderboardStanding(msgspec.Struct, kw_only=True):
+    """The caller's own place on a leaderboard."""
+
+    rank: int
+    score: int
+
+
+class LeaderboardReply(_Reply, tag="leaderboard"):
+    """Extension: the reply to ``leaderboard`` (with ``id``), or a push of a watched board (without ``id``; at
+    most once a second, when its top changed). A push is not part of a channel's stream: no ``ch``, no offset
+    (each is the whole board)."""
+
+    game: str
+    metric: LeaderboardMetric
+    period: LeaderboardPeriod
+    period_key: str
+    """Which period: ``2026-12-03`` (day), ``2026-W49`` (ISO week) or ``all``."""
+    top: list[LeaderboardEntry]
+    me: LeaderboardStanding | None
+    """The caller's place (also when outside the top); null when they have none on this board."""
+    id: RequestId | None = None
+
+
 class Balance(_Reply, tag="balance"):
     """The reply to a ``balance`` request (with ``id``), or a push on ``user`` (with ``ch``)."""
 
@@ -378,6 +482,8 @@ class RoundEvent(_Reply, tag="round", kw_only=True):
     phase: str
     seed_hash: str
     salt: str | None = None
+    """What every draw of the round uses with its seed: its chain's salt. Null in the ``betting`` event of a
+    chain's first round (the salt is fixed when that round's betting closes)."""
     closes_at: int | None = None
     started_at: int | None = None
     """In the ``running`` event: when the round started running (ms)."""
@@ -389,6 +495,9 @@ class RoundEvent(_Reply, tag="round", kw_only=True):
     """In the ``settled`` event: the revealed seed."""
     voided: bool | None = None
     """In the ``settled`` event of a round settled without an outcome: every bet refunded."""
+    chain: SeedChain | None = None
+    """Extension, in the events of a seed chain's first round only: the chain it opens (from the
+    ``running`` event on, with the client seeds its salt was computed from)."""
 
 
 class Tick(_Reply, tag="tick", kw_only=True):
@@ -407,6 +516,21 @@ class Tick(_Reply, tag="tick", kw_only=True):
     """Crash: set on the last tick, whose ``multiplier`` is the crash point."""
 
 
+class Announcement(_Reply, tag="announcement", kw_only=True):
+    """Extension: a push from the operator (the back office's ``POST /admin/api/publish``), to every socket,
+    to one user's sockets or to a game's subscribers. Not part of a channel's stream: no ``ch``, no offset,
+    not replayed on resume; a client may show it or ignore it."""
+
+    to: str
+    """Who it was sent to: ``all``, ``user`` (this user's sockets) or ``game:<name>`` (that game's subscribers)."""
+    text: str | None = None
+    """A text for people, as the operator wrote it."""
+    data: dict[str, Any] | None = None
+    """The operator's own fields, for the app."""
+    ts: int
+    """When it was sent (ms)."""
+
+
 ServerMessage = (
     Welcome
     | Error
@@ -418,10 +542,12 @@ ServerMessage = (
     | HistoryReply
     | MyBetsReply
     | MyTransactionsReply
+    | LeaderboardReply
     | Balance
     | Invoice
     | BetSettled
     | RoundEvent
     | Tick
+    | Announcement
 )
 """Every message the server may send."""

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .backoffice import admin_routes, back_office
 from .devapp import webapp_routes
 from .edge.ws import serve_socket
 from .metrics import metrics_routes, node_metrics
@@ -69,8 +70,10 @@ def create_app(settings: Settings, *, on_ready: Callable[[Node], None] | None = 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with Node.open(settings) as node, node_metrics(settings, node.pool, node.broker.ping):
+        async with Node.open(settings) as node, node_metrics(settings, node.pool, node.broker.ping), \
+                back_office(node) as office:  # fmt: skip
             app.state.node = node
+            app.state.office = office  # every node obeys the back office's control channel, API or not
             if on_ready is not None:
                 on_ready(node)
             yield
@@ -81,5 +84,6 @@ def create_app(settings: Settings, *, on_ready: Callable[[Node], None] | None = 
         Route(WEBHOOK_PATH, telegram_webhook, methods=["POST"]),
         *webapp_routes(settings),  # the demo Mini App at /app, on CROUPIER_DEV nodes only
         *metrics_routes(settings),  # GET /metrics, unless CROUPIER_METRICS=0 or CROUPIER_METRICS_PORT is set
+        *admin_routes(settings.admin_keys),  # /admin/api/..., when CROUPIER_ADMIN_KEYS is set (else 404)
     ]
     return CroupierApp(routes=routes, lifespan=lifespan)

@@ -1,8 +1,12 @@
-"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``notify``, ``simulate``, ``verify``,
-``schema`` and ``dev-initdata``; ``stars`` and ``bot`` (:mod:`server.telegram.commands`).
+"""The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``chain new``, ``notify``, ``simulate``,
+``verify``, ``schema`` and ``dev-initdata``; ``stars`` and ``bot`` (:mod:`server.telegram.commands`); ``leaderboard
+rebuild`` (:mod:`server.leaderboards.commands`); ``user block|unblock`` and ``round void``
+(:mod:`server.backoffice.commands`); ``risk report`` (:mod:`server.risk.commands`).
 
 Settings come from the environment (see :mod:`server.settings`); a bad one stops the
-command with one line naming it, and exit status 2.
+command with one line naming it, and exit status 2. Only ``serve`` checks initData, so only it
+needs ``CROUPIER_BOT_TOKEN`` (or ``CROUPIER_BOT_ID``, or ``CROUPIER_DEV=1``); ``stars`` and ``bot``
+say so themselves when they lack a bot of their own, and ``dev-initdata`` when it has no token.
 """
 
 from __future__ import annotations
@@ -44,12 +48,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply database migrations and exit")
 
     credit = commands.add_parser("credit", help="credit (or, with a negative AMOUNT, debit) a user's wallet")
-    credit.add_argument("user_id", type=int, metavar="USER_ID", help="Telegram user id (must have authenticated once)")
+    credit.add_argument("user_id", metavar="USER_ID",
+                        help="Telegram user id (must have authenticated once), or FIRST-LAST for every user of a range "
+                             "(with --batch)")  # fmt: skip
     credit.add_argument("amount", type=int, metavar="AMOUNT",
                         help="integer amount, at most 2^53-1 either way; negative to debit")  # fmt: skip
     credit.add_argument("--reason", required=True, help="why, for the ledger and the people who read it")
+    credit.add_argument("--key", default=None, metavar="KEY",
+                        help="an idempotency key: the same KEY again credits nothing more (audited like the back "
+                             "office's adjust)")  # fmt: skip
+    credit.add_argument("--batch", default=None, metavar="REF",
+                        help="credit each user of USER_ID (a range) once per REF: running it again credits nobody "
+                             "twice; users who never signed in get a wallet (funding load-test players)")  # fmt: skip
+
+    user = commands.add_parser("user", help="block or unblock a player (the back office's operations, audited)")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    for name, text in (("block", "refuse the user's auth, close their sockets (4403) on every node"),
+                       ("unblock", "lift the user's block")):  # fmt: skip
+        change = user_commands.add_parser(name, help=text)
+        change.add_argument("user_id", type=int, metavar="USER_ID")
+        change.add_argument("--reason", required=True, help="why, for the audit log")
+
+    round_ = commands.add_parser("round", help="void a round (the back office's operation, audited)")
+    void = round_.add_subparsers(dest="round_command", required=True).add_parser(
+        "void", help="void a betting or running round on the node driving its game: every bet refunded"
+    )
+    void.add_argument("round_id", type=int, metavar="ROUND_ID")
+    void.add_argument("--reason", required=True, help="why, for the audit log")
 
     commands.add_parser("audit", help="check the ledger: zero-sum transactions, balances, no negative wallets")
+
+    chain = commands.add_parser("chain", help="provably fair seed chains (docs/fairness.md)")
+    chain_commands = chain.add_subparsers(dest="chain_command", required=True)
+    new_chain = chain_commands.add_parser("new", help="commit to a game's next seed chain now: print its terminating "
+                                          "hash, to publish before its first round")  # fmt: skip
+    new_chain.add_argument("--game", required=True, help="the game whose rounds will use it")
+    new_chain.add_argument("--length", type=int, default=None,
+                           help="rounds in the chain (default CROUPIER_SEED_CHAIN_LENGTH)")  # fmt: skip
 
     stars = commands.add_parser("stars", help="Telegram Stars payments: refunds, reconciliation")
     stars_commands = stars.add_subparsers(dest="stars_command", required=True)
@@ -91,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="recompute a round's outcome (and a bet's own draw) from its seed")
     verify.add_argument("game")
     verify.add_argument("--seed", required=True, help="the seed revealed when the round settled (64 hex)")
-    verify.add_argument("--salt", required=True, help="the round's salt (its chain's terminating hash)")
+    verify.add_argument("--salt", required=True, help="the round's salt (in its running and settled events)")
     verify.add_argument("--params", default=None,
                         help="the game's params as JSON, as the node had them "
                              "(default: its entry in CROUPIER_GAME_PARAMS, then the game's defaults)")  # fmt: skip
@@ -114,6 +149,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "resumes it; give another key to send the same text again)")  # fmt: skip
     notify.add_argument("--no-wait", action="store_true", help="return once everything is queued")
 
+    leaderboard = commands.add_parser("leaderboard", help="the leaderboards (server/leaderboards/)")
+    rebuild = leaderboard.add_subparsers(dest="leaderboard_command", required=True).add_parser(
+        "rebuild", help="recompute every board from the settled bets in PostgreSQL and replace the stored ones"
+    )
+    rebuild.add_argument("--check", action="store_true", help="compare the stored boards with rebuilt ones instead "
+                         "(exit 1 on a difference)")  # fmt: skip
+
+    risk = commands.add_parser("risk", help="risk flags for the operator (server/risk/, docs/operations.md)")
+    report = risk.add_subparsers(dest="risk_command", required=True).add_parser(
+        "report", help="run every detector over a window, write the flags to risk_flags and print them (exit 0)"
+    )
+    report.add_argument("--since", default=None, metavar="DATE", help="from DATE (2026-01-31 or 2026-01-31T18:00, "
+                        "UTC; default: 24 hours before --until)")  # fmt: skip
+    report.add_argument("--until", default=None, metavar="DATE", help="to DATE, excluded (default: now)")
+    report.add_argument("--json", action="store_true", help="print the flags as one JSON object")
+
     dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
     dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
     dev.add_argument("--first-name", default="Player", help="first name in the user object")
@@ -123,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("simulate", "verify", "schema"):  # pure computations: no settings, no database
         return _game_command(args)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(bot_required=args.command == "serve")
     except SettingsError as exc:
         print(f"croupier: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -141,25 +192,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "credit":
-        return asyncio.run(_credit(settings, args.user_id, args.amount, args.reason))
+        users = _user_range(args.user_id)
+        if users is None:
+            print(f"croupier: USER_ID must be a Telegram user id from 1 to {2**63 - 1}, or FIRST-LAST of those "
+                  f"(got {args.user_id!r})", file=sys.stderr)  # fmt: skip
+            return 2
+        if users[0] != users[1] or args.batch is not None:
+            return asyncio.run(_credit_batch(settings, users, args.amount, args.reason, args.batch, args.key))
+        return asyncio.run(_credit(settings, users[0], args.amount, args.reason, args.key))
+    if args.command in ("user", "round"):
+        return asyncio.run(_back_office(settings, args))
     if args.command == "audit":
         return asyncio.run(_audit(settings))
+    if args.command == "chain":
+        return asyncio.run(_chain_new(settings, args.game, args.length))
     if args.command == "notify":
         return asyncio.run(_notify(settings, args.text, args.key, wait=not args.no_wait))
+    if args.command == "leaderboard":
+        return asyncio.run(_leaderboard_rebuild(settings, check=args.check))
+    if args.command == "risk":
+        return asyncio.run(_risk_report(settings, args))
     return _dev_initdata(settings, args.user_id, args.first_name, args.username)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def _configure_logging(level: str, settings: Settings | None = None) -> None:
+    """Logs to stderr: a node's (``settings`` given) structured, one JSON line per event or console lines
+    (``CROUPIER_LOG_FORMAT``, :mod:`server.logs`), its secrets redacted; a one-off command's plain."""
+    if settings is None:
+        logging.basicConfig(
+            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        return
+    from .logs import configure
+
+    configure(level, "console" if settings.log_format == "console" else "json", node_id=settings.node_id,
+              secrets=[settings.bot_token, settings.webhook_secret])  # fmt: skip
 
 
 def _supervise(settings: Settings, host: str, port: int, log_level: str, workers: int) -> int:
     """``croupier serve --workers N``: bind the port, start the database if embedded, run N workers."""
     from .workers import Supervisor, bind_sockets
 
-    _configure_logging(log_level)
+    _configure_logging(log_level, settings)
     if settings.redis_url is None:
         print(f"croupier: --workers {workers} needs REDIS_URL: the workers of a node share events through Redis",
               file=sys.stderr)  # fmt: skip
@@ -197,14 +271,29 @@ def _supervise(settings: Settings, host: str, port: int, log_level: str, workers
 
 def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_fd: int | None = None,
            ready_fd: int | None = None) -> int:  # fmt: skip
-    """Run one node; with ``listen_fd``, as a worker of :func:`_supervise` on the socket it was handed."""
+    """Run one node; with ``listen_fd``, as a worker of :func:`_supervise` on the socket it was handed.
+
+    Alone, it takes its port first: a taken port stops it with one line naming the address, before it
+    starts anything or says it serves."""
     from .app import create_app
     from .drain import DrainingServer
     from .gcpolicy import freeze_startup, tune_for_many_connections
     from .node import Node
-    from .serving import uvicorn_config
+    from .serving import listen_socket, uvicorn_config
 
-    _configure_logging(log_level)
+    if listen_fd is None:
+        try:
+            listener = listen_socket(host, port)
+        except OSError as exc:
+            print(f"croupier: {exc.strerror}", file=sys.stderr, flush=True)
+            return 1
+        port = listener.getsockname()[1]  # the port it got, when asked for any (0)
+    else:
+        from .workers import die_with_parent
+
+        die_with_parent()
+        listener = socket.socket(fileno=listen_fd)
+    _configure_logging(log_level, settings)
     tune_for_many_connections()
 
     running: list[Node] = []
@@ -237,12 +326,6 @@ def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_f
             await running[0].drain()
 
     server = DrainingServer(config, drain)
-    sockets = None
-    if listen_fd is not None:
-        from .workers import die_with_parent
-
-        die_with_parent()
-        sockets = [socket.socket(fileno=listen_fd)]
     # The node refused to start (another node uses its database) or stopped because its database went away
     # (then it interrupted itself, as Ctrl-C does): one line and that exit status, not uvicorn's traceback.
     from .db.instance import FailureReport, NodeFailure
@@ -252,10 +335,12 @@ def _serve(settings: Settings, host: str, port: int, log_level: str, *, listen_f
     try:
         # uvicorn re-raises Ctrl-C after its graceful shutdown; everything is stopped by then.
         with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=sockets)
+            server.run(sockets=[listener])
     except SystemExit:  # uvicorn's exit when the lifespan failed at startup
         if not failures:
             raise
+    finally:
+        listener.close()
     if failures:
         print(f"croupier: {failures[0]}", file=sys.stderr, flush=True)
         return failures[0].exit_status
@@ -310,11 +395,12 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _credit(settings: Settings, user_id: int, amount: int, reason: str) -> int:
+async def _credit(settings: Settings, user_id: int, amount: int, reason: str, key: str | None = None) -> int:
     import asyncpg
 
     from protocol.messages import MAX_AMOUNT
 
+    from .backoffice.money import valid_key
     from .ledger import Ledger, LedgerError
 
     _configure_logging("warning")
@@ -327,12 +413,21 @@ async def _credit(settings: Settings, user_id: int, amount: int, reason: str) ->
     if not reason.strip():
         print("croupier: --reason must say why", file=sys.stderr)
         return 2
+    if key is not None and not valid_key(key):
+        print("croupier: --key must be 1-64 printable ASCII characters, no spaces", file=sys.stderr)
+        return 2
     async with _database(settings) as dsn:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         ledger = Ledger(pool)
         try:
             await ledger.start()
-            wallet = await ledger.adjust(user_id, amount, reason=reason)
+            if key is None:
+                balance, again = (await ledger.adjust(user_id, amount, reason=reason)).balance, False
+            else:  # once per key, audited: the back office's adjust
+                from .backoffice import commands, money
+
+                done = await money.adjust(ledger, commands.actor(), user_id, amount, reason, key)
+                balance, again = done["balance"], done["replayed"]
         except LedgerError as exc:
             print(f"croupier: {exc}", file=sys.stderr)
             return 1
@@ -343,8 +438,81 @@ async def _credit(settings: Settings, user_id: int, amount: int, reason: str) ->
         finally:
             await ledger.close()
             await pool.close()
-    print(f"user {user_id}: {'credited' if amount > 0 else 'debited'} {abs(amount)}; balance {wallet.balance}")
+    print(f"user {user_id}: {'credited' if amount > 0 else 'debited'} {abs(amount)}; balance {balance}"
+          + (f" (key {key} was used before: nothing moved now)" if again else ""))  # fmt: skip
     return 0
+
+
+def _user_range(text: str) -> tuple[int, int] | None:
+    """``N`` or ``FIRST-LAST`` (Telegram user ids, FIRST <= LAST) as (first, last); None for anything else."""
+    first, _, last = text.strip().partition("-")
+    last = last or first
+    if not (first.isascii() and first.isdigit() and last.isascii() and last.isdigit()):
+        return None
+    low, high = int(first), int(last)
+    return (low, high) if 0 < low <= high < 2**63 else None
+
+
+CREDIT_BATCH_CHUNK = 5_000
+"""Users credited per transaction by ``croupier credit FIRST-LAST``."""
+MAX_CREDIT_RANGE = 1_000_000
+
+
+async def _credit_batch(settings: Settings, users: tuple[int, int], amount: int, reason: str, batch: str | None,
+                        key: str | None) -> int:  # fmt: skip
+    """``croupier credit FIRST-LAST AMOUNT --batch REF``: each user of the range credited once per REF."""
+    import asyncpg
+
+    from protocol.messages import MAX_AMOUNT
+
+    from .ledger import Ledger, LedgerError
+
+    _configure_logging("warning")
+    first, last = users
+    if batch is None or not batch.strip() or len(batch) > 64 or not batch.isprintable() or key is not None:
+        print("croupier: a range of users needs --batch REF (1-64 printable characters; not --key): each user is "
+              "credited once per REF", file=sys.stderr)  # fmt: skip
+        return 2
+    if not 0 < amount <= MAX_AMOUNT or not reason.strip():
+        print(f"croupier: a batch credit is an AMOUNT from 1 to {MAX_AMOUNT} with a --reason", file=sys.stderr)
+        return 2
+    if last - first + 1 > MAX_CREDIT_RANGE:
+        print(f"croupier: at most {MAX_CREDIT_RANGE:,} users at once", file=sys.stderr)
+        return 2
+    credited = 0
+    async with _database(settings) as dsn:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        ledger = Ledger(pool)
+        try:
+            await ledger.start()
+            for start in range(first, last + 1, CREDIT_BATCH_CHUNK):
+                chunk = range(start, min(start + CREDIT_BATCH_CHUNK, last + 1))
+                credited += await ledger.credit_batch(chunk, amount, batch=batch, reason=reason)
+        except LedgerError as exc:
+            print(f"croupier: {exc} ({credited} users credited before it)", file=sys.stderr)
+            return 1
+        finally:
+            await ledger.close()
+            await pool.close()
+    total = last - first + 1
+    print(f"users {first}-{last}: {credited} credited {amount} each now; {total - credited} had batch {batch!r} "
+          "already")  # fmt: skip
+    return 0
+
+
+async def _back_office(settings: Settings, args: argparse.Namespace) -> int:
+    """``croupier user block|unblock`` and ``croupier round void`` (:mod:`server.backoffice.commands`)."""
+    from .backoffice import commands
+
+    _configure_logging("warning")
+    target = args.user_id if args.command == "user" else args.round_id
+    if not 0 < target < 2**63 or not args.reason.strip():
+        print("croupier: give an id from 1 to 2^63-1 and a --reason that says why", file=sys.stderr)
+        return 2
+    async with _database(settings) as dsn:
+        if args.command == "user":
+            return await commands.block_user(settings, dsn, target, args.reason, lift=args.user_command == "unblock")
+        return await commands.void_round(settings, dsn, target, args.reason)
 
 
 async def _audit(settings: Settings) -> int:
@@ -363,12 +531,56 @@ async def _audit(settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+async def _chain_new(settings: Settings, game: str, length: int | None) -> int:
+    """``croupier chain new``: generate and commit a game's next seed chain; print what to publish."""
+    import asyncpg
+
+    from .games.registry import registered_games
+    from .rounds.store import RoundStore
+
+    _configure_logging("warning")
+    if game not in registered_games():
+        print(f"croupier: no game {game!r}; registered: {', '.join(registered_games())}", file=sys.stderr)
+        return 2
+    length = settings.seed_chain_length if length is None else length
+    if not 1 <= length <= 1_000_000:
+        print("croupier: --length must be from 1 to 1,000,000 rounds", file=sys.stderr)
+        return 2
+    async with _database(settings) as dsn:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            chain = await RoundStore(pool, chain_length=length).commit_chain(game)
+        finally:
+            await pool.close()
+    print(f"game {game}\nchain {chain.id}\nlength {chain.length}\nterminating_hash {chain.terminating_hash}\n"
+          f"Publish the terminating hash now: {game}'s rounds take this chain once the chains committed before it "
+          "are used up, and its first round's seed_hash will be this hash.")  # fmt: skip
+    return 0
+
+
 async def _notify(settings: Settings, text: str, key: str | None, *, wait: bool) -> int:
     from .telegram.announcements import run_notify
 
     _configure_logging("warning")
     async with _database(settings) as dsn:
         return await run_notify(dsn, text, key=key, wait=wait)
+
+
+async def _leaderboard_rebuild(settings: Settings, *, check: bool) -> int:
+    from .leaderboards.commands import run_rebuild
+
+    _configure_logging("warning")
+    async with _database(settings) as dsn:
+        return await run_rebuild(settings.database_session_url or dsn, settings.redis_url, settings.leaderboard_tz,
+                                 check=check)  # fmt: skip
+
+
+async def _risk_report(settings: Settings, args: argparse.Namespace) -> int:
+    from .risk.commands import risk_report
+
+    _configure_logging("warning")
+    async with _database(settings) as dsn:
+        return await risk_report(settings, dsn, since=args.since, until=args.until, as_json=args.json)
 
 
 async def _telegram_command(settings: Settings, args: argparse.Namespace) -> int:

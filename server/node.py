@@ -21,15 +21,26 @@ from aiogram import Bot
 from .auth import Ed25519Verifier, HmacVerifier, InitDataValidator, Verifier
 from .broker import Broker, broker_from_url
 from .broker.quota import quota_from_url
-from .db.pool import create_pool
+from .db.pool import create_pool, database_routes
 from .db.provision import migrate_schema, running_database
 from .edge.audience import Audience
 from .edge.feeds import UserFeeds
 from .edge.gamefeeds import GameFeeds
 from .edge.userlimits import UserLimits
 from .games import configure_games
+from .leaderboards import (
+    LeaderboardRelay,
+    Leaderboards,
+    Planner,
+    PlayerNames,
+    combine_settled_hooks,
+    record_settled,
+    store_from_url,
+    time_zone,
+)
 from .ledger import BatchOptions, Ledger, OutboxRelay
 from .players import PlayerHistory
+from .risk import SigninAddresses
 from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
 from .telegram import (
@@ -81,6 +92,8 @@ class Node:
     user_limits: UserLimits
     cashier: Cashier
     players: PlayerHistory
+    leaderboards: Leaderboards
+    signin_addresses: SigninAddresses
     webhook: TelegramWebhook | None = None
     """``POST /telegram/webhook``, when the node has a bot token of its own and ``CROUPIER_WEBHOOK_SECRET``."""
     database: str = "DATABASE_URL"
@@ -142,15 +155,21 @@ class Node:
             dsn = database.dsn
             if database.embedded is not None:
                 log.info("embedded PostgreSQL ready (data in %s)", database.embedded.data_dir)
-            claim = DatabaseClaim(dsn, node_id=settings.node_id, shared=settings.redis_url is not None,
+            routes = await database_routes(dsn, session_url=settings.database_session_url,
+                                           pgbouncer=False if database.embedded else settings.db_pgbouncer)  # fmt: skip
+            claim = DatabaseClaim(routes.session_dsn, node_id=settings.node_id, shared=settings.redis_url is not None,
                                   postmaster=database.embedded, on_failure=interrupt_this_process)  # fmt: skip
             await claim.acquire()
             stack.push_async_callback(claim.release)
-            pool = await create_pool(dsn, min_size=2, max_size=20, command_timeout=10)
+            pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                                     pgbouncer=routes.pgbouncer, command_timeout=10)  # fmt: skip
             stack.push_async_callback(pool.close)
-            applied = await migrate_schema(pool)
+            applied = await migrate_schema(routes.session_dsn)
             if applied:
                 log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
+            signin_addresses = SigninAddresses(pool)  # for the risk flags: written once a second, in bulk
+            signin_addresses.start()
+            stack.push_async_callback(signin_addresses.close)
             broker = broker_from_url(settings.redis_url)
             stack.push_async_callback(broker.close)
             relay = OutboxRelay(pool, broker, retention=settings.history_ttl)
@@ -161,11 +180,23 @@ class Node:
                 max_wait=settings.bet_batch_wait,
                 concurrency=settings.bet_batch_concurrency,
             )
+            board_store = store_from_url(settings.redis_url)
+            stack.push_async_callback(board_store.close)
+            planner = Planner(time_zone(settings.leaderboard_tz))
+            hooks = _notification_hooks(settings)
+            hooks["on_settled"] = combine_settled_hooks(hooks.get("on_settled"), record_settled)
             ledger = Ledger(pool, welcome_credit=settings.welcome_credit, batches=batches, announce=relay.announce,
-                            **_notification_hooks(settings))  # fmt: skip
+                            **hooks)  # fmt: skip
             await ledger.start()
             stack.push_async_callback(ledger.close)
-            cashier, webhook = await _open_cashier(settings, pool, ledger, stack, dsn=dsn, batches=batches)
+            board_relay = LeaderboardRelay(routes.session_dsn, board_store, broker, planner=planner)
+            await board_relay.start()
+            stack.push_async_callback(board_relay.close)
+            leaderboards = Leaderboards(board_store, PlayerNames(pool), broker, tz=planner.tz)
+            await leaderboards.start()
+            stack.push_async_callback(leaderboards.close)
+            cashier, webhook = await _open_cashier(settings, pool, ledger, stack, dsn=routes.session_dsn,
+                                                   batches=batches)  # fmt: skip
             audience = Audience()
             handlers, rules = configure_games(
                 settings.games,
@@ -181,7 +212,7 @@ class Node:
             await user_limits.start()
             stack.push_async_callback(user_limits.close)
             engine = RoundEngine(
-                dsn=dsn,
+                dsn=routes.session_dsn,
                 node_id=settings.node_id,
                 pool=pool,
                 ledger=ledger,
@@ -214,6 +245,8 @@ class Node:
                 user_limits=user_limits,
                 cashier=cashier,
                 players=PlayerHistory(pool),
+                leaderboards=leaderboards,
+                signin_addresses=signin_addresses,
                 webhook=webhook,
                 database=database.description,
             )

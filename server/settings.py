@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -25,6 +26,7 @@ from .auth import TELEGRAM_PUBLIC_KEYS
 _TOKEN = re.compile(r"^(\d{1,20}):[A-Za-z0-9_-]{10,}$")
 DEV_TOKEN_FILE = "dev-bot-token"  # noqa: S105 - a file name, not a secret
 _WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")
+_ADMIN_KEY = re.compile(r"([A-Za-z0-9_.-]{1,64}):(read|write):([0-9a-fA-F]{64})")
 """Telegram allows 1-256 of these characters in a webhook's ``secret_token``; we ask for 16 or more."""
 MAX_CHIPS = 2**53 - 1
 """Most chips one deposit may credit: every JS client can hold it exactly (the protocol's ``MAX_AMOUNT``)."""
@@ -61,8 +63,15 @@ class Settings:
     node_id: str
     data_dir: Path
     dev: bool
+    log_format: str = "json"
+    """``CROUPIER_LOG_FORMAT``: ``json`` (one JSON object per line; the default) or ``console`` (for people;
+    the default with ``CROUPIER_DEV=1``): see :mod:`server.logs`."""
     auth_timeout: float = 10.0
     max_frame_bytes: int = 16 * 1024
+    ws_compression: str = "off"
+    """``CROUPIER_WS_COMPRESSION``: ``deflate`` accepts permessage-deflate when a client offers it (browsers
+    do); ``off`` declines it. Off by default: a crash player gets 17.5% of the bytes, but the node spends 1.85x
+    the CPU per frame and 1.8x the memory per socket (docs/performance.md, "WebSocket compression")."""
     send_queue_frames: int = 256
     malformed_limit: int = 5
     malformed_window: float = 10.0
@@ -123,6 +132,9 @@ class Settings:
     """Base URL of the Bot API server (Telegram's, a self-hosted one, or the test suite's)."""
     webhook_secret: str | None = field(default=None, repr=False)
     """What Telegram sends in ``X-Telegram-Bot-Api-Secret-Token``; None: ``/telegram/webhook`` answers 404."""
+    admin_keys: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    """``CROUPIER_ADMIN_KEYS``: the back office's keys as (name, scope ``read`` or ``write``, SHA-256 hex of
+    the key); empty: ``/admin/api`` answers 404 (server/backoffice/)."""
     deposit_min_stars: int = 1
     deposit_max_stars: int = 10_000
     """Stars one deposit may be, at least and at most."""
@@ -151,8 +163,22 @@ class Settings:
     notify_max_attempts: int = 8
     """Tries of one notification (on 5xx, timeouts) before it is dead-lettered."""
     big_win_multiple: int = 10
+    db_pool_min: int = 2
+    """``CROUPIER_DB_POOL_MIN``: connections the node's PostgreSQL pool keeps open (per worker process)."""
+    db_pool_max: int = 20
+    """``CROUPIER_DB_POOL_MAX``: most connections the pool opens (per worker process)."""
+    db_pgbouncer: bool | None = None
+    """``CROUPIER_DB_PGBOUNCER``: ``DATABASE_URL`` goes through PgBouncer (or another pooler) in transaction
+    mode: no named prepared statements, session features on ``database_session_url``. None: detected at start."""
+    database_session_url: str | None = None
+    """``CROUPIER_DB_SESSION_URL``: PostgreSQL for the session-level features (advisory locks held for a
+    connection's life: the node's claim, game leases, migrations, the polling lease), straight or through a
+    session-mode pool; None: ``DATABASE_URL``."""
     """``CROUPIER_BIG_WIN_MULTIPLE``: a bet paying at least this many times its stake is announced to its
     player by the bot (a ``big_win`` notification); 0: never."""
+    leaderboard_tz: str = "UTC"
+    """``CROUPIER_LEADERBOARD_TZ``: the IANA time zone whose midnight starts a leaderboard's day (and Monday
+    midnight its ISO week)."""
 
     @property
     def payments_enabled(self) -> bool:
@@ -165,15 +191,20 @@ class Settings:
         return self.database_url is None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every setting; raise :class:`SettingsError` on the first bad one."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, bot_required: bool = True) -> Settings:
+        """Read and check every setting; raise :class:`SettingsError` on the first bad one.
+
+        ``bot_required`` (``croupier serve``, which checks initData): a bot token or bot id must be set
+        (or ``CROUPIER_DEV``). Without it (commands that check no initData: ``credit``, ``audit``, ...) a
+        missing one leaves ``bot_token`` None and ``bot_id`` 0, which names no bot."""
         env = os.environ if env is None else env
         dev = _flag(env, "CROUPIER_DEV")
         data_dir = Path(env.get("CROUPIER_DATA_DIR") or ".croupier").absolute()
         bot_token = env.get("CROUPIER_BOT_TOKEN") or None
         raw_bot_id = env.get("CROUPIER_BOT_ID") or None
         dev_token = False
-        if bot_token is None and raw_bot_id is None:
+        no_bot = bot_token is None and raw_bot_id is None and not dev and not bot_required
+        if bot_token is None and raw_bot_id is None and not no_bot:
             if not dev:
                 raise SettingsError(
                     "CROUPIER_BOT_TOKEN is not set: set it to your bot's token (or CROUPIER_BOT_ID for "
@@ -181,7 +212,7 @@ class Settings:
                 )
             bot_token = load_or_create_dev_token(data_dir)
             dev_token = True
-        bot_id = _bot_id(bot_token, raw_bot_id)
+        bot_id = 0 if no_bot else _bot_id(bot_token, raw_bot_id)
         env_name = env.get("CROUPIER_TELEGRAM_ENV", "production")
         if env_name not in TELEGRAM_PUBLIC_KEYS:
             raise SettingsError(f"CROUPIER_TELEGRAM_ENV must be 'production' or 'test', got {env_name!r}")
@@ -191,9 +222,7 @@ class Settings:
         database_url = env.get("DATABASE_URL") or None
         if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
             raise SettingsError("DATABASE_URL must start with postgresql:// or postgres://")
-        redis_url = env.get("REDIS_URL") or None
-        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        redis_url = _redis_url(env)
         min_bet = _int(env, "CROUPIER_MIN_BET", 1, minimum=1)
         max_bet = _int(env, "CROUPIER_MAX_BET", 1_000_000, minimum=1)
         if max_bet < min_bet:
@@ -212,8 +241,10 @@ class Settings:
             node_id=env.get("CROUPIER_NODE_ID") or f"{socket.gethostname()}-{os.getpid()}",
             data_dir=data_dir,
             dev=dev,
+            log_format=_choice(env, "CROUPIER_LOG_FORMAT", ("console", "json") if dev else ("json", "console")),
             auth_timeout=_float(env, "CROUPIER_AUTH_TIMEOUT", 10.0),
             max_frame_bytes=_int(env, "CROUPIER_MAX_FRAME_BYTES", 16 * 1024, minimum=256),
+            ws_compression=_choice(env, "CROUPIER_WS_COMPRESSION", ("off", "deflate")),
             send_queue_frames=_int(env, "CROUPIER_SEND_QUEUE_FRAMES", 256, minimum=8),
             malformed_limit=_int(env, "CROUPIER_MALFORMED_LIMIT", 5, minimum=1),
             rate_limit=_float(env, "CROUPIER_RATE_LIMIT", 200.0),
@@ -255,8 +286,11 @@ class Settings:
             notify_rate=_int(env, "CROUPIER_NOTIFY_RATE", 30, minimum=1),
             notify_max_attempts=_int(env, "CROUPIER_NOTIFY_MAX_ATTEMPTS", 8, minimum=1),
             big_win_multiple=_int(env, "CROUPIER_BIG_WIN_MULTIPLE", 10, minimum=0),
+            leaderboard_tz=_time_zone(env, "CROUPIER_LEADERBOARD_TZ"),
+            admin_keys=_admin_keys(env),
             **cashier,
             **bot,
+            **_database(env, database_url),
         )
 
 
@@ -314,6 +348,45 @@ def _games(
         name = "CROUPIER_GAMES" if "unknown game" in str(exc) else "CROUPIER_GAME_PARAMS"
         raise SettingsError(f"{name}: {exc}") from None
     return games, params
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """``REDIS_URL``, checked: one server, or Sentinels (``redis+sentinel://``, see server/broker/connect.py)."""
+    url = env.get("REDIS_URL") or None
+    if url is None:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        raise SettingsError("REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://")
+    if url.startswith("redis+sentinel://"):
+        from .broker.connect import RedisUrlError, parse_redis_url
+
+        try:
+            parse_redis_url(url)
+        except RedisUrlError as exc:
+            raise SettingsError(str(exc)) from None
+    return url
+
+
+def _database(env: Mapping[str, str], database_url: str | None) -> dict[str, Any]:
+    """The settings of the PostgreSQL pool and of the session connections, checked."""
+    low = _int(env, "CROUPIER_DB_POOL_MIN", 2, minimum=0)
+    high = _int(env, "CROUPIER_DB_POOL_MAX", 20, minimum=1)
+    if high < low:
+        raise SettingsError(f"CROUPIER_DB_POOL_MAX ({high}) is below CROUPIER_DB_POOL_MIN ({low})")
+    raw = env.get("CROUPIER_DB_PGBOUNCER", "").strip().lower()
+    pgbouncer = None if raw in ("", "auto") else _flag(env, "CROUPIER_DB_PGBOUNCER")
+    session_url = env.get("CROUPIER_DB_SESSION_URL") or None
+    if session_url is not None:
+        if database_url is None:
+            raise SettingsError("CROUPIER_DB_SESSION_URL needs DATABASE_URL (the embedded PostgreSQL has no pooler)")
+        if not session_url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("CROUPIER_DB_SESSION_URL must start with postgresql:// or postgres://")
+    elif pgbouncer:
+        raise SettingsError(
+            "CROUPIER_DB_PGBOUNCER=1 needs CROUPIER_DB_SESSION_URL: PostgreSQL straight (or through a session-mode "
+            "pool) for the advisory locks a node holds for a connection's life"
+        )
+    return {"db_pool_min": low, "db_pool_max": high, "db_pgbouncer": pgbouncer, "database_session_url": session_url}
 
 
 def _cashier(env: Mapping[str, str]) -> dict[str, Any]:
@@ -411,6 +484,24 @@ def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...
     return tuple(networks)
 
 
+def _admin_keys(env: Mapping[str, str]) -> tuple[tuple[str, str, str], ...]:
+    """``CROUPIER_ADMIN_KEYS``: ``name:scope:sha256hex`` entries, comma-separated. A bad entry is named by its
+    position only: it may hold a key pasted by mistake, which must not reach a log."""
+    keys: list[tuple[str, str, str]] = []
+    for position, entry in enumerate((env.get("CROUPIER_ADMIN_KEYS") or "").split(","), start=1):
+        if not entry.strip():
+            continue
+        match = _ADMIN_KEY.fullmatch(entry.strip())
+        if match is None:
+            raise SettingsError(f"CROUPIER_ADMIN_KEYS: entry {position} is not name:scope:sha256hex (a name of "
+                                "1-64 of A-Z a-z 0-9 _ . -, scope read or write, 64 hex characters)")  # fmt: skip
+        name, scope, digest = match.groups()
+        if any(name == known for known, _, _ in keys):
+            raise SettingsError(f"CROUPIER_ADMIN_KEYS: the name {name!r} is given twice")
+        keys.append((name, scope, digest.lower()))
+    return tuple(keys)
+
+
 def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     value = env.get(name, "").strip().lower()
     if value == "":
@@ -432,6 +523,25 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _time_zone(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name) or "UTC"
+    if value != "UTC":  # UTC needs no time zone database
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"{name} must be an IANA time zone name this machine knows (Europe/Berlin, "
+                                f"America/New_York, UTC), got {value!r}") from None  # fmt: skip
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset), case-insensitive."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise SettingsError(f"{name} must be {' or '.join(choices)}, got {env.get(name)!r}")
     return value
 
 

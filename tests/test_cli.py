@@ -46,6 +46,25 @@ def test_bad_database_url_fails_with_one_line(state_dir: Path) -> None:
     assert result.returncode == 2 and "DATABASE_URL" in result.stderr
 
 
+def test_serve_on_a_taken_port_stops_at_once_naming_the_address(state_dir: Path) -> None:
+    """It takes its port before anything else: one line naming the address, status 1, and nothing said or
+    started before it (no "serving on", no uvicorn startup, no embedded PostgreSQL)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env(CROUPIER_DEV="1", CROUPIER_DATA_DIR=str(state_dir))
+        result = croupier("serve", "--port", str(port), env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [f"croupier: cannot listen on 127.0.0.1:{port}: address already in use "
+                                          "(another process listens there: stop it, or choose another port: "
+                                          "--port, or make run PORT=)"]  # fmt: skip
+    assert not (state_dir / "pg").exists()
+
+
 def test_dev_initdata_needs_a_token(state_dir: Path) -> None:
     result = croupier("dev-initdata", "--user-id", "1", env=clean_env(CROUPIER_BOT_ID="42"))
     assert result.returncode == 2 and "CROUPIER_BOT_TOKEN" in result.stderr
@@ -82,6 +101,37 @@ async def test_credit_and_audit_commands(database_url: str, state_dir: Path) -> 
     audit = croupier("audit", env=env)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "audit: OK" in audit.stdout
+
+
+async def test_commands_that_check_no_initdata_run_without_a_bot_token(empty_database: str, state_dir: Path) -> None:
+    """The README's commands as it writes them, with no CROUPIER_BOT_TOKEN, CROUPIER_BOT_ID or CROUPIER_DEV:
+    only ``serve`` checks initData and needs one; the Bot API commands and ``dev-initdata`` say what they
+    lack in one line; no development token is made."""
+    import asyncpg
+
+    env = clean_env(CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=empty_database)
+    migrated = croupier("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    conn = await asyncpg.connect(empty_database)
+    await conn.execute("INSERT INTO users (id, first_name) VALUES (42, 'cli')")
+    await conn.execute("INSERT INTO accounts (kind, user_id) VALUES ('wallet', 42)")
+    await conn.close()
+    credited = croupier("credit", "42", "5000", "--reason", "demo", env=env)
+    assert credited.returncode == 0 and "balance 5000" in credited.stdout, credited.stderr
+    audit = croupier("audit", env=env)
+    assert audit.returncode == 0 and "audit: OK" in audit.stdout, audit.stdout + audit.stderr
+    notify = croupier("notify", "--all", "Tables open at eight", "--no-wait", env=env)
+    assert notify.returncode == 0, notify.stderr
+    for command in (("stars", "reconcile"), ("bot", "info")):
+        refused = croupier(*command, env=env)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+        assert "needs CROUPIER_BOT_TOKEN" in lines[0] and "configuration error" not in lines[0], lines
+    minted = croupier("dev-initdata", "--user-id", "42", env=env)
+    assert minted.returncode == 2 and "dev-initdata needs CROUPIER_BOT_TOKEN" in minted.stderr, minted.stderr
+    serve = croupier("serve", env=env)
+    assert serve.returncode == 2 and "configuration error: CROUPIER_BOT_TOKEN is not set" in serve.stderr
+    assert not (state_dir / "dev-bot-token").exists()
 
 
 async def test_credit_refuses_user_ids_and_amounts_out_of_range_in_one_line(database_url: str, state_dir: Path) -> None:
@@ -411,3 +461,32 @@ def test_schema_lists_every_games_params_and_bet_types(capsys: pytest.CaptureFix
     dice_bet = schema["$defs"]["DiceBet"]
     assert dice_bet["properties"]["target"] == {"type": "integer", "minimum": 1, "maximum": 9998}
     assert set(dice_bet["required"]) == {"target", "side"} and "GameInfo" in schema["$defs"]
+
+
+async def test_credit_funds_a_range_of_players_once_per_batch(empty_database: str, state_dir: Path) -> None:
+    """``croupier credit FIRST-LAST AMOUNT --batch REF``: a load test funds its players without a welcome credit;
+    running it again credits nobody twice; players who never signed in get a wallet."""
+    import asyncpg
+
+    env = clean_env(CROUPIER_DATA_DIR=str(state_dir), DATABASE_URL=empty_database)
+    assert croupier("migrate", env=env).returncode == 0
+    conn = await asyncpg.connect(empty_database)
+    await conn.execute("INSERT INTO users (id, first_name) VALUES (88000002, 'known')")
+    await conn.execute("INSERT INTO accounts (kind, user_id) VALUES ('wallet', 88000002)")
+    await conn.close()
+    first = croupier("credit", "88000001-88000005", "1000", "--batch", "swarm-1", "--reason", "load test", env=env)
+    assert first.returncode == 0 and "5 credited 1000 each now; 0 had batch" in first.stdout, first.stderr
+    again = croupier("credit", "88000001-88000005", "1000", "--batch", "swarm-1", "--reason", "load test", env=env)
+    assert again.returncode == 0 and "0 credited 1000 each now; 5 had batch" in again.stdout, again.stderr
+    conn = await asyncpg.connect(empty_database)
+    balances = await conn.fetch("SELECT user_id, balance FROM accounts WHERE user_id BETWEEN 88000001 AND 88000005 "
+                                "ORDER BY user_id")  # fmt: skip
+    await conn.close()
+    assert [(r["user_id"], r["balance"]) for r in balances] == [(88000001 + i, 1000) for i in range(5)]
+    for args, named in ((("88000001-88000005", "10"), "--batch"), (("9-3", "10"), "USER_ID"),
+                        (("1-2", "-5", "--batch", "b"), "AMOUNT")):  # fmt: skip
+        refused = croupier("credit", *args, "--reason", "x", env=env)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and named in lines[0], refused.stderr
+    audit = croupier("audit", env=env)
+    assert audit.returncode == 0 and "audit: OK" in audit.stdout, audit.stdout + audit.stderr

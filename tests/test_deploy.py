@@ -131,3 +131,23 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     result = subprocess.run(["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-g", main],
                             capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_runs_prometheus_and_grafana_on_the_files_in_deploy() -> None:
+    """Prometheus reads deploy/prometheus (scrape config and alert rules), Grafana is provisioned with that
+    Prometheus as its data source and the Croupier board, and both listen on loopback only."""
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for c in job.get("static_configs", []) for t in c["targets"]]
+    assert {f"{name}:8000" for name in services if name.startswith("node")} <= set(targets)
+    assert all(port.startswith("127.0.0.1:") for port in prometheus["ports"] + grafana["ports"])
+    mounts = {volume.split(":")[0]: volume.split(":")[1] for volume in grafana["volumes"]}
+    datasources = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["isDefault"] is True
+    boards = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/croupier.yaml").read_text())
+    assert boards["providers"][0]["options"]["path"] == str(Path(mounts["./grafana/croupier.json"]).parent)
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"

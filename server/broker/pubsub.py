@@ -9,6 +9,10 @@ turn (reading pauses while more wait, so a burst cannot hold the event loop).
 It keeps itself connected: after a drop (or a silent partition, found by PINGs that get no
 answer) it reconnects every half second, subscribes again to every channel it follows, and
 calls ``on_connected`` so the broker can tell its users that deliveries may have been lost.
+With a Sentinel URL (:mod:`.connect`) each connection goes to the primary the Sentinels name at
+that moment, and the Sentinels are asked again with every PING: when they name another primary
+(a failover this connection did not see fail, as when the old primary is cut off but alive), the
+connection is dropped and made again to the new one.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
 
 import hiredis
+
+from .connect import RedisEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +93,14 @@ class _Protocol(asyncio.Protocol):
 class PubSubConnection:
     """Follows a set of channels on one Redis connection, reconnecting as long as it runs."""
 
-    def __init__(self, url: str, on_message: Callable[[bytes, bytes], None], on_connected: Callable[[], None],
-                 *, ping_every: float = PING_EVERY) -> None:  # fmt: skip
-        self._url = urlsplit(url)
+    def __init__(self, url: str | RedisEndpoint, on_message: Callable[[bytes, bytes], None],
+                 on_connected: Callable[[], None], *, ping_every: float = PING_EVERY) -> None:  # fmt: skip
+        """``url``: ``REDIS_URL`` (a bad one raises :class:`ValueError` naming it), or the endpoint of the
+        broker that owns this connection (then shared, and left open by :meth:`close`)."""
+        self._owns_endpoint = isinstance(url, str)
+        self._endpoint = RedisEndpoint(url) if isinstance(url, str) else url
+        self._address: tuple[str, int] | None = None
         self._ping_every = ping_every
-        if self._url.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {self._url.scheme}://")
         self.on_message = on_message
         self._on_connected = on_connected
         self._channels: set[bytes] = set()
@@ -136,6 +143,8 @@ class PubSubConnection:
             self._runner = None
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
+        if self._owns_endpoint:
+            await self._endpoint.aclose()
 
     def _send(self, data: bytes) -> None:
         protocol = self._protocol
@@ -149,7 +158,8 @@ class PubSubConnection:
                 protocol = await self._connect()
             except (OSError, TimeoutError) as exc:
                 if not failing:
-                    log.warning("redis pub/sub connection failed (%s); retrying every %.1f s", exc, RETRY_EVERY)
+                    log.warning("redis pub/sub connection to %s failed (%s); retrying every %.1f s",
+                                self._endpoint.location.describe(), exc, RETRY_EVERY)  # fmt: skip
                 failing = True
                 await asyncio.sleep(RETRY_EVERY)
                 continue
@@ -179,19 +189,29 @@ class PubSubConnection:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        url = self._url
+        where = self._endpoint.location
         async with asyncio.timeout(2):
-            if url.scheme == "unix":
-                _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), url.path)
+            if where.scheme == "unix":
+                _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), where.path)
             else:
-                context = ssl.create_default_context() if url.scheme == "rediss" else None
-                _, protocol = await loop.create_connection(
-                    lambda: _Protocol(self), url.hostname or "127.0.0.1", url.port or 6379, ssl=context
-                )
-        if url.password is not None:
-            auth = [unquote(url.username), unquote(url.password)] if url.username else [unquote(url.password)]
+                self._address = host, port = await self._endpoint.primary()
+                context = ssl.create_default_context() if where.scheme == "rediss" else None
+                _, protocol = await loop.create_connection(lambda: _Protocol(self), host, port, ssl=context)
+        if where.password is not None:
+            auth = [where.username, where.password] if where.username else [where.password]
             protocol.transport.write(_command(b"AUTH", *(part.encode() for part in auth)))  # type: ignore[union-attr]
         return protocol
+
+    async def _primary_moved(self) -> str | None:
+        """With Sentinels: where they say the primary is now, when that is not where this connection goes."""
+        if not self._endpoint.location.sentinel:
+            return None
+        try:
+            async with asyncio.timeout(self._ping_every):
+                host, port = await self._endpoint.primary()
+        except (ConnectionError, TimeoutError):
+            return None  # no Sentinel answers: keep the connection while it answers
+        return None if (host, port) == self._address else f"{host}:{port}"
 
     async def _watch(self, protocol: _Protocol) -> str:
         """Ping until the connection drops or stops answering; return why it ended."""
@@ -206,3 +226,7 @@ class PubSubConnection:
                 protocol.transport.abort()
                 return f"no answer for {3 * self._ping_every:.1f} s"
             self._send(_command(b"PING"))
+            moved = await self._primary_moved()
+            if moved is not None and protocol.transport is not None:
+                protocol.transport.abort()
+                return f"the Sentinels name another primary, {moved}"

@@ -21,6 +21,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from .connect import RedisEndpoint
+
 SOCKETS_TTL = 86_400
 """Seconds a user's socket list lives after its last change (entries of a node that died go with it,
 or are the first closed when the user opens more)."""
@@ -110,10 +112,12 @@ class MemoryQuota:
 
 
 class RedisQuota:
-    """The cluster backend: one bucket hash and one sorted set of sockets per user in Redis."""
+    """The cluster backend: one bucket hash and one sorted set of sockets per user in Redis (``url``: one
+    server or Sentinels, see :mod:`.connect`)."""
 
     def __init__(self, url: str, *, prefix: str = "croupier:") -> None:
-        self._client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._endpoint = RedisEndpoint(url)
+        self._client: aioredis.Redis = self._endpoint.client(socket_timeout=2)
         self._prefix = prefix
         self._take = self._client.register_script(_TAKE_TOKENS)
         self._add = self._client.register_script(_ADD_SOCKET)
@@ -130,7 +134,7 @@ class RedisQuota:
         await self._client.zrem(self._sockets_key(user_id), socket)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._endpoint.aclose()
 
     def _sockets_key(self, user_id: int) -> str:
         return f"{self._prefix}sockets:{user_id}"

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from ..metrics import PUBLISH_FAILURES, PUBLISHED, RECEIVED, RECONNECTS
 from ._fanout import LocalFanout, LocalSubscription
 from .base import Handler, HistoryPolicy
+from .connect import RedisEndpoint
 from .pubsub import PubSubConnection
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,15 @@ SUBSCRIBE_WAIT = 2.0
 
 
 class RedisBroker:
-    """Broker backed by Redis PUBLISH/SUBSCRIBE."""
+    """Broker backed by Redis PUBLISH/SUBSCRIBE, on one server or the primary Sentinels name (``url``:
+    see :mod:`.connect`; after a failover both the publisher and the subscriber go to the new primary)."""
 
     def __init__(self, url: str, *, prefix: str = "croupier:") -> None:
-        self._client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._endpoint = RedisEndpoint(url)
+        self._client: aioredis.Redis = self._endpoint.client(socket_timeout=5)
         self._prefix = prefix
         self._skip = len(prefix.encode())
-        self._subscriber = PubSubConnection(url, self._received, self._connected)
+        self._subscriber = PubSubConnection(self._endpoint, self._received, self._connected)
         self._was_connected = False
         self._tried_connecting = False
         self._fanout = LocalFanout(on_first=self._upstream_subscribe, on_last=self._upstream_unsubscribe)
@@ -122,7 +125,7 @@ class RedisBroker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flusher, 2)
         await self._subscriber.close()
-        await self._client.aclose()
+        await self._endpoint.aclose()
 
     async def _upstream_subscribe(self, channel: str) -> None:
         confirmation = self._subscriber.subscribe((self._prefix + channel).encode())

@@ -80,6 +80,8 @@ def interrupt_this_process(failure: NodeFailure) -> None:
 class DatabaseClaim:
     """A node's claim on its database, from :meth:`acquire` to :meth:`release` (see the module).
 
+    ``dsn``: the node's session DSN (``CROUPIER_DB_SESSION_URL``, else ``DATABASE_URL``), never a
+    transaction-mode pooler (see :mod:`server.db.pool`): the lock lives as long as the session.
     ``postmaster``: the embedded PostgreSQL the node runs on, watched until it stops.
     ``on_failure`` is called once, from the event loop, when the node must stop; :attr:`failure`
     says why.

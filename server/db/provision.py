@@ -59,7 +59,10 @@ async def running_database(database_url: str | None, data_dir: Path, *,
 
 async def migrate_schema(target: str | asyncpg.Pool) -> list[Migration]:
     """Apply the pending migrations (advisory-locked: concurrent callers apply each once) over one
-    connection: a new one to the DSN ``target``, or one of the pool ``target``. Returns those applied."""
+    connection: a new one to the DSN ``target``, or one of the pool ``target``. Returns those applied.
+
+    The lock is a session lock: behind a transaction-mode pooler give the session DSN
+    (``CROUPIER_DB_SESSION_URL``), not the pool (see :mod:`.pool`)."""
     if isinstance(target, str):
         conn = await asyncpg.connect(target)
         try:

@@ -105,6 +105,11 @@ class UserFeeds:
                 self._seen.pop(channel, None)
                 await self._subscriptions.pop(channel).close()
 
+    def push_all(self, payload: bytes) -> int:
+        """Queue a JSON-encoded push (not an event of the user stream: no offset) on every socket of every
+        user followed on this node; how many sockets took it. An operator's announcement to everyone."""
+        return sum(self._audience.push_json(channel, payload) for channel in tuple(self._subscriptions))
+
     def balance(self, user_id: int) -> int | None:
         """The user's wallet balance as this node knows it: read from the database less
         than :data:`BALANCE_FRESH` ago and kept up to date by every event since, with no gap. None when

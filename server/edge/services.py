@@ -14,7 +14,7 @@ attribute access, as it did on the node.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Protocol
 
 from protocol import messages as m
@@ -218,6 +218,34 @@ class PlayerRecords(Protocol):
         ...
 
 
+class Boards(Protocol):
+    """The leaderboards as a session uses them (:class:`server.leaderboards.Leaderboards`)."""
+
+    async def standings(self, game: str, metric: m.LeaderboardMetric, period: m.LeaderboardPeriod, limit: int,
+                        user_id: int, /) -> m.LeaderboardReply:  # fmt: skip
+        """The board's first ``limit`` players now and the user's place (``id`` unset), or
+        :class:`~server.leaderboards.LeaderboardUnavailable`."""
+        ...
+
+    def watch(self, owner: Hashable, user_id: int, shown: m.LeaderboardReply, limit: int,
+              push: Callable[[m.LeaderboardReply], object], /) -> None:  # fmt: skip
+        """Push ``shown``'s board to ``owner`` when its top changes (at most once a second), replacing what
+        ``owner`` watched before."""
+        ...
+
+    def unwatch(self, owner: Hashable, /) -> None:
+        """Stop pushing to ``owner``."""
+        ...
+
+
+class SigninRecorder(Protocol):
+    """Where sign-ins' client addresses go, for the risk flags (:class:`server.risk.SigninAddresses`)."""
+
+    def record(self, user_id: int, address: str, /) -> None:
+        """Note that ``user_id`` signed in from ``address`` (buffered: never blocks, never raises)."""
+        ...
+
+
 class Channels(Protocol):
     """Sockets by channel on this node (:class:`server.edge.audience.Audience`)."""
 
@@ -262,3 +290,9 @@ class SessionServices(Protocol):
 
     @property
     def players(self) -> PlayerRecords: ...
+
+    @property
+    def signin_addresses(self) -> SigninRecorder: ...
+
+    @property
+    def leaderboards(self) -> Boards: ...

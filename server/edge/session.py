@@ -24,13 +24,17 @@ from protocol import messages as m
 from ..auth import InitDataError
 from ..clock import now_ms
 from ..db import UNAVAILABLE_ERRORS
+from ..leaderboards import SCOPE_ALL, LeaderboardUnavailable
 from ..ledger import BetRequest, LedgerError, PlacedBet
-from ..metrics import ACTION_SECONDS, AUTH, BET_SECONDS, DEPOSIT_SECONDS, FRAMES_IN
+from ..ledger.signin import AccountBlocked
+from ..logs import bind
+from ..metrics import ACTION_SECONDS, AUTH, BET_SECONDS, DEPOSIT_SECONDS, FRAMES_IN, FRAMES_OUT
 from ..rounds.engine import CheckedBet, RoundRefused
 from ..rounds.events import game_channel
 from ..rounds.handler import InvalidBet
 from ..telegram import CashierError
 from .audience import Peer
+from .frame import Frame
 from .ratelimit import RateLimiter
 from .services import SessionServices
 
@@ -61,6 +65,8 @@ class Outcome:
 
 
 def _error(request_id: m.RequestId | None, code: ErrorCode, message: str, field: str | None = None) -> m.Error:
+    if log.isEnabledFor(logging.DEBUG):  # every refusal, for debugging a client (off by default: hot path)
+        log.debug("request %r refused: %s", request_id, message, extra={"request_id": request_id, "code": code.value})
     return m.Error(id=request_id, code=code.value, message=message, field=field)
 
 
@@ -84,12 +90,15 @@ class Session:
     :class:`~server.node.Node` is one); ``clock`` (monotonic seconds) times its rate limits.
     """
 
-    __slots__ = ("_clock", "_limiter", "_malformed", "codec", "peer", "services", "session_id", "state",
-                 "subscriptions", "user")  # fmt: skip
+    __slots__ = ("_clock", "_limiter", "_malformed", "_watching", "address", "codec", "peer", "services", "session_id",
+                 "state", "subscriptions", "user")  # fmt: skip
 
     def __init__(self, services: SessionServices, peer: SocketPeer, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, address: str | None = None) -> None:  # fmt: skip
         self.services = services
+        self.address = address
+        """The client's address (behind a trusted proxy, the one it forwarded), recorded at sign-in for the
+        risk flags (:mod:`server.risk.addresses`)."""
         self.peer = peer
         self.codec = peer.codec
         self.state = State.AWAITING_AUTH
@@ -98,6 +107,7 @@ class Session:
         self.subscriptions: set[str] = set()
         self._clock = clock
         self._malformed: list[float] = []  # times of recent malformed frames (most sockets send none)
+        self._watching = False  # a leaderboard is pushed to this socket
         self._limiter = RateLimiter(services.settings.rate_limit, services.settings.rate_burst, clock=clock)
 
     async def detach(self) -> None:
@@ -108,6 +118,8 @@ class Session:
         for game in self.subscriptions:
             self.services.audience.remove(game_channel(game), self.peer)
         self.subscriptions.clear()
+        if self._watching:
+            self.services.leaderboards.unwatch(self)
         self.state = State.CLOSED
 
     async def receive(self, frame: bytes | str) -> Outcome:
@@ -137,7 +149,7 @@ class Session:
         except Exception:
             # A fault of the server, not of the client: this request alone fails, the socket stays open.
             log.exception("internal error answering %s request %r (session %s)", type(request).__name__, request.id,
-                          self.session_id)  # fmt: skip
+                          self.session_id, extra={"request_id": request.id, "code": "internal"})  # fmt: skip
             message = "internal error: the request failed and was logged; retry (a bet with the same key)"
             return Outcome([_error(request.id, ErrorCode.INTERNAL, message)])
 
@@ -198,10 +210,20 @@ class Session:
             )
         try:
             wallet = await self.services.ledger.sign_in(user)
+        except AccountBlocked:
+            AUTH.of("blocked").n += 1
+            log.info("auth of user %d refused: the account is blocked", user.id)
+            return self._close(
+                _error(request.id, ErrorCode.FORBIDDEN, "this account is blocked; write to the operator's support"),
+                CloseCode.FORBIDDEN,
+                "account blocked",
+            )
         except _STORE_FAILURES as exc:
             AUTH["unavailable"].n += 1
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)
             return _unavailable(request.id, "retry auth shortly")
+        if self.address is not None:
+            self.services.signin_addresses.record(user.id, self.address)
         missed: list[bytes] | None = None
         if request.since is not None and request.since.epoch == self.services.ledger.epoch:
             try:
@@ -213,6 +235,7 @@ class Session:
         AUTH["ok"].n += 1
         await self.services.feeds.join(user.id, self.peer, wallet.version)
         await self.services.user_limits.admit(user.id, self.session_id, self.peer.close)
+        bind(user_id=user.id, session=self.session_id)  # every later line of this socket's task carries them
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
         games = self.services.rounds.games()
         welcome = m.Welcome(
@@ -274,6 +297,8 @@ class Session:
                 return await self._my_bets(request, self.user.id)
             case m.MyTransactions():
                 return await self._my_transactions(request, self.user.id)
+            case m.Leaderboard():
+                return await self._leaderboard(request, self.user.id)
             case m.Auth():
                 return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, "this socket is already authenticated", "t")])
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
@@ -297,7 +322,8 @@ class Session:
                 return await self._replay_or(request, user_id, params)
             return Outcome([params])
         bet = BetRequest(user_id, request.game, request.round, request.amount, params.params, request.key,
-                         exposure=params.exposure, exposure_cap=params.exposure_cap)  # fmt: skip
+                         exposure=params.exposure, exposure_cap=params.exposure_cap,
+                         client_seed=request.client_seed)  # fmt: skip
         try:
             placed = await self.services.ledger.place_bet(bet)
         except LedgerError as exc:
@@ -380,6 +406,30 @@ class Session:
         except UNAVAILABLE_ERRORS:
             return _unavailable(request.id)
         return Outcome([m.MyTransactionsReply(id=request.id, transactions=page.items, next=page.next)])
+
+    async def _leaderboard(self, request: m.Leaderboard, user_id: int) -> Outcome:
+        if request.game != SCOPE_ALL and self.services.rounds.rules(request.game) is None:
+            return Outcome([self._unknown_game(request.id, request.game)])
+        boards = self.services.leaderboards
+        try:
+            board = await boards.standings(request.game, request.metric, request.period, request.limit, user_id)
+        except LeaderboardUnavailable:
+            return Outcome([_error(request.id, ErrorCode.UNAVAILABLE, "leaderboards unavailable; retry shortly")])
+        except UNAVAILABLE_ERRORS:
+            return _unavailable(request.id)
+        if request.watch is not None:
+            if request.watch:
+                boards.watch(self, user_id, board, request.limit, self._push)
+            elif self._watching:
+                boards.unwatch(self)
+            self._watching = request.watch
+        board.id = request.id
+        return Outcome([board])
+
+    def _push(self, message: m.ServerMessage) -> None:
+        """Queue a push for this socket (a watched leaderboard)."""
+        self.peer.put(Frame(self.codec.encode(message), self.codec.binary))
+        FRAMES_OUT.of(type(message)).n += 1
 
     def _unknown_game(self, request_id: m.RequestId, game: str) -> m.Error:
         games = ", ".join(self.services.rounds.games()) or "none"

@@ -64,6 +64,7 @@ class UserLimits:
         self._leases: dict[int, tuple[int, float]] = {}  # user -> (tokens left, expiry)
         self._subscription: Subscription | None = None
         self._degraded_since = 0.0
+        self._barred: dict[int, tuple[float, CloseCode, str]] = {}  # user -> (until, code, reason): see close_user
 
     async def start(self) -> None:
         """Take requests from other nodes to close sockets held here."""
@@ -78,6 +79,12 @@ class UserLimits:
 
     async def admit(self, user_id: int, session_id: str, close: CloseSocket) -> None:
         """A socket of the user authenticated: record it and close the oldest sockets past the cap."""
+        barred = self._barred.get(user_id)
+        if barred is not None:
+            if barred[0] > self._clock():
+                close(barred[1], barred[2])
+                return
+            del self._barred[user_id]
         here = self._sockets.setdefault(user_id, OrderedDict())
         here[session_id] = close
         try:
@@ -108,6 +115,27 @@ class UserLimits:
             await self._quota.remove_socket(user_id, f"{self._node_id}|{session_id}")
         except Exception as exc:
             self._degraded("socket count", exc)
+
+    def close_user(self, user_id: int, code: CloseCode, reason: str, *, hold: float = 0.0) -> int:
+        """Close every socket ``user_id`` holds on this node with ``code`` (a blocked account: 4403); for
+        ``hold`` seconds after, a socket of the user admitted here is closed the same way at once: one whose
+        ``auth`` passed its checks just before the caller's decision. Returns how many sockets it closed."""
+        if hold > 0:
+            self._barred = {user: bar for user, bar in self._barred.items() if bar[0] > self._clock()}
+            self._barred[user_id] = (self._clock() + hold, code, reason)
+        here = self._sockets.get(user_id)
+        closes = [] if here is None else list(here.values())
+        for close in closes:
+            close(code, reason)
+        return len(closes)
+
+    def lift(self, user_id: int) -> None:
+        """End a ``hold`` of :meth:`close_user` at once: the user's sockets are admitted again."""
+        self._barred.pop(user_id, None)
+
+    def counts(self) -> tuple[int, int]:
+        """Users with a socket on this node, and their sockets."""
+        return len(self._sockets), sum(len(here) for here in self._sockets.values())
 
     def _on_replace(self, channel: str, payload: bytes) -> None:
         request = orjson.loads(payload)

@@ -59,7 +59,8 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, services: Ses
     # croupier serve's WebSocket protocol offers a synchronous write of a frame's wire bytes.
     send_now = scope.get("extensions", {}).get(SEND_NOW)
     queue = SendQueue(send_frame, close, limit=services.settings.send_queue_frames, send_now=send_now)
-    session = Session(services, _Peer(codec, queue))
+    client = scope.get("client")
+    session = Session(services, _Peer(codec, queue), address=client[0] if client else None)
     # croupier serve's HTTP protocol counts the connection as unauthenticated until the session authenticates.
     ticket: Ticket | None = scope.get("extensions", {}).get(ADMISSION)
     if ticket is not None:

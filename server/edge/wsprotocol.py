@@ -8,8 +8,10 @@ objects that allocate nothing while empty, and lets go of the handshake response
 was sent. It also offers the app a synchronous write (the ASGI extension
 ``croupier.send_now``, see :meth:`LeanWebSocketProtocol.send_now`): a frame for a socket with
 room goes out at once, its prebuilt wire bytes straight to the transport, with no task to
-wake. Everything else (parsing, keepalive pings, close handshake, flow control) is uvicorn's
-own, unchanged.
+wake (or, on a socket that negotiated permessage-deflate, compressed for that socket by its
+connection). With ``CROUPIER_WS_COMPRESSION=deflate`` it negotiates permessage-deflate as uvicorn
+would, with a smaller zlib state per socket (:data:`DEFLATE_WINDOW_BITS`). Everything else
+(parsing, keepalive pings, close handshake, flow control) is uvicorn's own, unchanged.
 
 It depends on two attribute names of uvicorn's class (``queue``: ``put_nowait``, ``get``,
 ``empty``; ``writable``: ``set``, ``clear``, ``wait``); ``tests/edge/test_wsprotocol.py``
@@ -25,8 +27,10 @@ from typing import Any, Generic, TypeVar
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request
 from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
 
 from .frame import Frame
 
@@ -37,6 +41,13 @@ KERNEL_SEND_BUFFER = 64 * 1024
 buffer up to 4 MiB (``tcp_wmem``): a client that stops reading could hold that much of the
 server's memory and would only meet its bounded send queue (and 4503) after megabytes. Game
 frames are small: 128 KiB is seconds of pushes."""
+
+DEFLATE_WINDOW_BITS = 9
+DEFLATE_MEM_LEVEL = 1
+"""zlib's window (2**9 bytes, the least it takes) and memory level for permessage-deflate, when it is on.
+uvicorn's own (12 bits, memLevel 5) keep about 38 KiB of compressor per socket; game frames are a hundred
+bytes or so, each much like the one before, and compress as well with these for about 9 KiB (measured in
+docs/performance.md, "WebSocket compression"). The client is asked for the same window."""
 
 SEND_NOW = "croupier.send_now"
 """The ASGI extension (in ``scope["extensions"]``) holding :meth:`LeanWebSocketProtocol.send_now`."""
@@ -136,6 +147,11 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.config.ws_per_message_deflate:  # uvicorn's connection, with a smaller zlib state per socket
+            deflate = ServerPerMessageDeflateFactory(server_max_window_bits=DEFLATE_WINDOW_BITS,
+                                                     client_max_window_bits=DEFLATE_WINDOW_BITS,
+                                                     compress_settings={"memLevel": DEFLATE_MEM_LEVEL})  # fmt: skip
+            self.conn = ServerProtocol(extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
@@ -160,12 +176,21 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
         The frame's prebuilt wire bytes go straight to the transport: the same bytes for every
         socket of a broadcast. That is what ``websockets`` itself would write (an unmasked,
-        unfragmented frame, no extension negotiated: permessage-deflate is off), minus
-        serializing it again for each socket."""
+        unfragmented frame, no extension negotiated), minus serializing it again for each
+        socket. A socket that negotiated permessage-deflate has the frame compressed by its own
+        connection (its compressor keeps context from frame to frame), as uvicorn's ``send``
+        would, without waiting for a writer task."""
         if (not self.handshake_complete or self.close_sent or self.disconnected or self.initial_response is not None
-                or not self.writable.is_set() or self.conn.state is not OPEN or self.conn.extensions):  # fmt: skip
+                or not self.writable.is_set() or self.conn.state is not OPEN):  # fmt: skip
             return False
-        self.transport.write(frame.wire)
+        if not self.conn.extensions:
+            self.transport.write(frame.wire)
+            return True
+        if frame.binary:
+            self.conn.send_binary(frame.data)
+        else:
+            self.conn.send_text(frame.data)
+        self.transport.write(b"".join(self.conn.data_to_send()))
         return True
 
     async def send(self, message: ASGISendEvent) -> None:

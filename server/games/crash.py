@@ -28,6 +28,7 @@ from ..rounds.handler import (
     BetInfo,
     BetParams,
     GameParams,
+    Moments,
     RoundContext,
     RoundHandler,
     RunState,
@@ -140,6 +141,30 @@ class Crash(RoundHandler[CrashParams, CrashBet]):
 
     def declared_rtp(self, bet: CrashBet) -> float:
         return 1 - self.params.house_edge_bp / 10_000 if bet.auto_cashout is not None else 0.0
+
+    def reach_chance(self, multiplier: int) -> float:
+        """The chance that the crash point is above ``multiplier`` (hundredths, at least 101), so that a bet
+        leaving there wins: ``100 * (1 - edge) / multiplier`` (at most 1), 0 from ``MAX_CRASH_POINT`` on."""
+        if multiplier >= MAX_CRASH_POINT:
+            return 0.0
+        keep = (10_000 - self.params.house_edge_bp) / 10_000
+        return min(1.0, 100 * keep / (multiplier + 1e-9))  # the 1e-9 of :meth:`outcome`'s rounding
+
+    def return_moments(self, bet: BetInfo[CrashBet]) -> Moments:
+        """Exact for a bet leaving at its ``auto_cashout``: it returns ``amount * auto_cashout // 100`` over
+        its stake with :meth:`reach_chance`, else 0.
+
+        A bet played by hand (cashed out by hand, or with no ``auto_cashout``) is ``by_hand``: whatever
+        multiplier the player meant to leave at, every multiplier m is reached with chance (1 - edge) / m,
+        so the bet returns 1 - edge on average. A recorded cash-out is read as the plan (the moments of a
+        bet aimed there); a bet that recorded none lost, its plan unknown: mean 1 - edge, variance NaN."""
+        exits = [m for m in (bet.cashout, bet.params.auto_cashout) if m is not None]
+        by_hand = bet.cashout is not None or bet.params.auto_cashout is None
+        if not exits:
+            return Moments(1 - self.params.house_edge_bp / 10_000, math.nan, by_hand=True)
+        exit_at = min(exits)
+        won = Moments.of([(self.reach_chance(exit_at), bet.amount * exit_at // 100 / bet.amount)])
+        return won._replace(by_hand=by_hand)
 
     def public_outcome(self, outcome: Mapping[str, Any]) -> dict[str, Any]:
         return {key: outcome[key] for key in ("crash_point", "force_point") if key in outcome}

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ..rounds.fair import FairRng
-from ..rounds.handler import BetInfo, BetParams, GameParams, InvalidBet, RoundHandler
+from ..rounds.handler import BetInfo, BetParams, GameParams, InvalidBet, Moments, RoundHandler
 from .registry import register
 
 
@@ -69,3 +69,9 @@ class Dice(RoundHandler[DiceParams, DiceBet]):
 
     def declared_rtp(self, bet: DiceBet) -> float:
         return winning_rolls(bet.target, bet.side) / 10_000 * self.multiplier(bet.target, bet.side) / 100
+
+    def return_moments(self, bet: BetInfo[DiceBet]) -> Moments:
+        """Exact: the bet wins with chance ``winning_rolls / 10000`` and then returns its payout over its stake."""
+        chance = winning_rolls(bet.params.target, bet.params.side) / 10_000
+        won = bet.amount * self.multiplier(bet.params.target, bet.params.side) // 100 / bet.amount
+        return Moments.of([(chance, won)])

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 
 from ..rounds.fair import FairRng
-from ..rounds.handler import BetInfo, BetParams, GameParams, RoundHandler
+from ..rounds.handler import BetInfo, BetParams, GameParams, Moments, RoundHandler
 from .registry import register
 
 Risk = Literal["low", "medium", "high"]
@@ -112,3 +112,9 @@ class Plinko(RoundHandler[PlinkoParams, PlinkoBet]):
         rows, table = self.params.rows, self.params.table(bet.risk)
         paths = 1 << rows  # 2**rows, each as likely
         return sum(comb(rows, slot) * multiplier for slot, multiplier in enumerate(table)) / (100 * paths)
+
+    def return_moments(self, bet: BetInfo[PlinkoBet]) -> Moments:
+        """Exact: the ball lands in slot ``k`` with chance ``C(rows, k) / 2**rows`` and pays that slot's multiplier."""
+        rows, table, paths = self.params.rows, self.params.table(bet.params.risk), 1 << self.params.rows
+        return Moments.of((comb(rows, slot) / paths, bet.amount * multiplier // 100 / bet.amount)
+                          for slot, multiplier in enumerate(table))  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ..rounds.fair import FairRng
-from ..rounds.handler import BetInfo, BetParams, GameParams, InvalidBet, RoundHandler
+from ..rounds.handler import BetInfo, BetParams, GameParams, InvalidBet, Moments, RoundHandler
 from .registry import register
 
 RED = frozenset({1, 3, 5, 7, 9, 12, 14, 16, 18, 19, 21, 23, 25, 27, 30, 32, 34, 36})
@@ -117,3 +117,7 @@ class Roulette(RoundHandler[RouletteParams, RouletteBet]):
 
     def declared_rtp(self, bet: RouletteBet) -> float:
         return len(covered(bet.type, bet.numbers)) * (ODDS[bet.type] + 1) / 37
+
+    def return_moments(self, bet: BetInfo[RouletteBet]) -> Moments:
+        """Exact: the bet wins when one of the pockets it covers comes up (each 1 in 37), paying odds + 1."""
+        return Moments.of([(len(covered(bet.params.type, bet.params.numbers)) / 37, ODDS[bet.params.type] + 1)])

@@ -36,6 +36,7 @@ from ..rounds.handler import (
     BetParams,
     GameParams,
     InvalidBet,
+    Moments,
     RoundContext,
     RoundHandler,
     RunState,
@@ -139,3 +140,9 @@ class Wheel(RoundHandler[WheelParams, AnyWheelBet]):
     def declared_rtp(self, bet: AnyWheelBet) -> float:
         segments = self.params.segments
         return sum(self.multiplier(bet, segment) for segment in segments) / (100 * len(segments))
+
+    def return_moments(self, bet: BetInfo[AnyWheelBet]) -> Moments:
+        """Exact: every segment is equally likely, and pays the bet what :meth:`payout` says there."""
+        segments = self.params.segments
+        return Moments.of((1 / len(segments), bet.amount * self.multiplier(bet.params, segment) // 100 / bet.amount)
+                          for segment in segments)  # fmt: skip

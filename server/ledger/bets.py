@@ -58,6 +58,9 @@ class BetRequest:
     """What the bet adds to its round's exposure: the most it can pay."""
     exposure_cap: int | None = None
     """The most the round's bets may add up to (None: no cap): a bet that would pass it is refused."""
+    client_seed: str | None = None
+    """The player's seed for the salt of a chain whose first round this is (docs/fairness.md), stored with
+    the bet. Not part of what a retry with the same key must repeat."""
 
     def same_bet(self, game: str, round_id: int, amount: int, params: dict[str, Any]) -> bool:
         return (self.game, self.round_id, self.amount, self.params) == (game, round_id, amount, params)
@@ -138,9 +141,10 @@ WITH txns AS (
 ), events AS (
     {insert_events_sql("$6", "$13", "$14")}
 )
-INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn)
+INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn,
+                  client_seed)
 SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::jsonb[], $11::text[],
-                     $12::bigint[], $13::bigint[], $1::bigint[])
+                     $12::bigint[], $13::bigint[], $1::bigint[], $15::text[])
 """  # noqa: S608 - composed of constant SQL, no data
 
 
@@ -161,9 +165,10 @@ class _AcceptedBets:
     balances: list[int] = field(default_factory=list)  # $12
     versions: list[int] = field(default_factory=list)  # $13: also the events' offsets
     payloads: list[bytes] = field(default_factory=list)  # $14
+    client_seeds: list[str | None] = field(default_factory=list)  # $15
     wallets: list[int] = field(default_factory=list)  # the account each stake comes from
 
-    def add(self, bet: PlacedBet, key: str | None, wallet: int, txn_id: int) -> None:
+    def add(self, bet: PlacedBet, key: str | None, wallet: int, txn_id: int, client_seed: str | None = None) -> None:
         """An accepted ``bet`` (with its ``balance`` event), its stake taken from account ``wallet`` in ledger
         transaction ``txn_id``."""
         assert bet.event is not None
@@ -178,6 +183,7 @@ class _AcceptedBets:
         self.balances.append(bet.balance)
         self.versions.append(bet.version)
         self.payloads.append(bet.event.payload)
+        self.client_seeds.append(client_seed)
         self.wallets.append(wallet)
 
     def arguments(self, house: int) -> tuple[object, ...]:
@@ -198,6 +204,7 @@ class _AcceptedBets:
             self.balances,
             self.versions,
             self.payloads,
+            self.client_seeds,
         )
 
 
@@ -261,7 +268,7 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
                               reason="bet", ref=bet_id)  # fmt: skip
         placed = PlacedBet(bet_id, request.user_id, request.game, request.round_id, request.amount, request.params,
                            "accepted", wallet.balance, wallet.version, event=event)  # fmt: skip
-        accepted.add(placed, request.key, wallet.account_id, txn_id)
+        accepted.add(placed, request.key, wallet.account_id, txn_id, request.client_seed)
         outcomes.append(placed)
         if identity is not None:
             accepted_keys[identity] = placed

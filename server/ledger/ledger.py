@@ -21,7 +21,14 @@ from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 from .batching import BatchOptions
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
 from .deposits import CreditedDeposit, Deposit, DepositCredit, DepositReversal, find_deposits
-from .errors import InsufficientFunds, LedgerError, LedgerUnavailable, UnknownAccount, UnknownDeposit
+from .errors import (
+    IdempotencyConflict,
+    InsufficientFunds,
+    LedgerError,
+    LedgerUnavailable,
+    UnknownAccount,
+    UnknownDeposit,
+)
 from .events import UserEvent, balance_event, settlement_events
 from .outbox import store_events
 from .postings import post, transfer
@@ -41,6 +48,12 @@ RETURNING bets.id
 """
 
 _ADJUSTED_REFS = "SELECT ref FROM ledger_txns WHERE kind = 'adjust' AND ref = ANY($1::text[])"
+_ADJUSTMENT = """
+SELECT a.user_id, l.amount FROM ledger_txns t
+JOIN ledger_legs l ON l.txn_id = t.id JOIN accounts a ON a.id = l.account_id AND a.kind = 'wallet'
+WHERE t.kind = 'adjust' AND t.ref = $1
+"""
+"""The wallet an adjustment of a ref moved, and by how much."""
 
 SettledHook = Callable[[Connection, Sequence[ClosedBet]], Awaitable[None]]
 """Runs in a settlement's (or refund's) transaction with the bets it closed: what it writes commits with them."""
@@ -342,28 +355,52 @@ class Ledger:
         self._announced(events)
         return reversal
 
-    async def adjust(self, user_id: int, amount: int, *, reason: str) -> WalletState:
+    async def adjust(
+        self,
+        user_id: int,
+        amount: int,
+        *,
+        reason: str,
+        ref: str | None = None,
+        also: Callable[[Connection, WalletState | None], Awaitable[None]] | None = None,
+    ) -> WalletState:
         """Admin credit (``amount`` > 0) or debit (< 0) against the bank, with a reason for people.
 
-        A debit larger than the balance raises :class:`InsufficientFunds` and changes nothing.
+        A debit larger than the balance raises :class:`InsufficientFunds` and changes nothing. With ``ref``
+        (unique among adjustments: migration 0013) it is made once: a repeated ``ref`` moves nothing and
+        returns the wallet's state now, and the same ``ref`` for another user or amount raises
+        :class:`IdempotencyConflict`. ``also`` runs last in the same transaction, with the wallet's state
+        after the adjustment (None when ``ref`` was adjusted before): what it writes commits with it; it
+        may run more than once (retries).
         """
         if amount == 0 or not reason.strip():
             raise ValueError("an adjustment needs a non-zero amount and a reason")
 
         async def work(conn: Connection) -> tuple[WalletState, list[UserEvent]]:
             wallet = await self._wallet(conn, user_id)
+            if ref is not None and (prior := await conn.fetchrow(_ADJUSTMENT, ref)) is not None:
+                if (prior["user_id"], prior["amount"]) != (user_id, amount):
+                    raise IdempotencyConflict(f"the adjustment {ref!r} was made for user {prior['user_id']} "
+                                              f"with {prior['amount']}")  # fmt: skip
+                if also is not None:
+                    await also(conn, None)
+                return await self._state(conn, wallet), []
             source, target = (self._bank, wallet) if amount > 0 else (wallet, self._bank)
             try:
-                await post(conn, [transfer("adjust", source, target, abs(amount), reason=reason)])
+                await post(conn, [transfer("adjust", source, target, abs(amount), ref=ref, reason=reason)])
             except asyncpg.CheckViolationError:
                 raise InsufficientFunds(f"the wallet of user {user_id} holds less than {-amount}") from None
             state = await self._state(conn, wallet)
             events = [balance_event(user_id, state.version, self.epoch, balance=state.balance, delta=amount,
                                     reason="adjust", ref=None)]  # fmt: skip
             await store_events(conn, events)
+            if also is not None:
+                await also(conn, state)
             return state, events
 
-        state, events = await in_transaction(self._pool, work, unavailable=LedgerUnavailable)
+        # A concurrent adjustment with the same ref commits first: ours fails on the unique ref and is retried.
+        state, events = await in_transaction(self._pool, work, retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
+                                             unavailable=LedgerUnavailable)  # fmt: skip
         self._announced(events)
         return state
 

@@ -8,7 +8,8 @@ team's 2-core machine. :class:`SignIns` gathers concurrent sign-ins like bets
 
 1. one read for the whole batch tells who is known with an unchanged profile (seen within
    :data:`~server.db.users.SEEN_PRECISION`) and has a wallet: those are done, with no
-   transaction (returning users);
+   transaction (returning users); the same read finds blocked accounts, refused with
+   :class:`AccountBlocked` (nothing written);
 2. the others are written in one transaction: user rows upserted, wallets opened, the welcome
    credits posted (one ledger transaction each, from the bank) and their ``balance`` events
    stored in the outbox; the events are announced after the commit.
@@ -19,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
+
+from protocol import ErrorCode
 
 from ..auth import TelegramUser
 from ..db import UNAVAILABLE_ERRORS
@@ -40,7 +43,8 @@ SELECT q.id,
                 AND u.is_premium = q.is_premium AND u.allows_write_to_pm = q.allows_write_to_pm
                 AND u.last_seen_at > now() - make_interval(secs => $8),
                 false) AS current,
-       a.balance, a.version
+       a.balance, a.version,
+       EXISTS (SELECT 1 FROM account_restrictions r WHERE r.user_id = q.id AND r.kind = 'blocked') AS blocked
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::boolean[])
      AS q(id, first_name, last_name, username, language_code, is_premium, allows_write_to_pm)
 LEFT JOIN users u ON u.id = q.id
@@ -67,6 +71,13 @@ def _profiles(users: Sequence[TelegramUser]) -> list[list[object]]:
         [u.is_premium for u in users],
         [u.allows_write_to_pm for u in users],
     ]
+
+
+class AccountBlocked(LedgerError):
+    """The user's account is blocked (an ``account_restrictions`` row of kind ``blocked``, set by the back
+    office): nothing was written, and the socket is refused (close 4403)."""
+
+    code = ErrorCode.FORBIDDEN
 
 
 SignInHook = Callable[[Connection, Sequence[TelegramUser]], Awaitable[None]]
@@ -123,14 +134,18 @@ class SignIns:
         welcome credit) unless it exists; return the wallet's committed state."""
         return await self._group.submit(user)
 
-    async def _commit(self, batch: list[TelegramUser]) -> list[WalletState]:
+    async def _commit(self, batch: list[TelegramUser]) -> list[WalletState | Exception]:
         latest = {user.id: user for user in batch}  # a user on several sockets: one row, their last profile
         users = sorted(latest.values(), key=lambda u: u.id)  # rows locked in id order: no deadlocks
         rows = await self._pool.fetch(_READ, *_profiles(users), SEEN_PRECISION)
         states: dict[int, WalletState] = {}
         stale: list[TelegramUser] = []
         no_wallet: list[int] = []
+        blocked: set[int] = set()
         for row in rows:
+            if row["blocked"]:  # read with the profile, in the same statement: no query more per sign-in
+                blocked.add(row["id"])
+                continue
             if row["version"] is None:
                 no_wallet.append(row["id"])
             else:
@@ -144,7 +159,7 @@ class SignIns:
             states.update(written)
             if events and self._announce is not None:
                 self._announce(events)
-        return [states[user.id] for user in batch]
+        return [AccountBlocked("this account is blocked") if user.id in blocked else states[user.id] for user in batch]
 
     async def _write(
         self, conn: Connection, stale: list[TelegramUser], no_wallet: list[int]

@@ -45,7 +45,7 @@ ERROR_CODES: tuple[str, ...] = tuple(code.value for code in ErrorCode)
 
 AUTH_RESULTS: tuple[str, ...] = (
     "ok", "malformed", "missing_hash", "bad_hash", "missing_signature", "bad_signature", "expired", "no_user",
-    "unavailable", "timeout", "required",
+    "unavailable", "timeout", "required", "blocked",
 )  # fmt: skip
 """``ok``; an initData refused, by ``server.auth.InitDataErrorKind`` (``tests/metrics`` checks they match);
 ``no_user`` (initData without a user), ``unavailable`` (the database), ``timeout`` (no auth in time),

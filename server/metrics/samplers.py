@@ -26,7 +26,7 @@ PROBE_TIMEOUT = 2.0
 CAP = 1_000_000
 """Most rows a sample counts (more shows as this many)."""
 
-_OUTBOX = f"""
+OUTBOX_QUERY = f"""
 SELECT (SELECT count(*) FROM (SELECT 1 FROM user_events WHERE NOT relayed LIMIT {CAP}) AS q) AS backlog,
        coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM user_events WHERE NOT relayed)), 0)::float8
          AS oldest
@@ -60,7 +60,7 @@ class SharedStateSampler:
         """Read every gauge once; a dependency that does not answer shows as down (never raises)."""
         try:
             async with asyncio.timeout(PROBE_TIMEOUT), self._pool.acquire() as conn:
-                row = await conn.fetchrow(_OUTBOX)
+                row = await conn.fetchrow(OUTBOX_QUERY)
                 queued = await conn.fetchval(_NOTIFICATIONS)
             assert row is not None
             OUTBOX_BACKLOG.set(row["backlog"])

@@ -23,7 +23,7 @@ from protocol import messages as m
 
 _BET_COLUMNS = """
 SELECT b.id, b.game, b.round_id, b.amount, b.params, b.status, b.payout, b.cashout, b.result, b.created_at,
-       b.settled_at, r.seed_hash, c.terminating_hash AS salt, CASE WHEN r.phase = 'settled' THEN s.seed END AS seed
+       b.settled_at, r.seed_hash, c.salt AS salt, CASE WHEN r.phase = 'settled' THEN s.seed END AS seed
 FROM (SELECT * FROM bets WHERE {where} ORDER BY id DESC LIMIT $3) AS b
 JOIN rounds r ON r.id = b.round_id
 JOIN seed_chains c ON c.id = r.chain_id

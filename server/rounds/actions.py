@@ -6,6 +6,9 @@ the round's state at once (a settlement from then on pays it) and recorded in ``
 before the player gets ``action_ok``. Any other node forwards the action on ``actions:<game>`` and
 waits for the answer on its own channel (:class:`ActionRouter`, at most
 :data:`ACTION_FORWARD_TIMEOUT` seconds, else ``unavailable``).
+
+An operator's void of a round (the back office) takes the same way to the driving node, which voids
+the round itself (:data:`VoidRound`), so a void never races the driver.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -31,6 +34,12 @@ log = logging.getLogger(__name__)
 
 ACTION_FORWARD_TIMEOUT = 3.0
 """Seconds a node waits for the driving node to answer a forwarded action."""
+VOID_FORWARD_TIMEOUT = 15.0
+"""Seconds a node waits for the driving node to answer a forwarded void (it refunds every bet of the round)."""
+
+VoidRound = Callable[[str, int, str], Awaitable[dict[str, Any]]]
+"""On the node driving a game: void (game, round id, reason), a round still betting or running; what was
+refunded, or :class:`RoundRefused` (:meth:`~server.rounds.engine.RoundEngine.void`)."""
 
 
 @dataclass(slots=True)
@@ -138,6 +147,8 @@ class _Request(msgspec.Struct, frozen=True):
     user: int
     action: str
     params: dict[str, Any]
+    void: str | None = None
+    """An operator's void of the round, with its reason (``user`` 0, ``action`` "void"): not a player's action."""
 
 
 class _Reply(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -161,8 +172,10 @@ class ActionRouter:
         ledger: Ledger,
         drivers: Mapping[str, Driving],
         views: Callable[[str], RoundView | None],
+        void: VoidRound | None = None,
     ) -> None:
         self._broker = broker
+        self._void = void
         self._ledger = ledger
         self._drivers = drivers
         self._views = views
@@ -194,6 +207,16 @@ class ActionRouter:
             _Request(secrets.token_hex(8), self._inbox, game, round_id, user_id, action, dict(params))
         )
 
+    async def void(self, game: str, round_id: int, reason: str) -> dict[str, Any]:
+        """Void round ``round_id`` of ``game`` (an operator's decision, for ``reason``): here when this node
+        drives the game, else on the node that does (a router with no drivers, such as the ``croupier``
+        command's, always forwards). What was refunded, or :class:`RoundRefused`."""
+        driver = self._drivers.get(game)
+        if driver is not None and driver.driving and self._void is not None:
+            return await self._void(game, round_id, reason)
+        request = _Request(secrets.token_hex(8), self._inbox, game, round_id, 0, "void", {}, void=reason)
+        return await self._forward(request, wait=VOID_FORWARD_TIMEOUT)
+
     async def _act(
         self, game: str, round_id: int, user_id: int, action: str, params: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -205,13 +228,13 @@ class ActionRouter:
             raise RoundRefused(ErrorCode.BAD_REQUEST, f"round {round_id} is {view.phase}, not running", "round")
         return await running.act(user_id, action, params, self._ledger)
 
-    async def _forward(self, request: _Request) -> dict[str, Any]:
+    async def _forward(self, request: _Request, *, wait: float = ACTION_FORWARD_TIMEOUT) -> dict[str, Any]:
         """Ask the driving node to apply an action, and wait for its answer (``unavailable`` if none comes)."""
         answer: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
         self._awaiting[request.rid] = answer
         try:
             await self._broker.publish(_actions_channel(request.game), msgspec.json.encode(request))
-            async with asyncio.timeout(ACTION_FORWARD_TIMEOUT):
+            async with asyncio.timeout(wait):
                 reply = await answer
         except TimeoutError:
             raise RoundRefused(
@@ -232,7 +255,7 @@ class ActionRouter:
             log.warning("unreadable forwarded action on %s: %s", channel, exc)
             return
         driver = self._drivers.get(request.game)
-        if driver is None or not driver.driving:
+        if driver is None or not driver.driving or (request.void is not None and self._void is None):
             return  # another node drives it (or will, and the asker times out and retries)
         task = asyncio.create_task(self._answer(request), name=f"forwarded-action-{request.game}")
         self._answering.add(task)
@@ -240,10 +263,12 @@ class ActionRouter:
 
     async def _answer(self, request: _Request) -> None:
         try:
-            reply = _Reply(
-                request.rid,
-                result=await self._act(request.game, request.round, request.user, request.action, request.params),
-            )
+            if request.void is not None:
+                assert self._void is not None
+                result = await self._void(request.game, request.round, request.void)
+            else:
+                result = await self._act(request.game, request.round, request.user, request.action, request.params)
+            reply = _Reply(request.rid, result=result)
         except RoundRefused as exc:
             reply = _Reply(request.rid, error=_Refusal(exc.code.value, str(exc), exc.field))
         except LedgerError as exc:

@@ -2,8 +2,9 @@
 
 ::
 
-    open round (next seed of the chain, outcome drawn now) -> publish `round` betting
-    -> at closes_at: close betting (waits for bet batches on the round) -> handler.start
+    open round (next seed of the chain) -> publish `round` betting
+    -> at closes_at: close betting (waits for bet batches on the round; a chain's first round fixes
+       the chain's salt) -> outcome drawn from seed and salt -> handler.start
     -> handler.tick every tick_ms, publishing `tick` -> done
     -> payouts; ledger.settle(all bets + mark round settled, one transaction)
     -> publish `round` settled with the seed (the players' bet_settled / balance events were
@@ -114,7 +115,6 @@ class RoundDriver:
     async def play_round(self) -> None:
         """Open a round, take bets until it closes, run it, settle it; then pause (unless handing over)."""
         new = await self.store.open_round(self.game, self._betting_ms, self.token)
-        rng = FairRng(new.seed, new.salt, self.game)
         base = RoundView(
             game=self.game,
             round=new.round_id,
@@ -122,12 +122,16 @@ class RoundDriver:
             salt=new.salt,
             closes_at=new.closes_at_ms,
             phase="betting",
+            chain=new.chain,
         )
-        outcome = self.draw(rng, new.round_id)
         await self._announce(base)
         await self.clock.sleep(max(0.0, (new.closes_at_ms - self.clock.now_ms()) / 1000))
-        started = await self.store.start_running(new.round_id, self.token) or self.clock.now_ms()
-        await self.finish(base, rng, new.seed, outcome, started)
+        closed = await self.store.start_running(new.round_id, self.token)
+        # Drawn only now: in a chain's first round the salt was fixed by closing betting.
+        base = replace(base, salt=closed.salt, chain=closed.chain)
+        rng = FairRng(new.seed, closed.salt, self.game)
+        outcome = self.draw(rng, new.round_id)
+        await self.finish(base, rng, new.seed, outcome, closed.started_at_ms or self.clock.now_ms())
         if not self.handing_over:
             await self.clock.sleep(self._pause_ms / 1000)
 
@@ -145,8 +149,8 @@ class RoundDriver:
         """Run a round whose betting is closed from ``started`` (ms) to its end, settle it (or void it:
         ``outcome`` None, or a handler failure) and announce the result with the seed.
 
-        ``base`` is the round as its ``betting`` event describes it; each later event is ``base`` in
-        another phase."""
+        ``base`` is the round as its ``betting`` event describes it, with the salt fixed by closing betting;
+        each later event is ``base`` in another phase."""
         stored = await self.store.open_bets(base.round)
         try:
             bets = [BetInfo(b.bet_id, b.user_id, b.amount, self.handler.load_bet(b.params), b.cashout) for b in stored]

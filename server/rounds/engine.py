@@ -33,11 +33,13 @@ from .actions import ActionRouter
 from .clock import Clock, WallClock
 from .driver import RoundDriver
 from .errors import RoundRefused
+from .events import RoundView
+from .fair import FairRng
 from .follower import RoundFollower
 from .handler import InvalidBet, RoundHandler
 from .lease import GameLocks, StaleLease
 from .play import stake_limit
-from .recovery import recover
+from .recovery import recover, recover_round
 from .schemas import game_info
 from .store import RoundStore
 
@@ -70,7 +72,9 @@ class RoundEngine:
     """Runs the rounds of every configured game. Open with :meth:`start`, stop with :meth:`close`.
 
     ``handlers`` are the games by name (with their ``rules``), instances of the game classes: a
-    test passes its own, nothing is registered. ``clock`` defaults to the wall clock.
+    test passes its own, nothing is registered. ``clock`` defaults to the wall clock. ``alone``: no
+    other node can take this node's games over, so a drain hands them to nobody (see :meth:`hand_over`);
+    by default, when ``broker`` is the in-process one (a node on it holds its database alone).
     """
 
     def __init__(
@@ -85,8 +89,10 @@ class RoundEngine:
         rules: Mapping[str, GameRules],
         settings: EngineSettings,
         clock: Clock | None = None,
+        alone: bool | None = None,
     ) -> None:
         self._node_id = node_id
+        self._alone = _in_process(broker) if alone is None else alone
         self._clock = clock or WallClock()
         self._store = RoundStore(pool, chain_length=settings.chain_length)
         self._locks = GameLocks(dsn)
@@ -106,7 +112,8 @@ class RoundEngine:
             for name, handler in handlers.items()
         }
         self._follower = RoundFollower(broker, self._drivers, history)
-        self._actions = ActionRouter(broker, node_id, ledger, self._drivers, self._follower.view)
+        self._actions = ActionRouter(broker, node_id, ledger, self._drivers, self._follower.view, void=self._void_here)
+        self._voiding = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._info: dict[str, m.GameInfo] = {}
@@ -140,14 +147,20 @@ class RoundEngine:
     async def hand_over(self, budget: float) -> None:
         """Stop driving, for a drain: no new round opens; a round in flight finishes if it can within
         ``budget`` seconds (one still betting past that is left to the next driver, which refunds it);
-        then every game lock is released, so a standby node takes the games over within a second."""
+        then every game lock is released, so a standby node takes the games over within a second.
+
+        A node that is ``alone`` is its own next driver: it waits only for rounds holding bets that can
+        finish within ``budget``, then voids the rounds still betting, refunding their bets now rather
+        than at its next start. A ``running`` round it could not finish is resumed at its next start,
+        from its recorded start, as any next driver resumes one (:mod:`.recovery`)."""
         horizon = self._clock.now_ms() + budget * 1000
         waiting: list[asyncio.Task[None]] = []
-        for driver, task in zip(self._drivers.values(), self._tasks, strict=True):
+        for driver in self._drivers.values():
             driver.handing_over = True
+        for driver, task in zip(self._drivers.values(), self._tasks, strict=True):
             view = self._follower.view(driver.game)
             betting_past_budget = view is not None and view.phase == "betting" and (view.closes_at or 0) > horizon
-            if driver.driving and not betting_past_budget:
+            if driver.driving and not betting_past_budget and (not self._alone or await self._holds_bets(view)):
                 waiting.append(task)
             else:
                 task.cancel()
@@ -162,8 +175,37 @@ class RoundEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         handed = [driver.game for driver in self._drivers.values() if driver.driving]
+        if self._alone:
+            await self._void_betting_rounds()
         await self._drop_locks()
-        log.info("handed over %s", ", ".join(handed) or "nothing (this node drove no game)")
+        if self._alone:
+            log.info("stopped driving %s: no other node takes them over", ", ".join(handed) or "nothing")
+        else:
+            log.info("handed over %s", ", ".join(handed) or "nothing (this node drove no game)")
+
+    async def _holds_bets(self, view: RoundView | None) -> bool:
+        """Whether the round ``view`` shows is in flight with bets (True when that cannot be read)."""
+        if view is None or view.phase == "settled":
+            return False
+        try:
+            return bool(await self._store.open_bets(view.round))
+        except Exception:
+            log.exception("%s: could not read the bets of round %d; waiting for it", view.game, view.round)
+            return True
+
+    async def _void_betting_rounds(self) -> None:
+        """Alone, at a drain: void the rounds of this node's games still betting, refunding their bets now
+        (no other driver would, before this node's next start)."""
+        for driver in self._drivers.values():
+            if not driver.driving:
+                continue
+            try:
+                for stored in await self._store.unfinished(driver.game):
+                    if stored.phase == "betting":
+                        log.info("stopping: %s round %d still takes bets: voiding it now", driver.game, stored.round_id)
+                        await recover_round(driver, stored)
+            except Exception:
+                log.exception("%s: could not void the round still betting; the next start will", driver.game)
 
     async def _drive(self, driver: RoundDriver) -> None:
         """Drive the game whenever this node holds its lock: finish what a previous driver left, then
@@ -197,6 +239,40 @@ class RoundEngine:
         await self._locks.drop()
         for driver in self._drivers.values():
             driver.driving = False
+
+    # ------------------------------------------------------------------ for the back office
+
+    def driven(self) -> tuple[str, ...]:
+        """The games this node drives now."""
+        return tuple(game for game, driver in self._drivers.items() if driver.driving)
+
+    async def void(self, game: str, round_id: int, reason: str) -> dict[str, Any]:
+        """Void ``game``'s round ``round_id``, betting or running (an operator's decision), on the node that
+        drives the game (see :mod:`.actions`): every bet refunded, the round announced ``settled`` with
+        ``voided`` and its seed. What was refunded, or :class:`RoundRefused` (a round already settling or
+        settled, not the current one; ``unavailable`` when the driving node does not answer)."""
+        return await self._actions.void(game, round_id, reason)
+
+    async def _void_here(self, game: str, round_id: int, reason: str) -> dict[str, Any]:
+        """:meth:`void` on the node driving ``game``: the driver's task is stopped first (nothing of the round
+        moves meanwhile), the round voided with the driver's lease token, and the task started again."""
+        driver = self._drivers[game]
+        async with self._voiding:
+            index = list(self._drivers).index(game)
+            if not driver.driving or self._stopping or driver.handing_over or index >= len(self._tasks):
+                raise RoundRefused(ErrorCode.UNAVAILABLE, f"this node is not driving {game} now; retry")
+            _check_voidable(driver, self._follower.view(game), round_id)
+            task = self._tasks[index]  # no await since the check: the round is where the check saw it
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            driver.running = None
+            try:
+                return await _void_round(driver, round_id, reason)
+            except StaleLease as exc:
+                raise RoundRefused(ErrorCode.UNAVAILABLE, f"{game} changed driver ({exc}); retry") from None
+            finally:
+                if not self._stopping and not driver.handing_over:
+                    self._tasks[index] = asyncio.create_task(self._drive(driver), name=f"round-driver-{game}")
 
     # ------------------------------------------------------------------ for sessions
 
@@ -279,9 +355,47 @@ class RoundEngine:
                 seed=r.seed,
                 seed_hash=r.seed_hash,
                 salt=r.salt,
+                chain=r.chain,
             )
             for r in rounds
         ]
+
+
+def _check_voidable(driver: RoundDriver, view: RoundView | None, round_id: int) -> None:
+    """Raise :class:`RoundRefused` unless ``round_id`` is the driver's round, betting or running and not
+    settling yet (the driver settles a finished round in a transaction a void must not cut short)."""
+    game = driver.game
+    if view is None or view.round != round_id:
+        raise RoundRefused(ErrorCode.ROUND_MISMATCH, f"round {round_id} is not the current round of {game}", "round")
+    running = driver.running
+    if view.phase == "settled" or (view.phase == "running" and (running is None or running.finished)):
+        raise RoundRefused(ErrorCode.BAD_REQUEST, f"round {round_id} of {game} is settled or settling", "round")
+
+
+async def _void_round(driver: RoundDriver, round_id: int, reason: str) -> dict[str, Any]:
+    """Close betting on ``round_id`` and void it with ``driver``'s lease: every bet refunded, the round
+    announced ``settled`` with ``voided`` and its seed, as recovery voids a round left betting."""
+    stored = next((r for r in await driver.store.unfinished(driver.game) if r.round_id == round_id), None)
+    if stored is None:
+        raise RoundRefused(ErrorCode.BAD_REQUEST, f"round {round_id} of {driver.game} is settled", "round")
+    closed = await driver.store.start_running(round_id, driver.token)
+    bets = await driver.store.open_bets(round_id)
+    log.warning("%s round %d (%s) voided by the operator, %d bets refunded: %s",
+                driver.game, round_id, stored.phase, len(bets), reason)  # fmt: skip
+    base = RoundView(game=driver.game, round=round_id, seed_hash=stored.seed_hash, salt=closed.salt,
+                     phase="betting", chain=closed.chain)  # fmt: skip
+    started = closed.started_at_ms or stored.started_at_ms or driver.clock.now_ms()
+    await driver.finish(base, FairRng(stored.seed, closed.salt, driver.game), stored.seed, None, started)
+    return {"game": driver.game, "round": round_id, "phase": "voided", "was": stored.phase, "refunded": len(bets),
+            "total": sum(bet.amount for bet in bets)}  # fmt: skip
+
+
+def _in_process(broker: Broker) -> bool:
+    """Whether ``broker`` is the in-process one: events reach no other node, and no other node shares the
+    database (:class:`~server.db.instance.DatabaseClaim` refuses one)."""
+    from ..broker.memory import MemoryBroker
+
+    return isinstance(broker, MemoryBroker)
 
 
 __all__ = ["CheckedBet", "EngineSettings", "InvalidBet", "RoundEngine", "RoundRefused"]

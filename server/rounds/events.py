@@ -17,6 +17,8 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
+from protocol.messages import SeedChain
+
 Phase = Literal["betting", "running", "settled"]
 
 
@@ -32,7 +34,9 @@ class RoundView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     game: str
     round: int
     seed_hash: str
-    salt: str
+    salt: str | None
+    """The chain's salt; null (always sent) in the ``betting`` event of a chain's first round, whose
+    betting fixes it (docs/fairness.md, "The salt of a chain")."""
     closes_at: int | None = None
     """When betting closes (ms); absent from the events of a round a new driver recovered."""
     phase: Phase
@@ -46,6 +50,9 @@ class RoundView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Settled without an outcome (a handler failed, or a betting round was recovered): bets refunded."""
     outcome: dict[str, Any] | None = None
     """The public outcome: in the ``settled`` event of a round that was not voided."""
+    chain: SeedChain | None = None
+    """In the events of a chain's first round: the chain, committed before the round opened (with the
+    client seeds of its salt from the ``running`` event on)."""
 
     def as_wire(self) -> dict[str, Any]:
         """The view as a JSON object, its fields in wire order."""

@@ -3,8 +3,9 @@
 A chain is generated from a secret random seed by hashing it again and again; it is used
 backwards, so each round's ``seed_hash`` (sent when betting opens) is the previous round's
 seed, and revealing a seed at settlement proves it was fixed before anyone bet. Every draw is
-a pure function of (seed, salt, game): ``HMAC-SHA256(key=seed, msg="<game>:<salt>:<counter>")``,
-where the salt is the chain's published terminating hash.
+a pure function of (seed, salt, game): ``HMAC-SHA256(key=seed, msg="<game>:<salt>:<counter>")``.
+The salt is the chain's, fixed only after the chain was committed to (:func:`chain_salt`), so the
+operator cannot pick a chain for the salt it will meet.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def generate_chain(length: int, secret: str | None = None) -> list[str]:
         backwards.append(seed)
     backwards.reverse()
     return backwards
+
+
+def chain_salt(terminating_hash: str, client_seeds: Sequence[str]) -> str:
+    """The salt of every round of a chain: ``sha256_hex("<terminating_hash>:" + ":".join(client_seeds))``.
+
+    ``client_seeds`` are the ``client_seed`` of each bet accepted in the chain's first round, in bet id
+    order (none: ``sha256_hex("<terminating_hash>:")``). Players choose them after the chain's terminating
+    hash was published (it is that round's ``seed_hash``), so the salt was unknown when the operator
+    committed to the chain. A client seed is printable ASCII without ``:``, so the joined text reads back
+    as one list only.
+    """
+    return sha256_hex(f"{terminating_hash}:" + ":".join(client_seeds))
 
 
 class FairRng:

@@ -14,6 +14,9 @@ the engine owns time, persistence, money and sockets, and calls the handler at e
 - :meth:`RoundHandler.bet_result` at settlement, for games where each bet draws its own result
   (plinko, slots) from the bet's own fair RNG stream; then :meth:`RoundHandler.payout` for each bet.
 
+Outside rounds, :meth:`RoundHandler.return_moments` says what a bet's return should average and how much
+it should spread (the operator's risk report tests each player's luck against it: :mod:`server.risk.luck`).
+
 A game declares its types in the class statement: ``class Dice(RoundHandler[DiceParams, DiceBet])``.
 ``DiceParams`` (a :class:`GameParams`) holds the game's tunables with their defaults; the
 deployment's ``CROUPIER_GAME_PARAMS`` overrides them, checked when the node starts. ``DiceBet``
@@ -28,12 +31,13 @@ round: every bet is refunded and the next round starts.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Generic, NamedTuple, TypeVar, get_args, get_origin
 
 import msgspec
 
@@ -106,6 +110,30 @@ class BetInfo(Generic[B]):
     """The bet's own draw (:meth:`RoundHandler.bet_result`), at settlement, for games that draw per bet."""
 
 
+class Moments(NamedTuple):
+    """The mean and variance of a bet's return ``r = payout / amount`` before its round is played
+    (:meth:`RoundHandler.return_moments`), payouts rounded down to whole chips as the game pays them."""
+
+    mean: float
+    variance: float
+    by_hand: bool = False
+    """True when the return depended on what the player did while the round ran (a crash bet cashed out
+    by hand, or left to crash): ``mean`` holds whatever the player's plan was, ``variance`` is the one of
+    the plan the bet shows (its recorded cash-out; NaN when it recorded none). A cash-out by hand is only
+    recorded when it won, so a sum over such bets must estimate their spread from the returns themselves
+    (``(r - mean) ** 2``), not from ``variance``."""
+
+    @classmethod
+    def of(cls, returns: Iterable[tuple[float, float]]) -> Moments:
+        """The moments of a return that is ``r`` with probability ``p`` for each ``(p, r)`` of ``returns``
+        (the probabilities sum to at most 1; the rest of the time the return is 0)."""
+        mean = squares = 0.0
+        for chance, ratio in returns:
+            mean += chance * ratio
+            squares += chance * ratio * ratio
+        return cls(mean, max(squares - mean * mean, 0.0))
+
+
 @dataclass(slots=True)
 class StartResult:
     """What :meth:`RoundHandler.start` returns: ``event`` goes to every client in the ``running``
@@ -143,6 +171,7 @@ class RunState(Generic[B]):
     data: dict[str, Any] = field(default_factory=dict)
 
 
+_MOMENTS_CACHED = 4096
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
 
@@ -175,6 +204,8 @@ class RoundHandler(ABC, Generic[P, B]):
     bet_type: ClassVar[Any]
     """The game's bet type (from the class statement)."""
     strategies: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    moments_rounds: ClassVar[int] = 20_000
+    """Rounds the default :meth:`return_moments` simulates per distinct bet (games without exact moments)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -261,6 +292,47 @@ class RoundHandler(ABC, Generic[P, B]):
         ``bet_settled``. The default (one outcome for everyone) draws nothing."""
         return None
 
+    def return_moments(self, bet: BetInfo[B]) -> Moments:
+        """The mean and variance of ``bet``'s return ``payout / amount`` (its params, its amount, whose
+        rounding the payouts follow, and its recorded ``cashout``), under this game's own rules. The
+        operator's ``max_payout`` is left out, and so is a cut that depends on the round's other bets (crash's
+        ``force_point``): both only ever lower a return.
+
+        The default estimates them by playing the bet through the game's own steps (``outcome`` from a
+        :class:`FairRng`, ``start``, the bet's own draw, ``payout``) over :attr:`moments_rounds` rounds of a
+        fixed seed chain: deterministic, and cached per (bet params, amount, cash-out) on this handler (one
+        game with its params). A game whose odds are known in closed form overrides it with the exact
+        figures (dice, roulette, crash, the wheel and plinko do).
+        """
+        cache: dict[tuple[bytes, int, int | None], Moments] = self.__dict__.setdefault("_moments", {})
+        key = (msgspec.json.encode(bet.params), bet.amount, bet.cashout)
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= _MOMENTS_CACHED:
+                del cache[next(iter(cache))]  # the oldest: a bounded cache, however many amounts are bet
+            found = cache[key] = self._simulated_moments(bet)
+        return found
+
+    def _simulated_moments(self, bet: BetInfo[B]) -> Moments:
+        from .play import begin_running, settle_bets  # play is built on this module: imported when used
+
+        bet = BetInfo(bet_id=0, user_id=0, amount=bet.amount, params=bet.params, cashout=bet.cashout)
+        starts = type(self).start is not RoundHandler.start
+        log, seed = logging.getLogger(f"moments.{self.name}"), "moments:" + self.name
+        total = squares = 0.0
+        for number in range(self.moments_rounds):
+            seed = hashlib.sha256(seed.encode("ascii")).hexdigest()
+            rng = FairRng(seed, "moments", self.name)
+            outcome = self.outcome(rng)
+            if starts:
+                begin_running(self, RoundContext(number, _zero_ms, rng, self.params, log, 2**62),
+                              RunState(0, outcome, [bet]))  # fmt: skip
+            ratio = settle_bets(self, rng, outcome, [bet], 2**62)[0].payout / bet.amount
+            total += ratio
+            squares += ratio * ratio
+        mean = total / self.moments_rounds
+        return Moments(mean, max(squares / self.moments_rounds - mean * mean, 0.0))
+
     def public_outcome(self, outcome: Mapping[str, Any]) -> dict[str, Any]:
         """The outcome as published at settlement (the contract's ``outcome`` map)."""
         return dict(outcome)
@@ -276,3 +348,7 @@ class RoundHandler(ABC, Generic[P, B]):
         """A bet's params as a JSON object (stored with the bet, echoed in ``bet_ok``)."""
         wire: dict[str, Any] = msgspec.to_builtins(bet)
         return wire
+
+
+def _zero_ms() -> int:
+    return 0

@@ -65,6 +65,10 @@ class GameLocks:
 
     If the connection drops, PostgreSQL releases every lock on it and another node may take the
     games over: this node then holds none, and each of its drivers starts over as a standby.
+
+    ``dsn`` is the node's session DSN (``CROUPIER_DB_SESSION_URL``, else ``DATABASE_URL``; see
+    :mod:`server.db.pool`): PostgreSQL straight or a session-mode pool, never a transaction-mode
+    pooler, which would run the lock on a server connection the node does not keep.
     """
 
     def __init__(self, dsn: str) -> None:

@@ -36,6 +36,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..broker.connect import RedisEndpoint
+
 
 class FloodGateUnavailable(ConnectionError):
     """The shared gate (Redis) did not answer: nothing may be sent until it does (a node alone would not
@@ -269,7 +271,8 @@ class RedisFloodGate:
 
     def __init__(self, url: str, limits: FloodLimits, *, bot_id: int, prefix: str = "croupier:",
                  clock: Callable[[], float] | None = None) -> None:  # fmt: skip
-        self._client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._endpoint = RedisEndpoint(url)  # one server or Sentinels: the same URL forms as the broker's
+        self._client: aioredis.Redis = self._endpoint.client(socket_timeout=2)
         self._limits = limits
         self._base = f"{prefix}flood:{{{bot_id}}}:"
         self._clock = clock
@@ -298,7 +301,7 @@ class RedisFloodGate:
         return int(left) / 1_000_000
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._endpoint.aclose()
 
     def _now(self) -> str:
         return "" if self._clock is None else str(_micros(self._clock()))

@@ -58,7 +58,8 @@ STOP_GRACE = 10.0
 
 
 class PollingLease:
-    """The right to poll ``bot_id``'s updates: a session advisory lock on a connection of its own."""
+    """The right to poll ``bot_id``'s updates: a session advisory lock on a connection of its own, to
+    ``dsn``: the node's session DSN, never a transaction-mode pooler (see :mod:`server.db.pool`)."""
 
     def __init__(self, dsn: str, bot_id: int) -> None:
         self._dsn = dsn

@@ -8,6 +8,7 @@ without Node.js 20+.
 
 from __future__ import annotations
 
+import ast
 import json
 import secrets
 import shutil
@@ -90,16 +91,18 @@ def test_the_pages_verifier_recomputes_every_outcome_as_the_server_does() -> Non
 
 def test_the_pages_verifier_passes_the_worked_example_and_names_each_mismatch() -> None:
     values = example_values()
+    roll = ast.literal_eval(values["dice outcome"])["roll"]
+    point = ast.literal_eval(values["crash outcome (house_edge_bp 100)"])["crash_point"]
     dice = {"game": "dice", "seed": values["seed"], "salt": values["salt"], "seedHash": values["seed_hash"],
-            "outcome": {"roll": 3822}}  # fmt: skip
-    crash = {**dice, "game": "crash", "outcome": {"crash_point": 118, "force_point": 101}, "params": {}}
+            "outcome": {"roll": roll}}  # fmt: skip
+    crash = {**dice, "game": "crash", "outcome": {"crash_point": point, "force_point": 101}, "params": {}}
     verdicts = run_fairness_js(
         [["plinko", values["seed"], values["salt"], {}]],
         [
             dice,
             crash,  # force_point depends on the bets, not on the seed: not checked
             {**dice, "seed": values["chain[0]"]},  # the previous round's seed
-            {**dice, "outcome": {"roll": 3823}},
+            {**dice, "outcome": {"roll": roll + 1}},
             {**dice, "salt": values["seed"]},
             {**dice, "seed": ""},
         ],
@@ -108,6 +111,6 @@ def test_the_pages_verifier_passes_the_worked_example_and_names_each_mismatch() 
     ok = [(verdict["ok"], verdict["problems"]) for verdict in verdicts["verdicts"]]
     assert ok[:2] == [(True, []), (True, [])]
     assert not ok[2][0] and "not the committed seed_hash" in ok[2][1][0]
-    assert ok[3] == (False, ["roll: published 3823, recomputed 3822"])
-    assert not ok[4][0] and ok[4][1][0].startswith("roll: published 3822, recomputed ")
+    assert ok[3] == (False, [f"roll: published {roll + 1}, recomputed {roll}"])
+    assert not ok[4][0] and ok[4][1][0].startswith(f"roll: published {roll}, recomputed ")
     assert not ok[5][0]

@@ -20,12 +20,14 @@ from server.games.dice import Dice
 from server.games.plinko import Plinko
 from server.games.roulette import Roulette
 from server.games.wheel import Wheel
-from server.rounds.fair import FairRng, generate_chain, sha256_hex
+from server.rounds.fair import FairRng, chain_salt, generate_chain, sha256_hex
 from server.rounds.handler import BetInfo, RoundHandler
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "fairness.md"
 EXAMPLE_SECRET_TEXT = "croupier fairness example 153"
 """The example chain's top seed is ``sha256_hex`` of this text (a real chain's top is ``secrets.token_hex(32)``)."""
+EXAMPLE_CLIENT_SEEDS = ["lucky 7", "c0ffee"]
+"""The client seeds of the bets of the example chain's first round, in bet id order."""
 PLINKO_BET_ID = 7
 
 
@@ -49,12 +51,17 @@ def example_values() -> dict[str, str]:
     """Every number of the page's worked example, computed with the server's code."""
     top = sha256_hex(EXAMPLE_SECRET_TEXT)
     chain = generate_chain(3, top)
-    salt = sha256_hex(chain[0])  # today's salt: the chain's terminating hash
+    terminating_hash = sha256_hex(chain[0])
+    salt_text = f"{terminating_hash}:" + ":".join(EXAMPLE_CLIENT_SEEDS)
+    salt = chain_salt(terminating_hash, EXAMPLE_CLIENT_SEEDS)
     seed = chain[1]
     values = {
         "chain[2] (the top)": chain[2],
         "chain[1]": chain[1],
         "chain[0]": chain[0],
+        "terminating_hash": terminating_hash,
+        "client seeds of the chain's first round": str(EXAMPLE_CLIENT_SEEDS),
+        "salt text": salt_text,
         "salt": salt,
         "seed": seed,
         "seed_hash": sha256_hex(seed),
@@ -114,7 +121,9 @@ def test_the_worked_example_is_what_the_server_computes() -> None:
 def test_the_example_chain_links_as_the_page_says() -> None:
     values = example_values()
     assert values["seed_hash"] == values["chain[0]"]  # the round's commitment is the previous seed
-    assert sha256_hex(values["chain[0]"]) == values["salt"]
+    assert sha256_hex(values["chain[0]"]) == values["terminating_hash"]  # the first round's seed_hash
+    assert sha256_hex(values["salt text"]) == values["salt"]
+    assert values["salt text"] == values["terminating_hash"] + ":lucky 7:c0ffee"
     assert sha256_hex(values["chain[2] (the top)"]) == values["chain[1]"]
     assert values["sha256 of the 32 bytes (not used)"] != values["seed_hash"]
 
@@ -140,6 +149,8 @@ def test_the_pages_verifier_agrees_with_the_server(round_index: int) -> None:
     verify = verifier_namespace()
     seed, salt = secrets.token_hex(32), secrets.token_hex(32)
     assert verify["seed_hash"](seed) == sha256_hex(seed)
+    client_seeds = [secrets.token_urlsafe(n) for n in range(round_index % 4)]
+    assert verify["chain_salt"](seed, client_seeds) == chain_salt(seed, client_seeds)
     assert verify["crash_point"](seed, salt, 100) == _outcome(Crash(), seed, salt)["crash_point"]
     assert verify["dice_roll"](seed, salt) == _outcome(Dice(), seed, salt)["roll"]
     assert verify["roulette_number"](seed, salt) == _outcome(Roulette(), seed, salt)["number"]
@@ -152,6 +163,7 @@ def test_the_pages_verifier_agrees_with_the_server(round_index: int) -> None:
 def test_the_pages_verifier_reproduces_the_example() -> None:
     verify, values = verifier_namespace(), example_values()
     seed, salt = values["seed"], values["salt"]
+    assert verify["chain_salt"](values["terminating_hash"], EXAMPLE_CLIENT_SEEDS) == salt
     assert verify["seed_hash"](seed) == values["seed_hash"]
     assert str({"crash_point": verify["crash_point"](seed, salt, 100)}) == values["crash outcome (house_edge_bp 100)"]
     assert str({"roll": verify["dice_roll"](seed, salt)}) == values["dice outcome"]

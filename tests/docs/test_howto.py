@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,8 @@ class Shown:
 
 
 def shown_commands(doc: Path) -> list[Shown]:
-    """Every ``croupier`` command in the console blocks of ``doc`` (``$ `` lines), with its output."""
+    """Every ``croupier`` command in the console blocks of ``doc`` (``$ `` lines), with its output. Each runs
+    as written from a fresh clone's root once ``make`` has made the virtualenv: ``.venv/bin/croupier``."""
     shown: list[Shown] = []
     for block in blocks(doc, "console"):
         for chunk in re.split(r"^\$ ", block, flags=re.MULTILINE)[1:]:
@@ -89,7 +91,7 @@ def shown_commands(doc: Path) -> list[Shown]:
             while re.fullmatch(r"[A-Z_]+=.*", words[0], flags=re.DOTALL):
                 name, _, value = words.pop(0).partition("=")
                 env[name] = value
-            assert words[0] in ("croupier", ".venv/bin/croupier"), f"{doc.name} runs {words[0]!r}: {line}"
+            assert words[0] == ".venv/bin/croupier", f"{doc.name} runs {words[0]!r}, not .venv/bin/croupier: {line}"
             shown.append(Shown(line, words[1:], env, output))
     return shown
 
@@ -302,6 +304,30 @@ def test_the_import_line_to_edit_is_the_one_in_server_games_init() -> None:
     added = [line[1:] for line in diff.splitlines() if line.startswith("+")]
     assert removed == [import_line("coinflip", "scratch")]
     assert added == [with_games(import_line("coinflip", "scratch"), "coinflip")]
+
+
+def test_the_session_lists_the_games_in_the_order_welcome_sends_them() -> None:
+    """With the import line edited as the page says, the games register (and ``welcome.games`` lists them)
+    in the order of that line."""
+    (session,) = blocks(DOC, "text")
+    shown = re.search(r'"games":(\[[^]]*\])', session)
+    assert shown is not None
+    line = with_games(import_line("coinflip", "scratch"), "coinflip")
+    assert json.loads(shown[1]) == line.partition("  #")[0].removeprefix("from . import ").split(", ")
+
+
+def test_make_test_on_the_pages_test_alone_holds_no_coverage_floor() -> None:
+    """``make test PYTEST_ARGS=tests/games/test_coinflip.py`` passes or fails with that test: the coverage
+    floor applies to a run of the whole suite only."""
+    text = " ".join(DOC.read_text().split())
+    assert "`make test PYTEST_ARGS=tests/games/test_coinflip.py`" in text
+
+    def dry_run(*args: str) -> str:
+        done = subprocess.run(["make", "-n", "test", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+        return done.stdout
+
+    assert "--cov-fail-under" not in dry_run("PYTEST_ARGS=tests/games/test_coinflip.py")
+    assert "--cov-fail-under=85" in dry_run()
 
 
 def test_the_make_targets_the_page_runs_exist() -> None:

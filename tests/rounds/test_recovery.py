@@ -127,13 +127,13 @@ async def phase_of(conn: asyncpg.Connection, round_id: int, wanted: str, timeout
         await asyncio.sleep(0.05)
 
 
-async def crash_point(conn: asyncpg.Connection, round_id: int) -> int:
-    row = await conn.fetchrow(
-        "SELECT s.seed, c.terminating_hash FROM rounds r JOIN seeds s ON s.chain_id = r.chain_id "
-        "AND s.idx = r.chain_idx JOIN seed_chains c ON c.id = r.chain_id WHERE r.id = $1",
+async def crash_point(conn: asyncpg.Connection, round_id: int, salt: str) -> int:
+    """The crash point of a round taking bets, from its seed (read from the database) and its salt."""
+    seed = await conn.fetchval(
+        "SELECT s.seed FROM rounds r JOIN seeds s ON s.chain_id = r.chain_id AND s.idx = r.chain_idx WHERE r.id = $1",
         round_id,
     )
-    point: int = Crash(GENEROUS).outcome(FairRng(row["seed"], row["terminating_hash"], "crash"))["crash_point"]
+    point: int = Crash(GENEROUS).outcome(FairRng(seed, salt, "crash"))["crash_point"]
     return point
 
 
@@ -151,10 +151,12 @@ async def test_a_crash_round_whose_driver_was_killed_pays_what_the_curve_reached
                 sockets = [await stack.enter_async_context(player(port, user)) for user in users]
                 watcher = sockets[3]
                 await reply_to(watcher, {"t": "subscribe", "id": "s", "game": "crash"})
+                # A round whose salt is known while it takes bets: not its chain's first (whose betting fixes it).
                 betting = await event(watcher, lambda m: m["t"] == "round" and m["phase"] == "betting"
+                                      and m["salt"] is not None
                                       and m["closes_at"] - time.time() * 1000 > 700)  # fmt: skip
                 round_id = betting["round"]
-                point = await crash_point(conn, round_id)
+                point = await crash_point(conn, round_id, betting["salt"])
                 autos = [110, point, None, None]  # reached; at the crash point (lost); no exit; cashes out by hand
                 for ws, auto in zip(sockets, autos, strict=True):
                     params = {} if auto is None else {"auto_cashout": auto}

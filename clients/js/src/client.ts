@@ -150,7 +150,7 @@ export interface ClientEvents {
   error: CroupierError;
   /** Any other message the server sent that answers nothing (a future push). */
   message: Record<string, unknown>;
-  /** The client stopped for good: `code` is `closed` (you closed it), `replaced` (4409), `unauthorized`, ... */
+  /** The client stopped for good: `code` is `closed` (you closed it), `replaced` (4409), `forbidden` (4403, a blocked account), `unauthorized`, ... */
   stopped: CroupierError;
 }
 
@@ -165,6 +165,11 @@ export interface BetRequest<G extends string = string> {
   key?: string;
   /** Overrides `betTimeoutMs` for this bet. */
   timeoutMs?: number;
+  /**
+   * A seed of the player's choosing (1-64 printable ASCII characters, no `:`): the client seeds of the bets in
+   * a seed chain's first round make the salt of every round of that chain (docs/fairness.md).
+   */
+  clientSeed?: string;
 }
 
 type Games = CroupierProtocol["games"];
@@ -504,7 +509,15 @@ export class CroupierClient extends Emitter<ClientEvents> {
    */
   bet<G extends string>(bet: BetRequest<G>): Promise<BetOk> {
     const key = bet.key ?? uuid();
-    const message = { t: "bet", game: bet.game, round: bet.round, amount: bet.amount, params: bet.params ?? {}, key };
+    const message = {
+      t: "bet",
+      game: bet.game,
+      round: bet.round,
+      amount: bet.amount,
+      params: bet.params ?? {},
+      key,
+      ...(bet.clientSeed === undefined ? {} : { client_seed: bet.clientSeed }),
+    };
     return this.#request<BetOk>(message, { timeoutMs: bet.timeoutMs ?? this.#options.betTimeoutMs, retry: true, key });
   }
 
@@ -808,6 +821,15 @@ export class CroupierClient extends Emitter<ClientEvents> {
       return new CroupierError("replaced", "another connection of this user took over (close 4409): not reconnecting", {
         closeCode: code,
       });
+    }
+    if (code === 4403) {
+      return new CroupierError(
+        "forbidden",
+        `this account is blocked (close 4403${reason ? ` ${reason}` : ""}): not reconnecting`,
+        {
+          closeCode: code,
+        },
+      );
     }
     if (code === 4401 && (!this.#getInitData || this.#authFailures > this.#options.maxAuthFailures)) {
       const refused = this.#lastAuthError;

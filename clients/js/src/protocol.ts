@@ -7,7 +7,18 @@
  * Every message a client may send.
  */
 export type ClientMessage =
-  Auth | Subscribe | Unsubscribe | Bet | Action | BalanceRequest | History | Ping | Deposit | MyBets | MyTransactions;
+  | Auth
+  | Subscribe
+  | Unsubscribe
+  | Bet
+  | Action
+  | BalanceRequest
+  | History
+  | Ping
+  | Deposit
+  | MyBets
+  | MyTransactions
+  | Leaderboard;
 /**
  * Every message the server may send.
  */
@@ -22,11 +33,13 @@ export type ServerMessage =
   | HistoryReply
   | MyBetsReply
   | MyTransactionsReply
+  | LeaderboardReply
   | Balance
   | Invoice
   | BetSettled
   | RoundEvent
-  | Tick;
+  | Tick
+  | Announcement;
 /**
  * A bet's `params` in wheel: one of its bet types, told apart by `type`.
  */
@@ -111,6 +124,7 @@ export interface Bet {
       | null;
   };
   key?: string | null;
+  client_seed?: string | null;
   id: number | string;
 }
 /**
@@ -182,6 +196,20 @@ export interface MyTransactions {
   t: "my_transactions";
   cursor?: string | null;
   limit?: number;
+  id: number | string;
+}
+/**
+ * Extension: a leaderboard's first ``limit`` players and the caller's own place. ``game``: a game, or
+ * ``all`` for every game. ``watch``: true to get the board pushed when its top changes (one board per
+ * socket: it replaces the one watched before), false to stop; absent: no change.
+ */
+export interface Leaderboard {
+  t: "leaderboard";
+  game: string;
+  metric: "net" | "win";
+  period: "all" | "day" | "week";
+  limit?: number;
+  watch?: boolean | null;
   id: number | string;
 }
 export interface Welcome {
@@ -317,6 +345,18 @@ export interface RoundRecord {
   seed: string;
   seed_hash: string;
   salt?: string | null;
+  chain?: SeedChain | null;
+}
+/**
+ * Extension: the seed chain a game's rounds draw from (docs/fairness.md), told with the events of the
+ * chain's first round and in that round's ``history`` record.
+ */
+export interface SeedChain {
+  id: number;
+  terminating_hash: string;
+  length: number;
+  committed_at: number;
+  client_seeds?: string[] | null;
 }
 export interface MyBetsReply {
   t: "my_bets";
@@ -363,6 +403,39 @@ export interface Transaction {
   ref: string | null;
   reason: string | null;
   at: number;
+}
+/**
+ * Extension: the reply to ``leaderboard`` (with ``id``), or a push of a watched board (without ``id``; at
+ * most once a second, when its top changed). A push is not part of a channel's stream: no ``ch``, no offset
+ * (each is the whole board).
+ */
+export interface LeaderboardReply {
+  t: "leaderboard";
+  game: string;
+  metric: "net" | "win";
+  period: "all" | "day" | "week";
+  period_key: string;
+  top: LeaderboardEntry[];
+  me: LeaderboardStanding | null;
+  id?: number | string | null;
+}
+/**
+ * One player on a leaderboard.
+ */
+export interface LeaderboardEntry {
+  user: number;
+  name: string;
+  score: number;
+  rank: number;
+  multiplier?: number | null;
+  bet?: number | null;
+}
+/**
+ * The caller's own place on a leaderboard.
+ */
+export interface LeaderboardStanding {
+  rank: number;
+  score: number;
 }
 /**
  * The reply to a ``balance`` request (with ``id``), or a push on ``user`` (with ``ch``).
@@ -428,6 +501,7 @@ export interface RoundEvent {
   } | null;
   seed?: string | null;
   voided?: boolean | null;
+  chain?: SeedChain | null;
 }
 /**
  * Push on ``game:<name>``: game progress while a round runs, the game's own fields beside these
@@ -443,6 +517,20 @@ export interface Tick {
   round: number;
   multiplier?: number | null;
   crashed?: boolean | null;
+}
+/**
+ * Extension: a push from the operator (the back office's ``POST /admin/api/publish``), to every socket,
+ * to one user's sockets or to a game's subscribers. Not part of a channel's stream: no ``ch``, no offset,
+ * not replayed on resume; a client may show it or ignore it.
+ */
+export interface Announcement {
+  t: "announcement";
+  to: string;
+  text?: string | null;
+  data?: {
+    [k: string]: unknown;
+  } | null;
+  ts: number;
 }
 /**
  * Crash's tunables (``CROUPIER_GAME_PARAMS='{"crash": {...}}'``).

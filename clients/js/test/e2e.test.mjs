@@ -102,6 +102,11 @@ test("errors are CroupierError with the contract's code and field", async () => 
   await assert.rejects(client.bet({ game: "nope", round: round.round, amount: 1, params: DICE }), {
     code: "unknown_game",
   });
+  // The client seed travels as client_seed: the server checks it (no ':' in a seed).
+  await assert.rejects(client.bet({ game: "dice", round: round.round, amount: 1, params: DICE, clientSeed: "a:b" }), {
+    code: "bad_request",
+    field: "client_seed",
+  });
   await assert.rejects(client.subscribe("nope"), { code: "unknown_game" });
   assert.deepEqual(client.subscriptions, ["dice"]);
   assert.equal(client.balance, WELCOME_CREDIT, "no refused bet charged anything");

@@ -315,6 +315,18 @@ describe("close codes", () => {
     assert.equal(FakeSocket.all.length, 1);
   });
 
+  test("4403 (a blocked account) stops for good: no reconnect, pending requests rejected with forbidden", async () => {
+    const client = await ready();
+    const stopped = record(client, "stopped");
+    const pending = client.getBalance();
+    FakeSocket.last.serverClose(4403, "account blocked");
+    await assert.rejects(pending, { code: "forbidden" });
+    assert.equal(client.state, "stopped");
+    assert.equal(stopped[0].closeCode, 4403);
+    await sleep(20);
+    assert.equal(FakeSocket.all.length, 1);
+  });
+
   test("1012 and 4503 reconnect; 4401 asks getInitData, or stops without it", async () => {
     let asked = 0;
     const client = await ready({ getInitData: () => `fresh${++asked}` });
