@@ -1,8 +1,9 @@
 """One outgoing WebSocket message, encoded once: its payload and its complete wire frame.
 
 A broadcast to thousands of sockets sends the same message to each of them. Server frames
-are never masked (RFC 6455, 5.1) and permessage-deflate is off, so the bytes on the wire are
-the same for every socket: :class:`Frame` builds them once (header and payload, one ``bytes``)
+are never masked (RFC 6455, 5.1) and permessage-deflate is off by default
+(``CROUPIER_WS_COMPRESSION``; a socket that negotiated it gets its own compressed copy), so the bytes
+on the wire are the same for every socket: :class:`Frame` builds them once (header and payload, one ``bytes``)
 and every socket with room gets exactly those bytes written to its transport. Without this,
 the WebSocket library serializes the frame again for each socket, and a text payload is
 decoded to ``str`` and encoded back, per socket.

@@ -3,8 +3,9 @@
 Shaped like Nakama's match handler. A round goes ``betting`` -> ``running`` -> ``settled``;
 the engine owns time, persistence, money and sockets, and calls the handler at each step:
 
-- :meth:`RoundHandler.outcome` when the round is created: draw the round's outcome from the fair
-  RNG (a pure function of the round's seed and the game's params, fixed before anyone bets);
+- :meth:`RoundHandler.outcome` when betting closes: draw the round's outcome from the fair RNG (a
+  pure function of the round's seed, its chain's salt and the game's params; the seed is fixed and
+  its hash published before anyone bets, the salt fixed by a chain's first round at the latest);
 - :meth:`RoundHandler.validate_bet` while betting, after the bet's params were read into the
   game's bet type: refuse what the type cannot say (``InvalidBet``), normalise the rest;
 - :meth:`RoundHandler.start` when betting closes: the fields of the ``running`` event, and what
