@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import asyncpg
+import pytest
 
 from server.games.crash import Crash
 from server.games.dice import Dice
@@ -270,6 +271,7 @@ async def test_subscribe_with_since_replays_missed_events_or_answers_a_snapshot(
             await sock.close()
 
 
+@pytest.mark.timing
 async def test_a_client_resumes_on_another_node_from_the_shared_history(
     start_node: StartNode, bank: Ledger, redis_url: str
 ) -> None:

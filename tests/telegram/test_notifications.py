@@ -263,6 +263,7 @@ async def test_texts_are_in_the_users_language_falling_back_to_english(
 # ------------------------------------------------------------------------------------- limits, 429s
 
 
+@pytest.mark.timing
 async def test_two_senders_never_pass_telegrams_limits_nor_send_a_row_twice(
     npool: asyncpg.Pool, botapi: BotApiServer, redis_url: str
 ) -> None:
