@@ -83,6 +83,11 @@ class Player:
             await asyncio.sleep(0.02)
         raise AssertionError(f"user {self.user_id}: no matching push in {timeout} s; last: {self.pushes[-3:]}")
 
+    async def next_betting(self, after_round: int = 0, timeout: float = 10.0) -> Message:
+        """The next round to open betting after ``after_round``, as pushed from now on: its betting window
+        has just opened (an earlier push may announce a round whose window closed while the test waited)."""
+        return await self.wait_for(betting_after(after_round), timeout=timeout, after=len(self.pushes))
+
     def user_events(self) -> list[Message]:
         return [m for m in self.pushes if m["ch"] == "user"]
 
@@ -158,14 +163,14 @@ async def test_three_nodes_share_rounds_follow_the_player_and_survive_the_driver
             for watcher in watchers[1:]:
                 await watcher.wait_for(settled(first["round"]))
             # A bet on node B reaches the same player's socket on node C.
-            opening = await watchers[1].wait_for(betting_after(first["round"]))
+            opening = await watchers[1].next_betting(first["round"])
             placed = await bet(on_b, opening["round"], "cluster-1")
             assert placed["t"] == "bet_ok", placed
             pushed = await on_c.wait_for(lambda m: m["t"] == "balance" and m["ref"] == placed["bet"]["id"])
             assert (pushed["delta"], pushed["balance"]) == (-10, placed["balance"])
 
             # Mid-round (still betting, with the bet in it), the driver is killed.
-            in_flight = await watchers[1].wait_for(betting_after(opening["round"]))
+            in_flight = await watchers[1].next_betting(opening["round"])
             placed = await bet(on_b, in_flight["round"], "cluster-2")
             assert placed["t"] == "bet_ok", placed
             nodes["a"][0].send_signal(signal.SIGKILL)
@@ -212,7 +217,7 @@ async def test_redis_down_for_10_s_nodes_keep_serving_and_everything_resumes(
             opened = last_seen_b["round"]
             while time.monotonic() - down_at < 10:
                 # Node A (the driver) keeps running rounds for its own sockets and committing bets.
-                round_event = await watcher_a.wait_for(betting_after(opened), timeout=5)
+                round_event = await watcher_a.next_betting(opened, timeout=5)
                 opened = round_event["round"]
                 placed = await bet(gambler, opened, f"outage-{opened}")
                 assert placed["t"] == "bet_ok", placed

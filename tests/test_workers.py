@@ -24,7 +24,7 @@ import pytest
 
 from server.workers import MIN_UPTIME, bind_sockets
 from tests.services import EmbeddedRedis, clean_env, free_port
-from tests.test_cluster import Player, bet, betting_after, node_env, players
+from tests.test_cluster import Player, bet, node_env, players
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ async def test_workers_share_the_port_follow_the_player_restart_and_drain(
             assert len(joined) == 2, "every connection went to the same worker"
             here, there = joined.values()
             assert (await here.request({"t": "subscribe", "id": "s", "game": "dice"}))["t"] == "subscribed"
-            opening = await here.wait_for(betting_after(0), timeout=15)
+            opening = await here.next_betting(timeout=15)
             placed = await bet(here, opening["round"], "workers-1")
             assert placed["t"] == "bet_ok", placed
             pushed = await there.wait_for(lambda m: m["t"] == "balance" and m["ref"] == placed["bet"]["id"])

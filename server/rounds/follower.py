@@ -129,20 +129,32 @@ class RoundFollower:
             return []
         if followed.offset - offset > self._history.size:
             return None
-        try:
-            kept = await self._broker.history(game_channel(game), followed.offset - offset + _HISTORY_SLACK)
-        except ConnectionError as exc:
-            log.warning("history of %s unavailable: %s", game, exc)
-            return None
-        # No await from here on: the caller takes its snapshot at exactly this offset.
-        upto = followed.offset
-        if epoch != followed.epoch:
-            return None
-        missed: list[dict[str, Any]] = []
-        for payload in kept:
-            event = orjson.loads(payload)  # as clients get it: every field of the event
-            if event.get("epoch") == epoch and offset < event.get("offset", 0) <= upto:
-                missed.append(event)
-        if [event["offset"] for event in missed] != list(range(offset + 1, upto + 1)):
-            return None
-        return missed
+        wanted = followed.offset - offset + _HISTORY_SLACK
+        while True:
+            try:
+                kept = await self._broker.history(game_channel(game), wanted)
+            except ConnectionError as exc:
+                log.warning("history of %s unavailable: %s", game, exc)
+                return None
+            # No await from here on: the caller takes its snapshot at exactly this offset.
+            upto = followed.offset
+            if epoch != followed.epoch:
+                return None
+            missed = _events_between(kept, epoch, offset, upto)
+            if [event["offset"] for event in missed] == list(range(offset + 1, upto + 1)):
+                return missed
+            if len(kept) < wanted or wanted > self._history.size:
+                return None  # the history holds no more: too old, or lost (Redis restarted)
+            # The newest ``wanted`` did not reach back far enough: this node's view lags the broker by
+            # more than the slack, or other epochs' events are interleaved (a takeover). Read it all.
+            wanted = self._history.size + followed.offset - offset + _HISTORY_SLACK
+
+
+def _events_between(kept: Iterable[bytes], epoch: str, offset: int, upto: int) -> list[dict[str, Any]]:
+    """The events of ``kept`` (payloads, oldest first) in ``epoch`` after ``offset`` up to ``upto``."""
+    between: list[dict[str, Any]] = []
+    for payload in kept:
+        event = orjson.loads(payload)  # as clients get it: every field of the event
+        if event.get("epoch") == epoch and offset < event.get("offset", 0) <= upto:
+            between.append(event)
+    return between

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from server.metrics.labels import FRAME_IN_TYPES
 from tests.metrics.scrape import Scrape, scrape, scrape_until
 from tests.services import EmbeddedRedis, alive, clean_env, free_port, wait_ready
-from tests.test_cluster import TOKEN, Player, bet, betting_after, node_env, players
+from tests.test_cluster import TOKEN, Player, bet, node_env, players
 from tests.test_single_node import serving
 from tests.test_workers import _children, all_ready, supervisor, worker_of
 
@@ -39,7 +39,7 @@ async def test_play_moves_the_metrics_labels_stay_bounded_and_the_audit_catches_
         binary = await connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["croupier.v1.msgpack"])  # type: ignore[list-item]
         async with players(player):
             assert (await player.request({"t": "subscribe", "id": "s", "game": "dice"}))["t"] == "subscribed"
-            opening = await player.wait_for(betting_after(0), timeout=15)
+            opening = await player.next_betting(timeout=15)
             placed = await bet(player, opening["round"], "metrics-1")
             assert placed["t"] == "bet_ok", placed
             # Frames of types nobody defined: counted as "other", never as a label of their own.

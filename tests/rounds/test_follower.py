@@ -174,3 +174,31 @@ async def test_missed_events_come_from_the_history_or_the_client_needs_a_snapsho
     assert await follower.missed_since(GAME, 3, "e0") is None  # another epoch: another driver's numbering
     assert await follower.missed_since(GAME, 7, "e1") is None  # ahead of this node
     await follower.close()
+
+
+class LaggingBroker(MemoryBroker):
+    """A broker whose history also holds ``ahead``: events published that have not reached this node yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ahead: list[bytes] = []
+
+    async def history(self, channel: str, count: int) -> list[bytes]:
+        kept = await super().history(channel, 1_000_000) + self.ahead
+        return kept[-count:] if count > 0 else []
+
+
+async def test_missed_events_are_found_when_this_node_lags_the_history_by_more_than_the_slack() -> None:
+    broker = LaggingBroker()
+    follower = RoundFollower(broker, [GAME], HistoryPolicy(size=100, ttl=60.0))
+    await follower.start()
+    channel = Channel(broker)
+    await channel.round(BETTING)
+    for multiplier in range(101, 106):
+        await channel.tick(7, multiplier=multiplier)
+    ahead = Channel(broker)
+    ahead.offset = channel.offset
+    broker.ahead = [encode_tick(GAME, 7, {"multiplier": 200 + n}, ahead.stamp()) for n in range(40)]
+    missed = await follower.missed_since(GAME, 3, "e1")
+    assert missed is not None and [e["offset"] for e in missed] == [4, 5, 6]  # up to this node's view
+    await follower.close()

@@ -268,13 +268,18 @@ async def test_two_senders_never_pass_telegrams_limits_nor_send_a_row_twice(
     npool: asyncpg.Pool, botapi: BotApiServer, redis_url: str
 ) -> None:
     """90 rows (15 users with two) through two senders (two nodes, one Redis): the test server, which
-    enforces 30 a second per bot and 1 a second per chat, never answers 429; every row is sent once."""
+    enforces 30 a second per bot and 1 a second per chat, never answers 429; every row is sent once.
+
+    The server counts a message when it arrives, the gate when it lets it go: on a loaded machine one
+    request can be held up longer than the default 20 ms margin, and two arrivals then fall closer than
+    their stamps. The margin here (250 ms) is wider than this machine's worst hold-up under the CI load,
+    so what is tested is the sharing (two senders never double the rate), not the loopback's jitter."""
     users = list(range(7_340_001, 7_340_076))
     await reachable(npool, users)
     rows = [(user, 1000 + n) for n, user in enumerate(users)] + [(user, 2000 + n) for n, user in enumerate(users[:15])]
     await receipts(npool, rows)
-    async with redis_gates(redis_url, 2) as (one, two), running(npool, botapi, one, name="a") as a, \
-            running(npool, botapi, two, name="b") as b:  # fmt: skip
+    async with redis_gates(redis_url, 2, FloodLimits(margin=0.25)) as (one, two), \
+            running(npool, botapi, one, name="a") as a, running(npool, botapi, two, name="b") as b:  # fmt: skip
         done = await settled(npool, users)
     calls = await sends(botapi)
     assert [call["status"] for call in calls] == [200] * len(rows), [c for c in calls if c["status"] != 200][:3]
