@@ -32,6 +32,12 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     """Extension: the account is blocked by the operator: its ``auth`` is refused, then the socket closes with
     4403."""
+    LIMIT_REACHED = "limit_reached"
+    """Extension: a bet or deposit over one of the player's own limits (loss, wager, deposit), or a sign-in in
+    the break after their session time limit; ``resets_at`` says when it may go again."""
+    EXCLUDED = "excluded"
+    """Extension: the player is in a cool-off or self-excluded: no bets and no deposits until ``resets_at``
+    (null: permanent)."""
 
 
 class CloseCode(IntEnum):
@@ -54,6 +60,9 @@ class CloseCode(IntEnum):
     next ``auth`` is refused with ``forbidden``): stop, do not reconnect."""
     AUTH_TIMEOUT = 4408
     """No ``auth`` within the handshake timeout: reconnect."""
+    PLAY_TIME_LIMIT = 4410
+    """The player's own session time limit ran out: stop; a sign-in is refused with ``limit_reached`` until
+    the break after it ends."""
     REPLACED = 4409
     """Replaced by a newer connection of the same session: stop."""
     RATE_LIMITED = 4429

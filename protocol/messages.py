@@ -164,6 +164,34 @@ class Leaderboard(_Request, tag="leaderboard"):
     watch: bool | None = None
 
 
+LimitKindName = Literal["deposit", "loss", "wager", "session"]
+"""``deposit``: Stars deposited; ``loss``: chips staked less chips paid back; ``wager``: chips staked (each per
+day, week or month); ``session``: minutes of one play session (period ``session``)."""
+LimitPeriod = Literal["day", "week", "month", "session"]
+"""A calendar day, week (from Monday) or month in the server's limits time zone; ``session`` for a session limit."""
+
+
+class Limits(_Request, tag="limits"):
+    """Extension: the player's own responsible-gaming limits, what is used of them, and any exclusion."""
+
+
+class SetLimit(_Request, tag="set_limit"):
+    """Extension: set one of the player's own limits (``amount``: Stars, chips or minutes; null removes it).
+    Lowering applies at once; raising or removing waits 24 hours. The reply is ``limits``."""
+
+    kind: LimitKindName
+    period: LimitPeriod
+    amount: Annotated[int, msgspec.Meta(ge=1)] | None
+
+
+class Exclude(_Request, tag="exclude"):
+    """Extension: a ``cool_off`` (``days`` 1 to 42) or a ``self_exclusion`` (``days`` 183 or more; null:
+    permanent): no bets and no deposits until it ends. It cannot be shortened or lifted. The reply is ``limits``."""
+
+    kind: Literal["cool_off", "self_exclusion"]
+    days: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
 Request = (
     Auth
     | Subscribe
@@ -177,12 +205,15 @@ Request = (
     | MyBets
     | MyTransactions
     | Leaderboard
+    | Limits
+    | SetLimit
+    | Exclude
 )
 """Every message a client may send."""
 
 REQUEST_TYPES: tuple[type[_Request], ...] = (
     Auth, Subscribe, Unsubscribe, Bet, Action, BalanceRequest, History, Ping, Deposit, MyBets, MyTransactions,
-    Leaderboard,
+    Leaderboard, Limits, SetLimit, Exclude,
 )  # fmt: skip
 
 
@@ -256,6 +287,9 @@ class Error(_Reply, tag="error", omit_defaults=False):
     code: str
     message: str
     field: str | None = None
+    resets_at: int | msgspec.UnsetType | None = msgspec.UNSET
+    """Extension, only with ``limit_reached`` and ``excluded`` (absent otherwise): when the player may try
+    again (ms since the epoch; null with ``excluded``: never)."""
 
 
 class Pong(_Reply, tag="pong"):
@@ -531,6 +565,35 @@ class Announcement(_Reply, tag="announcement", kw_only=True):
     """When it was sent (ms)."""
 
 
+class PlayerLimit(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One of the player's own limits: ``amount`` in force, ``used`` of it in the current period (until
+    ``resets_at``, ms), and a raise or removal waiting (``pending_amount``, null: removal) from ``pending_from``."""
+
+    kind: LimitKindName
+    period: LimitPeriod
+    amount: int
+    used: int | None = None
+    resets_at: int | None = None
+    pending_amount: int | None = None
+    pending_from: int | None = None
+
+
+class Exclusion(msgspec.Struct, kw_only=True):
+    """An active cool-off or self-exclusion, until ``until`` (ms; null: permanent)."""
+
+    kind: Literal["cool_off", "self_exclusion"]
+    until: int | None
+
+
+class LimitsReply(_Reply, tag="limits", omit_defaults=False):
+    """Extension: the reply to ``limits``, ``set_limit`` and ``exclude``: every limit of the player and any
+    active exclusion (null: none)."""
+
+    id: RequestId
+    limits: list[PlayerLimit]
+    exclusion: Exclusion | None
+
+
 ServerMessage = (
     Welcome
     | Error
@@ -543,6 +606,7 @@ ServerMessage = (
     | MyBetsReply
     | MyTransactionsReply
     | LeaderboardReply
+    | LimitsReply
     | Balance
     | Invoice
     | BetSettled

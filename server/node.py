@@ -39,7 +39,7 @@ from .leaderboards import (
     time_zone,
 )
 from .ledger import BatchOptions, Ledger, OutboxRelay
-from .players import PlayerHistory
+from .players import Calendar, PlayerHistory, ResponsibleGaming
 from .risk import SigninAddresses
 from .rounds.engine import EngineSettings, RoundEngine
 from .settings import Settings
@@ -93,6 +93,7 @@ class Node:
     cashier: Cashier
     players: PlayerHistory
     leaderboards: Leaderboards
+    responsible: ResponsibleGaming
     signin_addresses: SigninAddresses
     webhook: TelegramWebhook | None = None
     """``POST /telegram/webhook``, when the node has a bot token of its own and ``CROUPIER_WEBHOOK_SECRET``."""
@@ -185,8 +186,10 @@ class Node:
             planner = Planner(time_zone(settings.leaderboard_tz))
             hooks = _notification_hooks(settings)
             hooks["on_settled"] = combine_settled_hooks(hooks.get("on_settled"), record_settled)
+            calendar = Calendar(time_zone(settings.limits_tz))
+            responsible = ResponsibleGaming(pool, calendar)
             ledger = Ledger(pool, welcome_credit=settings.welcome_credit, batches=batches, announce=relay.announce,
-                            **hooks)  # fmt: skip
+                            calendar=calendar, **hooks)  # fmt: skip
             await ledger.start()
             stack.push_async_callback(ledger.close)
             board_relay = LeaderboardRelay(routes.session_dsn, board_store, broker, planner=planner)
@@ -196,7 +199,7 @@ class Node:
             await leaderboards.start()
             stack.push_async_callback(leaderboards.close)
             cashier, webhook = await _open_cashier(settings, pool, ledger, stack, dsn=routes.session_dsn,
-                                                   batches=batches)  # fmt: skip
+                                                   batches=batches, responsible=responsible)  # fmt: skip
             audience = Audience()
             handlers, rules = configure_games(
                 settings.games,
@@ -246,6 +249,7 @@ class Node:
                 cashier=cashier,
                 players=PlayerHistory(pool),
                 leaderboards=leaderboards,
+                responsible=responsible,
                 signin_addresses=signin_addresses,
                 webhook=webhook,
                 database=database.description,
@@ -267,7 +271,8 @@ def _notification_hooks(settings: Settings) -> dict[str, Any]:
 
 
 async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger, stack: AsyncExitStack, *,
-                        dsn: str, batches: BatchOptions) -> tuple[Cashier, TelegramWebhook | None]:  # fmt: skip
+                        dsn: str, batches: BatchOptions,
+                        responsible: ResponsibleGaming) -> tuple[Cashier, TelegramWebhook | None]:  # fmt: skip
     """The Stars cashier, with a bot when the node has a token of its own (its HTTP session closed by
     ``stack``; no request is made until the first call), and the webhook when a secret is set too; the
     updates' router behind the webhook, and long polling with ``settings.polling`` (its lease on ``dsn``)."""
@@ -279,13 +284,14 @@ async def _open_cashier(settings: Settings, pool: asyncpg.Pool, ledger: Ledger, 
     )
     if not settings.payments_enabled:
         log.info("deposits disabled: no bot token of this node's own (CROUPIER_BOT_TOKEN)")
-        return Cashier(pool, ledger, None, options, bot_id=settings.bot_id), None  # takes no payment: not started
+        # Takes no payment: not started.
+        return Cashier(pool, ledger, None, options, bot_id=settings.bot_id, responsible=responsible), None
     assert settings.bot_token is not None
     bot = create_bot(settings.bot_token, api_url=settings.telegram_api_url, env=settings.telegram_env)
     stack.push_async_callback(bot.session.close)
     if settings.notify_sender:
         _start_sender(settings, pool, bot, stack)
-    cashier = Cashier(pool, ledger, bot, options, bot_id=settings.bot_id, batches=batches)
+    cashier = Cashier(pool, ledger, bot, options, bot_id=settings.bot_id, batches=batches, responsible=responsible)
     cashier.start()
     stack.push_async_callback(cashier.close)
     texts = BotTexts(settings.webapp_url, paysupport=settings.paysupport_text, terms=settings.terms_text)

@@ -179,6 +179,9 @@ class Settings:
     leaderboard_tz: str = "UTC"
     """``CROUPIER_LEADERBOARD_TZ``: the IANA time zone whose midnight starts a leaderboard's day (and Monday
     midnight its ISO week)."""
+    limits_tz: str = "UTC"
+    """``CROUPIER_LIMITS_TZ``: the IANA time zone of the calendar days, weeks (from Monday) and months of the
+    players' own deposit, loss and wager limits."""
 
     @property
     def payments_enabled(self) -> bool:
@@ -287,6 +290,7 @@ class Settings:
             notify_max_attempts=_int(env, "CROUPIER_NOTIFY_MAX_ATTEMPTS", 8, minimum=1),
             big_win_multiple=_int(env, "CROUPIER_BIG_WIN_MULTIPLE", 10, minimum=0),
             leaderboard_tz=_time_zone(env, "CROUPIER_LEADERBOARD_TZ"),
+            limits_tz=_time_zone(env, "CROUPIER_LIMITS_TZ"),
             admin_keys=_admin_keys(env),
             **cashier,
             **bot,

@@ -22,6 +22,7 @@ from protocol import messages as m
 from ..auth import InitData, TelegramUser
 from ..ledger import BetRequest, LedgerError, PlacedBet, WalletState
 from ..players.history import Page
+from ..players.limitstore import SessionCheck
 from ..rounds import GameRules
 from ..rounds.engine import CheckedBet
 from ..telegram import DepositInvoice
@@ -218,6 +219,27 @@ class PlayerRecords(Protocol):
         ...
 
 
+class PlayerLimitsService(Protocol):
+    """A player's own responsible-gaming limits (:class:`server.players.ResponsibleGaming`)."""
+
+    async def state(self, user_id: int, request_id: m.RequestId, /) -> m.LimitsReply:
+        """Every limit of the player with what is used of it, and their active exclusion."""
+        ...
+
+    async def set_limit(self, user_id: int, kind: str, period: str, amount: int | None,
+                        request_id: m.RequestId, /) -> m.LimitsReply:  # fmt: skip
+        """Set or remove one limit (:class:`~server.players.InvalidLimit` saying why not)."""
+        ...
+
+    async def exclude(self, user_id: int, kind: str, days: int | None, request_id: m.RequestId, /) -> m.LimitsReply:
+        """Start or lengthen a cool-off or self-exclusion (:class:`~server.players.InvalidLimit` saying why not)."""
+        ...
+
+    async def sign_in(self, user_id: int, /) -> SessionCheck | None:
+        """The session time limit's verdict on a sign-in now (None: the player has none in force)."""
+        ...
+
+
 class Boards(Protocol):
     """The leaderboards as a session uses them (:class:`server.leaderboards.Leaderboards`)."""
 
@@ -296,3 +318,6 @@ class SessionServices(Protocol):
 
     @property
     def leaderboards(self) -> Boards: ...
+
+    @property
+    def responsible(self) -> PlayerLimitsService: ...

@@ -7,6 +7,8 @@ returns (:class:`Outcome`: replies in order, then maybe a close code). States:
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
 import secrets
 import time
@@ -29,6 +31,8 @@ from ..ledger import BetRequest, LedgerError, PlacedBet
 from ..ledger.signin import AccountBlocked
 from ..logs import bind
 from ..metrics import ACTION_SECONDS, AUTH, BET_SECONDS, DEPOSIT_SECONDS, FRAMES_IN, FRAMES_OUT
+from ..players import InvalidLimit
+from ..players.limits import SESSION_BREAK
 from ..rounds.engine import CheckedBet, RoundRefused
 from ..rounds.events import game_channel
 from ..rounds.handler import InvalidBet
@@ -70,6 +74,13 @@ def _error(request_id: m.RequestId | None, code: ErrorCode, message: str, field:
     return m.Error(id=request_id, code=code.value, message=message, field=field)
 
 
+def _limited(reply: m.Error, resets_at: dt.datetime | None) -> m.Error:
+    """``reply`` with ``resets_at`` when it is a player's own limit (``limit_reached``, ``excluded``)."""
+    if reply.code in (ErrorCode.LIMIT_REACHED, ErrorCode.EXCLUDED):
+        reply.resets_at = None if resets_at is None else int(resets_at.timestamp() * 1000)
+    return reply
+
+
 def _unavailable(request_id: m.RequestId, retry: str = "retry shortly") -> Outcome:
     """The reply to a request the database could not serve now (the client retries; nothing was done)."""
     return Outcome([_error(request_id, ErrorCode.UNAVAILABLE, f"database unavailable; {retry}")])
@@ -90,8 +101,8 @@ class Session:
     :class:`~server.node.Node` is one); ``clock`` (monotonic seconds) times its rate limits.
     """
 
-    __slots__ = ("_clock", "_limiter", "_malformed", "_watching", "address", "codec", "peer", "services", "session_id",
-                 "state", "subscriptions", "user")  # fmt: skip
+    __slots__ = ("_clock", "_limiter", "_malformed", "_play_timer", "_watching", "address", "codec", "peer", "services",
+                 "session_id", "state", "subscriptions", "user")  # fmt: skip
 
     def __init__(self, services: SessionServices, peer: SocketPeer, *,
                  clock: Callable[[], float] = time.monotonic, address: str | None = None) -> None:  # fmt: skip
@@ -108,6 +119,7 @@ class Session:
         self._clock = clock
         self._malformed: list[float] = []  # times of recent malformed frames (most sockets send none)
         self._watching = False  # a leaderboard is pushed to this socket
+        self._play_timer: asyncio.TimerHandle | None = None  # ends the player's session time limit
         self._limiter = RateLimiter(services.settings.rate_limit, services.settings.rate_burst, clock=clock)
 
     async def detach(self) -> None:
@@ -120,6 +132,8 @@ class Session:
         self.subscriptions.clear()
         if self._watching:
             self.services.leaderboards.unwatch(self)
+        if self._play_timer is not None:
+            self._play_timer.cancel()
         self.state = State.CLOSED
 
     async def receive(self, frame: bytes | str) -> Outcome:
@@ -222,6 +236,10 @@ class Session:
             AUTH["unavailable"].n += 1
             log.warning("auth of user %d failed: database unavailable (%s)", user.id, type(exc).__name__)
             return _unavailable(request.id, "retry auth shortly")
+        if wallet.session_limited:
+            refused = await self._check_play_time(request.id, user.id)
+            if refused is not None:
+                return refused
         if self.address is not None:
             self.services.signin_addresses.record(user.id, self.address)
         missed: list[bytes] | None = None
@@ -254,6 +272,35 @@ class Session:
             welcome.recovered = missed is not None
             welcome.missed = [orjson.loads(event) for event in missed or ()]
         return Outcome([welcome])
+
+    async def _check_play_time(self, request_id: m.RequestId, user_id: int) -> Outcome | None:
+        """Under a session time limit: refuse the sign-in in the break after a session, or end this socket's
+        session when the limit runs out (None: go on)."""
+        try:
+            check = await self.services.responsible.sign_in(user_id)
+        except _STORE_FAILURES:
+            AUTH["unavailable"].n += 1
+            return _unavailable(request_id, "retry auth shortly")
+        if check is None:
+            return None
+        if check.refusal is not None:
+            AUTH.of("play_time").n += 1
+            reply = _limited(_error(request_id, check.refusal.code, check.refusal.message), check.refusal.resets_at)
+            return self._close(reply, CloseCode.PLAY_TIME_LIMIT, "session time limit")
+        if check.ends_at is not None:
+            delay = max(0.0, check.ends_at.timestamp() - time.time())
+            self._play_timer = asyncio.get_running_loop().call_later(delay, self._play_time_over, check.ends_at)
+        return None
+
+    def _play_time_over(self, ended_at: dt.datetime) -> None:
+        """The player's session time limit ran out: tell them when they may come back, then close."""
+        self._play_timer = None
+        if self.state is State.CLOSED:
+            return
+        reply = _error(None, ErrorCode.LIMIT_REACHED, "your session time limit is used up: take a break")
+        self._push(_limited(reply, ended_at + SESSION_BREAK))
+        self.state = State.CLOSED
+        self.peer.close(CloseCode.PLAY_TIME_LIMIT, "session time limit")
 
     async def _dispatch(self, request: m.Request) -> Outcome:
         assert self.user is not None
@@ -299,6 +346,8 @@ class Session:
                 return await self._my_transactions(request, self.user.id)
             case m.Leaderboard():
                 return await self._leaderboard(request, self.user.id)
+            case m.Limits() | m.SetLimit() | m.Exclude():
+                return await self._limits(request, self.user.id)
             case m.Auth():
                 return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, "this socket is already authenticated", "t")])
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
@@ -327,7 +376,7 @@ class Session:
         try:
             placed = await self.services.ledger.place_bet(bet)
         except LedgerError as exc:
-            return Outcome([_error(request.id, exc.code, str(exc))])
+            return Outcome([_limited(_error(request.id, exc.code, str(exc)), exc.resets_at)])
         return self._bet_ok(request, placed)
 
     async def _replay_or(self, request: m.Bet, user_id: int, refusal: m.Error) -> Outcome:
@@ -387,7 +436,7 @@ class Session:
         try:
             invoice = await self.services.cashier.deposit(user_id, request.stars)
         except CashierError as exc:
-            return Outcome([_error(request.id, exc.code, str(exc), exc.field)])
+            return Outcome([_limited(_error(request.id, exc.code, str(exc), exc.field), exc.resets_at)])
         except UNAVAILABLE_ERRORS:
             return _unavailable(request.id)
         return Outcome([m.Invoice(id=request.id, url=invoice.url, order=invoice.order_id, stars=invoice.stars,
@@ -425,6 +474,22 @@ class Session:
             self._watching = request.watch
         board.id = request.id
         return Outcome([board])
+
+    async def _limits(self, request: m.Limits | m.SetLimit | m.Exclude, user_id: int) -> Outcome:
+        limits = self.services.responsible
+        try:
+            match request:
+                case m.SetLimit():
+                    reply = await limits.set_limit(user_id, request.kind, request.period, request.amount, request.id)
+                case m.Exclude():
+                    reply = await limits.exclude(user_id, request.kind, request.days, request.id)
+                case _:
+                    reply = await limits.state(user_id, request.id)
+        except InvalidLimit as exc:
+            return Outcome([_error(request.id, ErrorCode.BAD_REQUEST, str(exc), exc.field)])
+        except UNAVAILABLE_ERRORS:
+            return _unavailable(request.id)
+        return Outcome([reply])
 
     def _push(self, message: m.ServerMessage) -> None:
         """Queue a push for this socket (a watched leaderboard)."""

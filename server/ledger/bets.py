@@ -17,6 +17,7 @@ built as :class:`~server.ledger.postings.Transfers`, whose legs the write insert
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,8 @@ from ..db.groupcommit import GroupCommit
 from ..db.roundlock import HOLD_BETTING_OPEN
 from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 from ..metrics import BETS, LEDGER_ERRORS
+from ..players.limits import Calendar
+from ..players.limitstore import batch_limits_sql, count_stakes, read_batch_limits
 from .batching import BatchOptions
 from .errors import (
     BettingClosed,
@@ -37,6 +40,7 @@ from .errors import (
     InsufficientFunds,
     LedgerError,
     LedgerUnavailable,
+    PlayerLimitReached,
 )
 from .events import UserEvent, balance_event
 from .exposure import ExposureBudget
@@ -106,10 +110,11 @@ WHERE a.user_id = ANY($2::bigint[]) OR a.id = $3
 ORDER BY a.id FOR UPDATE OF a
 """  # noqa: S608 - composed of constant SQL, no data
 
-# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch, and
-# the bets already placed with the batch's idempotency keys.
-_READ = """
+# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch, the
+# bets already placed with the batch's idempotency keys, and the responsible-gaming limits of its users.
+_READ = f"""
 SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting') AS open_rounds,
+       ({batch_limits_sql("$5")}) AS player_limits,
        array(SELECT nextval('bets_id_seq') FROM generate_series(1, $2)) AS bet_ids,
        array(SELECT nextval('ledger_txns_id_seq') FROM generate_series(1, $2)) AS txn_ids,
        (SELECT coalesce(json_agg(json_build_object(
@@ -118,7 +123,7 @@ SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'bet
                 'version_after', b.version_after)), '[]')
         FROM bets b JOIN unnest($3::bigint[], $4::text[]) AS k(user_id, idem_key)
           ON b.user_id = k.user_id AND b.idem_key = k.idem_key) AS prior
-"""
+"""  # noqa: S608 - composed of constant SQL, no data
 
 _PRIOR = """
 SELECT b.id, b.user_id, b.game, b.round_id, b.amount, b.params, b.idem_key, b.status, b.balance_after, b.version_after
@@ -209,13 +214,17 @@ class _AcceptedBets:
 
 
 async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epoch: str,
-                      allowance: dict[int, int] | None = None) -> list[BetOutcome]:  # fmt: skip
+                      allowance: dict[int, int] | None = None, calendar: Calendar | None = None,
+                      now: dt.datetime | None = None) -> list[BetOutcome]:  # fmt: skip
     """Decide and write a batch of bets in the caller's transaction; one outcome per request, in order.
 
     Each accepted bet also writes its ``balance`` event (in ``epoch``) to the outbox. ``allowance`` is the
     exposure this batch may add to each capped round (see :mod:`server.ledger.exposure`); it is spent as
-    bets are accepted."""
+    bets are accepted. The players' own limits and exclusions (:mod:`server.players.limits`, periods of
+    ``calendar`` at ``now``) are checked with their wallets locked, and their stakes counted."""
     allowance = {} if allowance is None else allowance
+    calendar = calendar or Calendar()
+    now = now or dt.datetime.now(dt.UTC)
     round_ids = sorted({r.round_id for r in batch})
     # The betting lock of each round is held shared to commit (server/db/roundlock.py): closing betting takes it
     # exclusively, so it waits for batches in flight, and a batch after it sees the round closed.
@@ -224,8 +233,11 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
         if row["user_id"] is not None:
             wallets[row["user_id"]] = _Wallet(row["id"], row["balance"], row["version"])
     keyed = [r for r in batch if r.key is not None]
-    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed])
+    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed],
+                               list(wallets))  # fmt: skip
     assert read is not None
+    limited = read_batch_limits(read["player_limits"])
+    counted: list[tuple[int, int]] = []  # (user, stake) of accepted bets whose users' usage is kept
     open_rounds = set(read["open_rounds"])
     prior: dict[tuple[int, str], Mapping[str, Any]] = {
         (row["user_id"], row["idem_key"]): row for row in orjson.loads(read["prior"])
@@ -250,6 +262,12 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
         if request.round_id not in open_rounds:
             outcomes.append(BettingClosed(f"round {request.round_id} of {request.game} is not taking bets"))
             continue
+        player = limited.get(request.user_id)
+        if player is not None:
+            refusal = player.refuse_bet(request.amount, now, calendar)
+            if refusal is not None:
+                outcomes.append(PlayerLimitReached(refusal.code, refusal.message, refusal.resets_at))
+                continue
         wallet = wallets.get(request.user_id)
         if wallet is None or wallet.balance < request.amount:
             available = 0 if wallet is None else wallet.balance
@@ -270,11 +288,16 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
                            "accepted", wallet.balance, wallet.version, event=event)  # fmt: skip
         accepted.add(placed, request.key, wallet.account_id, txn_id, request.client_seed)
         outcomes.append(placed)
+        if player is not None and player.counts_usage:
+            player.stake(request.amount, now, calendar)
+            counted.append((request.user_id, request.amount))
         if identity is not None:
             accepted_keys[identity] = placed
 
     if accepted.bet_ids:
         await conn.execute(_WRITE, *accepted.arguments(house))
+    if counted:
+        await count_stakes(conn, counted, now, calendar)
     return outcomes
 
 
@@ -312,6 +335,7 @@ class BetBatcher:
     """Coalesces concurrent :meth:`place` calls into shared transactions (see
     :class:`~server.db.groupcommit.GroupCommit`): each batch commits on its own connection and
     house shard, and its ``balance`` events are announced once the bettors have their acks.
+    ``calendar``: the periods of the players' own limits (default UTC).
     """
 
     def __init__(
@@ -322,9 +346,11 @@ class BetBatcher:
         batches: BatchOptions,
         epoch: str = "",
         announce: Callable[[list[UserEvent]], None] | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         self._pool = pool
         self._epoch = epoch
+        self._calendar = calendar or Calendar()
         self._announce = announce
         self._houses = itertools.cycle(house_accounts)
         self._exposure = ExposureBudget(pool)
@@ -363,7 +389,15 @@ class BetBatcher:
             # 23505: a key inserted by a transaction that committed after our read; the retry replays it.
             outcomes = await in_transaction(
                 self._pool,
-                lambda conn: commit_bets(conn, requests, house, self._epoch, dict(taken)),  # each attempt afresh
+                lambda conn: commit_bets(
+                    conn,
+                    requests,
+                    house,
+                    self._epoch,
+                    dict(taken),  # each attempt afresh
+                    self._calendar,
+                    dt.datetime.now(dt.UTC),
+                ),
                 retry_sqlstates=RETRYABLE_SQLSTATES | {"23505"},
                 unavailable=LedgerUnavailable,
             )

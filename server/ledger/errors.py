@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from protocol import ErrorCode
 
 from ..db.transactions import DatabaseUnavailable
@@ -11,6 +13,8 @@ class LedgerError(Exception):
     """Base of ledger refusals. ``code`` is the protocol error code to answer with."""
 
     code: ErrorCode = ErrorCode.INTERNAL
+    resets_at: dt.datetime | None = None
+    """When what refused it lets the player try again (a player's own limit), if it says."""
 
 
 class InsufficientFunds(LedgerError):
@@ -55,3 +59,13 @@ class UnknownDeposit(LedgerError):
     """No deposit was credited for that ref (a payment charge id): there is nothing to reverse."""
 
     code = ErrorCode.BAD_REQUEST
+
+
+class PlayerLimitReached(LedgerError):
+    """The bet would pass one of the player's own limits, or they are in a cool-off or self-excluded
+    (``code`` ``limit_reached`` or ``excluded``; ``resets_at``: when it may go). Nothing was charged."""
+
+    def __init__(self, code: ErrorCode, message: str, resets_at: dt.datetime | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.resets_at = resets_at

@@ -18,6 +18,7 @@ import asyncpg
 from ..auth import TelegramUser
 from ..db.groupcommit import GroupCommit
 from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
+from ..players.limits import Calendar
 from .batching import BatchOptions
 from .bets import BetBatcher, BetOutcome, BetRequest, PlacedBet, find_replay
 from .deposits import CreditedDeposit, Deposit, DepositCredit, DepositReversal, find_deposits
@@ -69,6 +70,7 @@ class Ledger:
     outbox already): a node hands them to its :class:`~server.ledger.outbox.OutboxRelay`.
     ``on_settled`` runs in every settlement's transaction with the bets it closed (the node's queues
     big-win notifications: :data:`SettledHook`); ``on_sign_in`` in the sign-ins' (:data:`SignInHook`).
+    ``calendar``: the periods of the players' own loss and wager limits, checked in every bet batch.
     PostgreSQL not answering raises :class:`~server.ledger.errors.LedgerUnavailable`.
     """
 
@@ -81,8 +83,10 @@ class Ledger:
         announce: Callable[[list[UserEvent]], None] | None = None,
         on_settled: SettledHook | None = None,
         on_sign_in: SignInHook | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         self._pool = pool
+        self._calendar = calendar
         self._announce = announce
         self._on_settled = on_settled
         self._on_sign_in = on_sign_in
@@ -106,7 +110,7 @@ class Ledger:
             self.epoch = await conn.fetchval("SELECT epoch FROM ledger_meta")
         batches = self._batches
         self._batcher = BetBatcher(self._pool, self._houses, batches=batches, epoch=self.epoch,
-                                   announce=self._announce)  # fmt: skip
+                                   announce=self._announce, calendar=self._calendar)  # fmt: skip
         self._batcher.start()
         self._sign_ins = SignIns(self._pool, bank=self._bank, welcome_credit=self._welcome_credit, epoch=self.epoch,
                                  batches=batches, announce=self._announce, also=self._on_sign_in)  # fmt: skip

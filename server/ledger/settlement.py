@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from ..db.transactions import Connection
+from ..players.limitstore import count_paid_back
 from .postings import Posting, post, transfer
 
 
@@ -90,6 +91,7 @@ async def _pay(conn: Connection, rows: list[asyncpg.Record], house: int, kind: s
         list(per_user), list(per_user.values()),
     )  # fmt: skip
     paid = [(bet, user, amount) for bet, user, amount, _ in closed if amount > 0]
+    await count_paid_back(conn, [(user, amount) for _, user, amount in paid])  # players with a loss limit
     postings: list[Posting] = [transfer(kind, house, wallets[user], amount, ref=str(bet)) for bet, user, amount in paid]
     txn_ids, states = await post(conn, postings)
     if paid:

@@ -9,7 +9,7 @@ team's 2-core machine. :class:`SignIns` gathers concurrent sign-ins like bets
 1. one read for the whole batch tells who is known with an unchanged profile (seen within
    :data:`~server.db.users.SEEN_PRECISION`) and has a wallet: those are done, with no
    transaction (returning users); the same read finds blocked accounts, refused with
-   :class:`AccountBlocked` (nothing written);
+   :class:`AccountBlocked` (nothing written), and users with a session time limit (checked by the session);
 2. the others are written in one transaction: user rows upserted, wallets opened, the welcome
    credits posted (one ledger transaction each, from the bank) and their ``balance`` events
    stored in the outbox; the events are announced after the commit.
@@ -44,7 +44,8 @@ SELECT q.id,
                 AND u.last_seen_at > now() - make_interval(secs => $8),
                 false) AS current,
        a.balance, a.version,
-       EXISTS (SELECT 1 FROM account_restrictions r WHERE r.user_id = q.id AND r.kind = 'blocked') AS blocked
+       EXISTS (SELECT 1 FROM account_restrictions r WHERE r.user_id = q.id AND r.kind = 'blocked') AS blocked,
+       EXISTS (SELECT 1 FROM player_limits l WHERE l.user_id = q.id AND l.kind = 'session') AS session_limited
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::boolean[])
      AS q(id, first_name, last_name, username, language_code, is_premium, allows_write_to_pm)
 LEFT JOIN users u ON u.id = q.id
@@ -149,7 +150,7 @@ class SignIns:
             if row["version"] is None:
                 no_wallet.append(row["id"])
             else:
-                states[row["id"]] = WalletState(row["balance"], row["version"])
+                states[row["id"]] = WalletState(row["balance"], row["version"], session_limited=row["session_limited"])
             if not row["current"]:
                 stale.append(latest[row["id"]])
         if stale or no_wallet:

@@ -15,6 +15,8 @@ class WalletState:
     version: int
     credited: int = 0
     """The welcome credit paid by this call (only when it opened the wallet)."""
+    session_limited: bool = False
+    """The user has set a session time limit (a sign-in reads it: :mod:`server.players.limits`)."""
 
 
 async def system_account(conn: Connection, kind: str, shard: int = 0) -> int:

@@ -45,11 +45,11 @@ ERROR_CODES: tuple[str, ...] = tuple(code.value for code in ErrorCode)
 
 AUTH_RESULTS: tuple[str, ...] = (
     "ok", "malformed", "missing_hash", "bad_hash", "missing_signature", "bad_signature", "expired", "no_user",
-    "unavailable", "timeout", "required", "blocked",
+    "unavailable", "timeout", "required", "blocked", "play_time",
 )  # fmt: skip
 """``ok``; an initData refused, by ``server.auth.InitDataErrorKind`` (``tests/metrics`` checks they match);
 ``no_user`` (initData without a user), ``unavailable`` (the database), ``timeout`` (no auth in time),
-``required`` (another request before ``auth``)."""
+``required`` (another request before ``auth``), ``play_time`` (in the break after a session time limit)."""
 
 REFUSALS: tuple[str, ...] = ("handshake_timeout", "unauthenticated_cap", "address_rate", "subprotocol")
 """Why a connection was refused before it became a session."""

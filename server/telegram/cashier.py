@@ -34,9 +34,11 @@ from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
 
 from ..db.transactions import Connection, in_transaction
 from ..ledger import BatchOptions, Ledger
+from ..players import ResponsibleGaming
+from ..players.limits import Refusal
 from .bot import redacted
-from .errors import BotApiUnavailable, CashierUnavailable, DepositRefused
-from .orders import STARS, DepositLimits, Order, cancel_order, checkout_refusal, get_order, open_order
+from .errors import BotApiUnavailable, CashierUnavailable, DepositOverLimit, DepositRefused
+from .orders import STARS, DepositLimits, Order, cancel_order, checkout_refusal, get_order, lock_deposits, open_order
 from .orders import order_id_of as order_of_payload
 from .payments import Payment, PaymentIntake, PaymentOutcome
 from .restrictions import REFUSAL as RESTRICTED
@@ -77,8 +79,10 @@ class Cashier:
     """Deposits in Telegram Stars over one pool, one ledger and one bot (None: deposits not enabled)."""
 
     def __init__(self, pool: asyncpg.Pool, ledger: Ledger, bot: Bot | None, options: CashierOptions, *,
-                 bot_id: int, batches: BatchOptions | None = None) -> None:  # fmt: skip
+                 bot_id: int, batches: BatchOptions | None = None,
+                 responsible: ResponsibleGaming | None = None) -> None:  # fmt: skip
         self._pool = pool
+        self._responsible = responsible
         self._ledger = ledger
         self._bot = bot
         self._options = options
@@ -103,12 +107,19 @@ class Cashier:
             raise DepositRefused(NOT_ENABLED, field=None)
         options = self._options
 
-        async def work(conn: Connection) -> Order | str:
+        async def work(conn: Connection) -> Order | str | Refusal:
             if await restriction_of(conn, user_id) is not None:  # no invoice: it could not be paid
                 return RESTRICTED_DEPOSIT
+            if self._responsible is not None:
+                await lock_deposits(conn, user_id)
+                own_limit = await self._responsible.deposit_refusal(conn, user_id, stars)
+                if own_limit is not None:
+                    return own_limit
             return await open_order(conn, user_id, stars, options.chips_per_star, options.limits)
 
         order = await in_transaction(self._pool, work, unavailable=CashierUnavailable)
+        if isinstance(order, Refusal):
+            raise DepositOverLimit(order.code, order.message, order.resets_at)
         if isinstance(order, str):
             raise DepositRefused(order)
         title = options.title.format(stars=stars, chips=order.chips)
@@ -138,19 +149,26 @@ class Cashier:
         assert self._bot is not None, "a webhook needs a bot"
         order_id = order_of_payload(query.invoice_payload)
 
-        async def lookup(conn: Connection) -> tuple[bool, Order | None, bool]:
+        async def lookup(conn: Connection) -> tuple[bool, Order | None, bool, Refusal | None]:
             if await handled(conn, self._bot_id, update_id):
-                return True, None, False
+                return True, None, False, None
             restricted = await restriction_of(conn, query.from_user.id) is not None
-            return False, None if order_id is None else await get_order(conn, order_id), restricted
+            order = None if order_id is None else await get_order(conn, order_id)
+            own_limit = None
+            if self._responsible is not None and order is not None:  # lowered, or excluded, since the invoice
+                own_limit = await self._responsible.deposit_refusal(conn, order.user_id, order.stars, order.id)
+            return False, order, restricted, own_limit
 
-        seen, order, restricted = await in_transaction(self._pool, lookup, unavailable=CashierUnavailable)
+        seen, order, restricted, own_limit = await in_transaction(self._pool, lookup, unavailable=CashierUnavailable)
         if seen:
             return
-        # A flagged (a refund left a shortfall), blocked or self-excluded payer buys nothing, whatever the order.
+        # A flagged (a refund left a shortfall), blocked or self-excluded payer buys nothing, whatever the order;
+        # nor does a player whose own limits (or exclusion) refuse it now.
         refusal = RESTRICTED if restricted else checkout_refusal(
             order, payer_id=query.from_user.id, total_amount=query.total_amount, currency=query.currency,
             now=dt.datetime.now(dt.UTC))  # fmt: skip
+        if refusal is None and own_limit is not None:
+            refusal = own_limit.message
         try:
             await self._bot.answer_pre_checkout_query(
                 pre_checkout_query_id=query.id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from protocol import ErrorCode
 
 from ..db.transactions import DatabaseUnavailable
@@ -13,6 +15,8 @@ class CashierError(Exception):
 
     code: ErrorCode = ErrorCode.INTERNAL
     field: str | None = None
+    resets_at: dt.datetime | None = None
+    """When the player may try again (their own limits), if it says."""
 
 
 class DepositRefused(CashierError):
@@ -23,6 +27,17 @@ class DepositRefused(CashierError):
     def __init__(self, message: str, field: str | None = "stars") -> None:
         super().__init__(message)
         self.field = field
+
+
+class DepositOverLimit(CashierError):
+    """The player's own deposit limit, cool-off or self-exclusion refuses the deposit (``code``
+    ``limit_reached`` or ``excluded``; ``resets_at``: when it may go). No order was written."""
+
+    def __init__(self, code: ErrorCode, message: str, resets_at: dt.datetime | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = "stars"
+        self.resets_at = resets_at
 
 
 class BotApiUnavailable(CashierError):

@@ -170,6 +170,12 @@ RETURNING star_orders.id
 """
 
 
+async def lock_deposits(conn: Connection, user_id: int) -> None:
+    """Serialize ``user_id``'s deposits until the caller's transaction ends (taken again by :func:`open_order`:
+    a check made after it, like the player's own deposit limits, holds until the order is written)."""
+    await conn.execute(_LOCK_USER, _LOCK_CLASS, user_id)
+
+
 async def open_order(conn: Connection, user_id: int, stars: int, chips_per_star: int,
                      limits: DepositLimits) -> Order | str:  # fmt: skip
     """Write a pending order of ``stars`` for ``user_id``, or return why the limits refuse it.

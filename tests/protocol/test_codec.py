@@ -130,7 +130,7 @@ def test_schema_command_prints_every_message() -> None:
     client = schema["properties"]["client"]["discriminator"]["mapping"]
     server = schema["properties"]["server"]["discriminator"]["mapping"]
     assert set(client) == {"auth", "subscribe", "unsubscribe", "bet", "action", "balance", "history", "ping", "deposit",
-                           "my_bets", "my_transactions", "leaderboard"}  # fmt: skip
+                           "my_bets", "my_transactions", "leaderboard", "limits", "set_limit", "exclude"}  # fmt: skip
     assert {"welcome", "error", "pong", "bet_ok", "balance", "round", "bet_settled", "invoice", "my_bets",
-            "my_transactions"} <= set(server)  # fmt: skip
+            "my_transactions", "limits"} <= set(server)  # fmt: skip
     assert schema["$defs"]["Bet"]["properties"]["amount"]["type"] == "integer"

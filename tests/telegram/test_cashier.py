@@ -203,6 +203,34 @@ async def test_deposit_limits_are_refused_naming_stars(
         await ws.close()
 
 
+async def test_the_players_own_deposit_limit_and_cool_off_refuse_deposits_and_their_checkouts(
+    start_node: StartNode, botapi: BotApiServer, db: asyncpg.Connection
+) -> None:
+    """A deposit limit of the player's own refuses what would pass it (``limit_reached``, with the period's
+    end); a cool-off refuses deposits (``excluded``), and the checkout of an invoice made before it."""
+    user = 7_000_012
+    async with cashier_node(start_node, botapi) as node:
+        ws, _ = await authed(node, user)
+        limit = {"t": "set_limit", "id": "l", "kind": "deposit", "period": "week", "amount": 100}
+        assert (await request(ws, limit))["limits"][0]["used"] == 0
+        before = await deposit(ws, 60)
+        assert before["t"] == "invoice"
+        over = await deposit(ws, 41)
+        assert (over["code"], over["field"]) == ("limit_reached", "stars") and over["resets_at"] > 0, over
+        assert "40 left" in over["message"]
+        assert (await request(ws, {"t": "limits", "id": "s"}))["limits"][0]["used"] == 60
+        cooling = await request(ws, {"t": "exclude", "id": "x", "kind": "cool_off", "days": 1})
+        refused = await deposit(ws, 10)
+        assert (refused["code"], refused["resets_at"]) == ("excluded", cooling["exclusion"]["until"])
+        paid = await botapi.pay(before["url"], user)  # the invoice made before the cool-off
+        await delivered(botapi)
+        (answer,) = [answer_of(call) for call in await botapi.calls("answerPreCheckoutQuery")]
+        await ws.close()
+    assert paid["status"] == "declined" and answer[0] is False and "cool-off" in answer[1]
+    assert await db.fetchval("SELECT count(*) FROM star_orders WHERE user_id = $1", user) == 1
+    assert await balance(db, user) == 0
+
+
 async def test_a_bot_api_failure_answers_unavailable_and_cancels_the_order(
     start_node: StartNode, botapi: BotApiServer, db: asyncpg.Connection
 ) -> None:

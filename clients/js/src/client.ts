@@ -322,6 +322,8 @@ export class CroupierClient extends Emitter<ClientEvents> {
   #attempt = 0;
   #authFailures = 0;
   #lastAuthError: CroupierError | null = null;
+  /** The `resets_at` of the last error that carried one (a session time limit's break end, before a 4410). */
+  #lastResetsAt: number | null = null;
   #paused = false;
   #stopped = false;
   #stopError: CroupierError | null = null;
@@ -831,6 +833,13 @@ export class CroupierClient extends Emitter<ClientEvents> {
         },
       );
     }
+    if (code === 4410) {
+      return new CroupierError(
+        "limit_reached",
+        `the player's session time limit is used up (close 4410): not reconnecting before the break ends`,
+        { closeCode: code, resetsAt: this.#lastResetsAt },
+      );
+    }
     if (code === 4401 && (!this.#getInitData || this.#authFailures > this.#options.maxAuthFailures)) {
       const refused = this.#lastAuthError;
       return new CroupierError(
@@ -1070,6 +1079,7 @@ export class CroupierClient extends Emitter<ClientEvents> {
       this.#onChannelEvent(msg);
       return;
     }
+    if (msg.t === "error" && typeof msg.resets_at === "number") this.#lastResetsAt = msg.resets_at;
     const id = msg.id;
     if (typeof id === "number" || typeof id === "string") {
       const pending = this.#pending.get(id as number);
@@ -1083,6 +1093,7 @@ export class CroupierClient extends Emitter<ClientEvents> {
               request: pending.t,
               id: pending.id,
               key: pending.key,
+              resetsAt: (msg.resets_at as number | null | undefined) ?? null,
             }),
           );
         } else {
@@ -1096,6 +1107,7 @@ export class CroupierClient extends Emitter<ClientEvents> {
         new CroupierError(String(msg.code), String(msg.message ?? msg.code), {
           field: (msg.field as string | null | undefined) ?? null,
           id: (id as number | string | null | undefined) ?? null,
+          resetsAt: (msg.resets_at as number | null | undefined) ?? null,
         }),
       );
       return;

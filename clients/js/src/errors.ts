@@ -14,7 +14,10 @@ export type ContractErrorCode =
   | "idempotency_conflict"
   | "unavailable"
   | "internal"
-  | "deposit_refused";
+  | "deposit_refused"
+  | "forbidden"
+  | "limit_reached"
+  | "excluded";
 
 /** Codes this library raises itself, for failures that never reached (or never came back from) the server. */
 export type ClientErrorCode =
@@ -47,6 +50,8 @@ export interface CroupierErrorDetails {
   key?: string | null;
   /** The WebSocket close code, when the error comes from a close. */
   closeCode?: number | null;
+  /** `limit_reached`, `excluded`: when the player's own limit lets them try again (ms since the epoch; null: never). */
+  resetsAt?: number | null;
 }
 
 /**
@@ -61,6 +66,7 @@ export class CroupierError extends Error {
   readonly id: number | string | null;
   readonly key: string | null;
   readonly closeCode: number | null;
+  readonly resetsAt: number | null;
 
   constructor(code: ErrorCode, message: string, details: CroupierErrorDetails = {}) {
     super(message);
@@ -70,6 +76,7 @@ export class CroupierError extends Error {
     this.id = details.id ?? null;
     this.key = details.key ?? null;
     this.closeCode = details.closeCode ?? null;
+    this.resetsAt = details.resetsAt ?? null;
   }
 
   /** Whether sending the request again may succeed (a bet: again with {@link key}, never with a new key). */

@@ -18,7 +18,10 @@ export type ClientMessage =
   | Deposit
   | MyBets
   | MyTransactions
-  | Leaderboard;
+  | Leaderboard
+  | Limits
+  | SetLimit
+  | Exclude;
 /**
  * Every message the server may send.
  */
@@ -34,6 +37,7 @@ export type ServerMessage =
   | MyBetsReply
   | MyTransactionsReply
   | LeaderboardReply
+  | LimitsReply
   | Balance
   | Invoice
   | BetSettled
@@ -212,6 +216,34 @@ export interface Leaderboard {
   watch?: boolean | null;
   id: number | string;
 }
+/**
+ * Extension: the player's own responsible-gaming limits, what is used of them, and any exclusion.
+ */
+export interface Limits {
+  t: "limits";
+  id: number | string;
+}
+/**
+ * Extension: set one of the player's own limits (``amount``: Stars, chips or minutes; null removes it).
+ * Lowering applies at once; raising or removing waits 24 hours. The reply is ``limits``.
+ */
+export interface SetLimit {
+  t: "set_limit";
+  kind: "deposit" | "loss" | "session" | "wager";
+  period: "day" | "month" | "session" | "week";
+  amount: number | null;
+  id: number | string;
+}
+/**
+ * Extension: a ``cool_off`` (``days`` 1 to 42) or a ``self_exclusion`` (``days`` 183 or more; null:
+ * permanent): no bets and no deposits until it ends. It cannot be shortened or lifted. The reply is ``limits``.
+ */
+export interface Exclude {
+  t: "exclude";
+  kind: "cool_off" | "self_exclusion";
+  days?: number | null;
+  id: number | string;
+}
 export interface Welcome {
   t: "welcome";
   id: number | string;
@@ -282,6 +314,7 @@ export interface ErrorMessage {
   code: string;
   message: string;
   field?: string | null;
+  resets_at?: number | null;
 }
 export interface Pong {
   t: "pong";
@@ -436,6 +469,36 @@ export interface LeaderboardEntry {
 export interface LeaderboardStanding {
   rank: number;
   score: number;
+}
+/**
+ * Extension: the reply to ``limits``, ``set_limit`` and ``exclude``: every limit of the player and any
+ * active exclusion (null: none).
+ */
+export interface LimitsReply {
+  t: "limits";
+  id: number | string;
+  limits: PlayerLimit[];
+  exclusion: Exclusion | null;
+}
+/**
+ * One of the player's own limits: ``amount`` in force, ``used`` of it in the current period (until
+ * ``resets_at``, ms), and a raise or removal waiting (``pending_amount``, null: removal) from ``pending_from``.
+ */
+export interface PlayerLimit {
+  kind: "deposit" | "loss" | "session" | "wager";
+  period: "day" | "month" | "session" | "week";
+  amount: number;
+  used?: number | null;
+  resets_at?: number | null;
+  pending_amount?: number | null;
+  pending_from?: number | null;
+}
+/**
+ * An active cool-off or self-exclusion, until ``until`` (ms; null: permanent).
+ */
+export interface Exclusion {
+  kind: "cool_off" | "self_exclusion";
+  until: number | null;
 }
 /**
  * The reply to a ``balance`` request (with ``id``), or a push on ``user`` (with ``ch``).
