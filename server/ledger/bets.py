@@ -31,7 +31,7 @@ from ..db.roundlock import HOLD_BETTING_OPEN
 from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
 from ..metrics import BETS, LEDGER_ERRORS
 from ..players.limits import Calendar
-from ..players.limitstore import batch_limits_sql, count_stakes, read_batch_limits
+from ..players.limitstore import BATCH_LIMITS, count_stakes, read_batch_limits
 from .batching import BatchOptions
 from .errors import (
     BettingClosed,
@@ -105,16 +105,16 @@ class _Wallet:
 # shard and the wallets, in id order.
 _LOCK = f"""
 WITH round_locks AS ({HOLD_BETTING_OPEN})
-SELECT a.id, a.user_id, a.balance, a.version FROM accounts a CROSS JOIN round_locks
+SELECT a.id, a.user_id, a.balance, a.version, a.limited FROM accounts a CROSS JOIN round_locks
 WHERE a.user_id = ANY($2::bigint[]) OR a.id = $3
 ORDER BY a.id FOR UPDATE OF a
 """  # noqa: S608 - composed of constant SQL, no data
 
-# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch, the
-# bets already placed with the batch's idempotency keys, and the responsible-gaming limits of its users.
-_READ = f"""
+# Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch, and
+# the bets already placed with the batch's idempotency keys. (Then, only if the batch holds players whose wallets
+# are flagged `limited`, their limits: server/players/limitstore.py's BATCH_LIMITS.)
+_READ = """
 SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting') AS open_rounds,
-       ({batch_limits_sql("$5")}) AS player_limits,
        array(SELECT nextval('bets_id_seq') FROM generate_series(1, $2)) AS bet_ids,
        array(SELECT nextval('ledger_txns_id_seq') FROM generate_series(1, $2)) AS txn_ids,
        (SELECT coalesce(json_agg(json_build_object(
@@ -123,7 +123,7 @@ SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'bet
                 'version_after', b.version_after)), '[]')
         FROM bets b JOIN unnest($3::bigint[], $4::text[]) AS k(user_id, idem_key)
           ON b.user_id = k.user_id AND b.idem_key = k.idem_key) AS prior
-"""  # noqa: S608 - composed of constant SQL, no data
+"""
 
 _PRIOR = """
 SELECT b.id, b.user_id, b.game, b.round_id, b.amount, b.params, b.idem_key, b.status, b.balance_after, b.version_after
@@ -229,14 +229,16 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
     # The betting lock of each round is held shared to commit (server/db/roundlock.py): closing betting takes it
     # exclusively, so it waits for batches in flight, and a batch after it sees the round closed.
     wallets: dict[int, _Wallet] = {}
+    flagged: list[int] = []  # users whose wallets say they set a limit or an exclusion
     for row in await conn.fetch(_LOCK, round_ids, sorted({r.user_id for r in batch}), house):
         if row["user_id"] is not None:
             wallets[row["user_id"]] = _Wallet(row["id"], row["balance"], row["version"])
+            if row["limited"]:
+                flagged.append(row["user_id"])
     keyed = [r for r in batch if r.key is not None]
-    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed],
-                               list(wallets))  # fmt: skip
+    read = await conn.fetchrow(_READ, round_ids, len(batch), [r.user_id for r in keyed], [r.key for r in keyed])
     assert read is not None
-    limited = read_batch_limits(read["player_limits"])
+    limited = read_batch_limits(await conn.fetchval(BATCH_LIMITS, flagged)) if flagged else {}
     counted: list[tuple[int, int]] = []  # (user, stake) of accepted bets whose users' usage is kept
     open_rounds = set(read["open_rounds"])
     prior: dict[tuple[int, str], Mapping[str, Any]] = {

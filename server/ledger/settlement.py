@@ -79,8 +79,9 @@ async def _pay(conn: Connection, rows: list[asyncpg.Record], house: int, kind: s
         return []
     closed = [(r["id"], r["user_id"], r["payout"], r["status"]) for r in rows]
     users = sorted({user for _, user, _, _ in closed})
-    wallets = {r["user_id"]: r["id"] for r in await conn.fetch(
-        "SELECT id, user_id FROM accounts WHERE user_id = ANY($1::bigint[])", users)}  # fmt: skip
+    accounts = await conn.fetch("SELECT id, user_id, limited FROM accounts WHERE user_id = ANY($1::bigint[])", users)
+    wallets = {r["user_id"]: r["id"] for r in accounts}
+    limited = {r["user_id"] for r in accounts if r["limited"]}
     # Each closed bet is one more event on its user's stream (bet_settled): bump the wallet version for it.
     per_user: dict[int, int] = {}
     for _, user, _, _ in closed:
@@ -91,7 +92,8 @@ async def _pay(conn: Connection, rows: list[asyncpg.Record], house: int, kind: s
         list(per_user), list(per_user.values()),
     )  # fmt: skip
     paid = [(bet, user, amount) for bet, user, amount, _ in closed if amount > 0]
-    await count_paid_back(conn, [(user, amount) for _, user, amount in paid])  # players with a loss limit
+    if limited:  # players who set limits: their payouts and refunds count against a loss limit
+        await count_paid_back(conn, [(user, amount) for _, user, amount in paid if user in limited])
     postings: list[Posting] = [transfer(kind, house, wallets[user], amount, ref=str(bet)) for bet, user, amount in paid]
     txn_ids, states = await post(conn, postings)
     if paid:

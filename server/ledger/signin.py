@@ -45,7 +45,8 @@ SELECT q.id,
                 false) AS current,
        a.balance, a.version,
        EXISTS (SELECT 1 FROM account_restrictions r WHERE r.user_id = q.id AND r.kind = 'blocked') AS blocked,
-       EXISTS (SELECT 1 FROM player_limits l WHERE l.user_id = q.id AND l.kind = 'session') AS session_limited
+       CASE WHEN a.limited THEN EXISTS (SELECT 1 FROM player_limits l WHERE l.user_id = q.id AND l.kind = 'session')
+            ELSE false END AS session_limited
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::boolean[])
      AS q(id, first_name, last_name, username, language_code, is_premium, allows_write_to_pm)
 LEFT JOIN users u ON u.id = q.id

@@ -2,7 +2,7 @@
 
 :class:`ResponsibleGaming` serves the player's requests (``limits``, ``set_limit``, ``exclude``), the
 cashier's deposit check and the sign-in's session check. The bet batch and settlement keep usage with the
-statements here (:func:`batch_limits_sql`, :func:`count_stakes`, :func:`count_paid_back`), in their own
+statements here (:data:`BATCH_LIMITS`, :func:`count_stakes`, :func:`count_paid_back`), in their own
 transactions. The rules themselves are :mod:`.limits` (no I/O).
 
 A limit or exclusion is written with the player's wallet row locked (``FOR UPDATE``), the lock every bet
@@ -42,15 +42,7 @@ from .limits import (
     session_verdict,
 )
 
-
-def batch_limits_sql(users: str) -> str:
-    """The limits, usage and active exclusion of the users in the ``bigint[]`` parameter ``users`` (``$5``)
-    that have any, as one JSON array (:func:`read_batch_limits`): a bet batch reads it after locking their
-    wallets. Users without a limit or exclusion (most) cost an index probe each."""
-    return _BATCH_LIMITS.replace("$1", users)
-
-
-_BATCH_LIMITS = """
+BATCH_LIMITS = """
 SELECT coalesce(json_agg(json_build_object(
            'user_id', p.user_id,
            'limits', (SELECT json_agg(json_build_object('kind', l.kind, 'period', l.period, 'amount', l.amount,
@@ -61,11 +53,12 @@ SELECT coalesce(json_agg(json_build_object(
                                                         'wagered', u.wagered, 'paid', u.paid))
                      FROM player_limit_usage u WHERE u.user_id = p.user_id),
            'excluded', e.kind, 'until', e.until)), '[]')
-FROM (SELECT DISTINCT user_id FROM player_limits WHERE user_id = ANY($1::bigint[]) AND kind IN ('loss', 'wager')
-      UNION SELECT user_id FROM player_exclusions WHERE user_id = ANY($1::bigint[])
-                                                  AND (until IS NULL OR until > now())) AS p
+FROM unnest($1::bigint[]) AS p(user_id)
 LEFT JOIN player_exclusions e ON e.user_id = p.user_id AND (e.until IS NULL OR e.until > now())
 """
+"""The loss and wager limits, usage and active exclusion of each of the users ``$1`` (wallets flagged ``limited``),
+as one JSON array (:func:`read_batch_limits`; primary-key probes per user): a bet batch reads it after locking
+their wallets, only when it holds flagged ones."""
 
 _COUNT_STAKES = """
 INSERT INTO player_limit_usage AS u (user_id, period, starts_at, wagered)
@@ -76,14 +69,16 @@ SET wagered = CASE WHEN u.starts_at = EXCLUDED.starts_at THEN u.wagered + EXCLUD
     starts_at = EXCLUDED.starts_at
 """
 
+# One row per paid user (their payouts summed in Python).
 _COUNT_PAID_BACK = """
 UPDATE player_limit_usage u SET paid = u.paid + d.amount
-FROM (SELECT user_id, sum(amount)::bigint AS amount FROM unnest($1::bigint[], $2::bigint[]) AS p(user_id, amount)
-      GROUP BY user_id) AS d
+FROM unnest($1::bigint[], $2::bigint[]) AS d(user_id, amount)
 WHERE u.user_id = d.user_id
 """
 
-_LOCK_WALLET = "SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE"
+_LOCK_WALLET = "UPDATE accounts SET limited = true WHERE user_id = $1 RETURNING id"
+"""Lock the player's wallet (the lock every bet batch takes first) and flag it: from now on the bet batches and
+settlements look at this player's limits."""
 
 _LIMITS = """
 SELECT kind, period, amount, pending_amount, pending_from FROM player_limits WHERE user_id = $1 ORDER BY kind, period
@@ -195,11 +190,14 @@ async def count_stakes(conn: Connection, stakes: Iterable[tuple[int, int]], now:
 
 
 async def count_paid_back(conn: Connection, payouts: Iterable[tuple[int, int]]) -> None:
-    """Add chips paid back (user, amount: payouts and refunds) to the usage of their current periods; a user
-    without a loss or wager limit has no usage row and is not written."""
-    paid = [(user_id, amount) for user_id, amount in payouts if amount > 0]
+    """Add chips paid back (user, amount: payouts and refunds) to the usage of their current periods (pass the
+    users whose wallets are flagged ``limited``; one without a loss or wager limit has no usage row)."""
+    paid: dict[int, int] = {}
+    for user_id, amount in payouts:
+        if amount > 0:
+            paid[user_id] = paid.get(user_id, 0) + amount
     if paid:
-        await conn.execute(_COUNT_PAID_BACK, [u for u, _ in paid], [a for _, a in paid])
+        await conn.execute(_COUNT_PAID_BACK, list(paid), list(paid.values()))
 
 
 def _ms(value: dt.datetime | None) -> int | None:

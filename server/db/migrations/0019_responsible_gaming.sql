@@ -2,6 +2,11 @@
 -- themselves, what they have used of them, their play session, and their cool-offs and self-exclusions.
 -- Only server/players/ and the bet and settlement statements of server/ledger/ write these tables.
 
+-- Wallets of players who set a limit or an exclusion (set with the wallet locked, never cleared): the bet batch
+-- and settlement read this flag with the wallet rows they lock anyway, and look at the tables below only for
+-- the flagged, so a batch of players without limits costs nothing more.
+ALTER TABLE accounts ADD COLUMN limited BOOLEAN NOT NULL DEFAULT false;
+
 -- A player's limits: deposits (Stars), losses and wagers (chips) per day, week or month; a session time limit
 -- (minutes, period 'session'). `amount` is in force; a raise (or a removal: `pending_amount` NULL) waits until
 -- `pending_from` (24 hours after it was asked), then replaces it.
