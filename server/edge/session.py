@@ -423,14 +423,18 @@ class Session:
         try:
             result = await self.services.rounds.action(request.game, request.round, user_id, request.action,
                                                    request.params)  # fmt: skip
-            wallet = await self.services.ledger.balance(user_id)
+            balance = self.services.feeds.balance(user_id)  # known on this node: every change applied to it
+            if balance is None:
+                wallet = await self.services.ledger.balance(user_id)
+                self.services.feeds.confirm_balance(user_id, wallet.balance, wallet.version)
+                balance = wallet.balance
         except RoundRefused as exc:
             return Outcome([_error(request.id, exc.code, str(exc), exc.field)])
         except LedgerError as exc:
             return Outcome([_error(request.id, exc.code, str(exc))])
         except UNAVAILABLE_ERRORS:
             return _unavailable(request.id)
-        return Outcome([m.ActionOk(id=request.id, result=result, balance=wallet.balance)])
+        return Outcome([m.ActionOk(id=request.id, result=result, balance=balance)])
 
     async def _deposit(self, request: m.Deposit, user_id: int) -> Outcome:
         try:
