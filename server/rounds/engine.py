@@ -39,6 +39,7 @@ from .follower import RoundFollower
 from .handler import InvalidBet, RoundHandler
 from .lease import GameLocks, StaleLease
 from .play import stake_limit
+from .recent import RecentRounds
 from .recovery import recover, recover_round
 from .schemas import game_info
 from .store import RoundStore
@@ -111,7 +112,8 @@ class RoundEngine:
             )
             for name, handler in handlers.items()
         }
-        self._follower = RoundFollower(broker, self._drivers, history)
+        self._recent = RecentRounds()
+        self._follower = RoundFollower(broker, self._drivers, history, self._recent)
         self._actions = ActionRouter(broker, node_id, ledger, self._drivers, self._follower.view, void=self._void_here)
         self._voiding = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -345,10 +347,14 @@ class RoundEngine:
         return await self._actions.apply(game, round_id, user_id, action, params)
 
     async def history(self, game: str, limit: int) -> list[m.RoundRecord]:
-        """The game's last ``limit`` settled rounds, newest first, with their seeds and salts."""
-        rounds = await self._store.history(game, limit)
+        """The game's last ``limit`` settled rounds, newest first, with their seeds and salts: from the rounds
+        this node saw settle (:mod:`.recent`) when it has them, else from PostgreSQL."""
+        cached = self._recent.get(game, limit)
+        if cached is not None:
+            return cached
+        rounds = await self._store.history(game, max(limit, self._recent.size))
         handler = self._drivers[game].handler
-        return [
+        records = [
             m.RoundRecord(
                 round=r.round_id,
                 outcome=handler.public_outcome(r.outcome or {}),
@@ -359,6 +365,8 @@ class RoundEngine:
             )
             for r in rounds
         ]
+        self._recent.fill(game, records)
+        return records[:limit]
 
 
 def _check_voidable(driver: RoundDriver, view: RoundView | None, round_id: int) -> None:

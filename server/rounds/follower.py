@@ -26,6 +26,7 @@ import orjson
 
 from ..broker import Broker, HistoryPolicy, Subscription
 from .events import RoundEvent, RoundView, game_channel, read_event
+from .recent import RecentRounds
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,12 @@ class RoundFollower:
     :meth:`close`.
     """
 
-    def __init__(self, broker: Broker, games: Iterable[str], history: HistoryPolicy) -> None:
+    def __init__(self, broker: Broker, games: Iterable[str], history: HistoryPolicy,
+                 recent: RecentRounds | None = None) -> None:  # fmt: skip
         self._broker = broker
         self._history = history
+        self._recent = recent
+        """The last settled rounds (``history`` requests): told of every settled round, and of missed events."""
         self._games = {game: _Followed() for game in games}
         self._channels = {game_channel(game): followed for game, followed in self._games.items()}
         self._subscriptions: list[Subscription] = []
@@ -87,9 +91,13 @@ class RoundFollower:
             return
         if event is None:
             return
+        if self._recent is not None and (event.epoch != followed.epoch or event.offset != followed.offset + 1):
+            self._recent.forget(channel.removeprefix("game:"))  # a new driver, or events missed
         followed.offset, followed.epoch = event.offset, event.epoch
         if isinstance(event, RoundEvent):
             followed.show(event.view)
+            if self._recent is not None and event.view.phase == "settled":
+                self._recent.record(event.view)
         elif followed.view is not None and followed.view.round == event.round:
             followed.tick = event.fields
 
