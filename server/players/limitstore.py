@@ -126,9 +126,19 @@ FROM star_orders
 WHERE user_id = $1 AND status <> 'cancelled' AND created_at >= least($2, $3, $4) AND id IS DISTINCT FROM $5
 """
 
-_DEPOSIT_LIMITS = """
-SELECT kind, period, amount, pending_amount, pending_from FROM player_limits WHERE user_id = $1 AND kind = 'deposit'
+# A deposit's check, in one statement: no row for a player who never set a limit or an exclusion (most).
+_DEPOSIT_STATE = """
+SELECT e.kind AS excluded, e.until, (e.until IS NULL OR e.until > now()) AS active,
+       (SELECT json_agg(json_build_object('kind', l.kind, 'period', l.period, 'amount', l.amount,
+                                          'pending_amount', l.pending_amount, 'pending_from', l.pending_from))
+        FROM player_limits l WHERE l.user_id = a.user_id AND l.kind = 'deposit') AS limits
+FROM accounts a LEFT JOIN player_exclusions e ON e.user_id = a.user_id
+WHERE a.user_id = $1 AND a.limited
 """
+
+_DEPOSITS_LOCK_CLASS = 0x53544152
+"""The advisory lock class of a user's deposits, "STAR" (server/telegram/orders.py takes the same lock)."""
+_LOCK_DEPOSITS = "SELECT pg_advisory_xact_lock($1::integer, ($2::bigint % 2147483647)::integer)"
 
 _SESSION = """
 SELECT l.amount, l.pending_amount, l.pending_from, s.started_at
@@ -272,15 +282,20 @@ class ResponsibleGaming:
     async def deposit_refusal(self, conn: Connection, user_id: int, stars: int,
                               order_id: int | None = None) -> Refusal | None:  # fmt: skip
         """Why a deposit of ``stars`` by ``user_id`` is refused now (an exclusion, a deposit limit), in the
-        caller's transaction; ``order_id``: the order being paid, not counted twice."""
-        exclusion = await conn.fetchrow(_EXCLUSION, user_id)
+        caller's transaction; ``order_id``: the order being paid, not counted twice. With a deposit limit, the
+        user's deposits are serialized first (the advisory lock :func:`server.telegram.orders.open_order` takes):
+        two at once cannot both pass it."""
+        state = await conn.fetchrow(_DEPOSIT_STATE, user_id)
+        if state is None:  # never set a limit or an exclusion
+            return None
         now = self._clock()
-        if exclusion is not None and exclusion["active"]:
-            player = PlayerLimits([], excluded=exclusion["kind"], excluded_until=exclusion["until"])
+        if state["excluded"] is not None and state["active"]:
+            player = PlayerLimits([], excluded=state["excluded"], excluded_until=state["until"])
             return player.exclusion_refusal()
-        limits = [_limit(row) for row in await conn.fetch(_DEPOSIT_LIMITS, user_id)]
+        limits = [_limit(row) for row in orjson.loads(state["limits"] or "[]")]
         if not limits:
             return None
+        await conn.execute(_LOCK_DEPOSITS, _DEPOSITS_LOCK_CLASS, user_id)
         starts = self.calendar.starts(now)
         row = await conn.fetchrow(_DEPOSITED, user_id, starts[Period.DAY], starts[Period.WEEK], starts[Period.MONTH],
                                   order_id)  # fmt: skip

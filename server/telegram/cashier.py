@@ -38,7 +38,7 @@ from ..players import ResponsibleGaming
 from ..players.limits import Refusal
 from .bot import redacted
 from .errors import BotApiUnavailable, CashierUnavailable, DepositOverLimit, DepositRefused
-from .orders import STARS, DepositLimits, Order, cancel_order, checkout_refusal, get_order, lock_deposits, open_order
+from .orders import STARS, DepositLimits, Order, cancel_order, checkout_refusal, get_order, open_order
 from .orders import order_id_of as order_of_payload
 from .payments import Payment, PaymentIntake, PaymentOutcome
 from .restrictions import REFUSAL as RESTRICTED
@@ -111,7 +111,6 @@ class Cashier:
             if await restriction_of(conn, user_id) is not None:  # no invoice: it could not be paid
                 return RESTRICTED_DEPOSIT
             if self._responsible is not None:
-                await lock_deposits(conn, user_id)
                 own_limit = await self._responsible.deposit_refusal(conn, user_id, stars)
                 if own_limit is not None:
                     return own_limit

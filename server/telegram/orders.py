@@ -27,6 +27,7 @@ WINDOW = dt.timedelta(hours=24)
 MAX_UNPAID = 10
 """Unpaid orders a user may hold from the last 24 hours (each cost a Bot API call to make)."""
 _LOCK_CLASS = 0x53544152  # "STAR": the advisory lock class of a user's deposits (key: the user id mod 2^31-1)
+# (server/players/limitstore.py takes it too, before checking a player's own deposit limit)
 
 
 class OrderStatus(StrEnum):
@@ -168,12 +169,6 @@ WHERE star_orders.id = p.order_id AND star_orders.status IN ('pending', 'cancell
   AND NOT EXISTS (SELECT 1 FROM star_orders o WHERE o.telegram_payment_charge_id = p.charge_id)
 RETURNING star_orders.id
 """
-
-
-async def lock_deposits(conn: Connection, user_id: int) -> None:
-    """Serialize ``user_id``'s deposits until the caller's transaction ends (taken again by :func:`open_order`:
-    a check made after it, like the player's own deposit limits, holds until the order is written)."""
-    await conn.execute(_LOCK_USER, _LOCK_CLASS, user_id)
 
 
 async def open_order(conn: Connection, user_id: int, stars: int, chips_per_star: int,
