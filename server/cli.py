@@ -1,7 +1,7 @@
 """The ``croupier`` command: ``serve``, ``migrate``, ``credit``, ``audit``, ``chain new``, ``notify``, ``simulate``,
 ``verify``, ``schema`` and ``dev-initdata``; ``stars`` and ``bot`` (:mod:`server.telegram.commands`); ``leaderboard
-rebuild`` (:mod:`server.leaderboards.commands`); ``user block|unblock`` and ``round void``
-(:mod:`server.backoffice.commands`); ``risk report`` (:mod:`server.risk.commands`).
+rebuild`` (:mod:`server.leaderboards.commands`); ``user block|unblock``, ``round void``, ``risk flags`` and
+``risk review`` (:mod:`server.backoffice.commands`); ``risk report`` (:mod:`server.risk.commands`).
 
 Settings come from the environment (see :mod:`server.settings`); a bad one stops the
 command with one line naming it, and exit status 2. Only ``serve`` checks initData, so only it
@@ -157,13 +157,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(exit 1 on a difference)")  # fmt: skip
 
     risk = commands.add_parser("risk", help="risk flags for the operator (server/risk/, docs/operations.md)")
-    report = risk.add_subparsers(dest="risk_command", required=True).add_parser(
+    risk_commands = risk.add_subparsers(dest="risk_command", required=True)
+    report = risk_commands.add_parser(
         "report", help="run every detector over a window, write the flags to risk_flags and print them (exit 0)"
     )
     report.add_argument("--since", default=None, metavar="DATE", help="from DATE (2026-01-31 or 2026-01-31T18:00, "
                         "UTC; default: 24 hours before --until)")  # fmt: skip
     report.add_argument("--until", default=None, metavar="DATE", help="to DATE, excluded (default: now)")
     report.add_argument("--json", action="store_true", help="print the flags as one JSON object")
+    flags = risk_commands.add_parser("flags", help="list the stored flags, newest first (the back office's list)")
+    flags.add_argument("--open", action="store_true", help="only the flags nobody reviewed yet")
+    flags.add_argument("--kind", default=None, metavar="K", help="only flags of kind K (bet_velocity, luck, ...)")
+    flags.add_argument("--user", type=int, default=None, metavar="ID", help="only the flags of user ID")
+    flags.add_argument("--before", type=int, default=None, metavar="ID",
+                       help="the next page: flags older than ID (as the previous page said)")  # fmt: skip
+    flags.add_argument("--limit", type=int, default=50, metavar="N", help="flags a page, 1 to 100 (default 50)")
+    flags.add_argument("--json", action="store_true", help='print {"items", "next"} as the API answers it')
+    review = risk_commands.add_parser("review", help="record that you reviewed a flag (audited as cli:<login>)")
+    review.add_argument("flag_id", type=int, metavar="FLAG_ID")
+    review.add_argument("--reason", required=True, help="what you found, for the audit log")
 
     dev = commands.add_parser("dev-initdata", help="print a signed initData for the configured bot token")
     dev.add_argument("--user-id", type=int, required=True, help="Telegram user id to sign for")
@@ -211,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "leaderboard":
         return asyncio.run(_leaderboard_rebuild(settings, check=args.check))
     if args.command == "risk":
-        return asyncio.run(_risk_report(settings, args))
+        if args.risk_command == "report":
+            return asyncio.run(_risk_report(settings, args))
+        return asyncio.run(_risk_flags(settings, args))
     return _dev_initdata(settings, args.user_id, args.first_name, args.username)
 
 
@@ -581,6 +595,37 @@ async def _risk_report(settings: Settings, args: argparse.Namespace) -> int:
     _configure_logging("warning")
     async with _database(settings) as dsn:
         return await risk_report(settings, dsn, since=args.since, until=args.until, as_json=args.json)
+
+
+async def _risk_flags(settings: Settings, args: argparse.Namespace) -> int:
+    """``croupier risk flags`` and ``croupier risk review`` (:mod:`server.backoffice.commands`)."""
+    from .backoffice import commands
+    from .backoffice.errors import Invalid
+    from .backoffice.http import MAX_LIMIT
+    from .backoffice.risk import parse_kind
+
+    _configure_logging("warning")
+    if args.risk_command == "review":
+        if not 0 < args.flag_id < 2**63 or not args.reason.strip():
+            print("croupier: give a flag id from 1 to 2^63-1 and a --reason that says why", file=sys.stderr)
+            return 2
+        async with _database(settings) as dsn:
+            return await commands.review_flag(dsn, args.flag_id, args.reason)
+    try:
+        kind = None if args.kind is None else parse_kind(args.kind, "--kind")
+    except Invalid as exc:
+        print(f"croupier: {exc}", file=sys.stderr)
+        return 2
+    for name, value in (("--user", args.user), ("--before", args.before)):
+        if value is not None and not 0 < value < 2**63:
+            print(f"croupier: {name} must be an id from 1 to 2^63-1", file=sys.stderr)
+            return 2
+    if not 1 <= args.limit <= MAX_LIMIT:
+        print(f"croupier: --limit must be from 1 to {MAX_LIMIT}", file=sys.stderr)
+        return 2
+    async with _database(settings) as dsn:
+        return await commands.risk_flags(dsn, open_=True if args.open else None, kind=kind, user_id=args.user,
+                                         before_id=args.before, limit=args.limit, as_json=args.json)  # fmt: skip
 
 
 async def _telegram_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,9 +5,10 @@ One concept per module: :mod:`.keys` (admin keys, scopes, the constant-time chec
 ``admin_actions`` log), :mod:`.control` (the channel to every node: close a user's sockets, announce,
 report), the operations shared by the API and the commands (:mod:`.accounts`: profile, block, unblock;
 :mod:`.money`: adjustments once per key; :mod:`.rounds`: list, inspect, void through the driving node;
-:mod:`.publish`: announcements; :mod:`.cluster`: nodes, drivers, the outbox), :mod:`.office` (what a node
-gives the back office, and its part of the node's life), :mod:`.http` (keys first, JSON in and out),
-:mod:`.routes` (one module per resource) and :mod:`.commands` (``croupier user``, ``round``, ``credit --key``).
+:mod:`.publish`: announcements; :mod:`.cluster`: nodes, drivers, the outbox; :mod:`.risk`: risk flags listed
+and reviewed), :mod:`.office` (what a node gives the back office, and its part of the node's life),
+:mod:`.http` (keys first, JSON in and out), :mod:`.routes` (one module per resource) and :mod:`.commands`
+(``croupier user``, ``round``, ``risk flags|review``, ``credit --key``).
 """
 
 from __future__ import annotations

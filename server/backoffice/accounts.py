@@ -1,12 +1,12 @@
 """Players' accounts as the back office sees and changes them: profile, look-up, block and unblock.
 
 A blocked account is an ``account_restrictions`` row of kind ``blocked`` (migration 0010; the cashier
-refuses any restricted account's deposits, :mod:`server.telegram.restrictions`). Blocking also closes the
-user's sockets with 4403 on every node (:class:`~server.backoffice.control.ClusterControl`), and their next
-``auth`` is refused (the sign-in reads the restriction with the user's row,
-:class:`server.ledger.signin.AccountBlocked`). The table holds one restriction per user: blocking a
-``flagged`` or ``self_excluded`` account replaces its restriction (the audit row keeps it), and unblocking
-puts it back, so an unblock never lifts what the block did not set.
+refuses any restricted account's deposits), written by :mod:`server.telegram.restrictions`, which owns the
+table: this module decides and audits, that one writes. Blocking also closes the user's sockets with 4403
+on every node (:class:`~server.backoffice.control.ClusterControl`), and their next ``auth`` is refused (the
+sign-in reads the restriction with the user's row, :class:`server.ledger.signin.AccountBlocked`). The table
+holds one restriction per user: blocking a ``flagged`` or ``self_excluded`` account replaces its restriction
+(the audit row keeps it), and unblocking puts it back, so an unblock never lifts what the block did not set.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import datetime as dt
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from protocol import CloseCode
 
 from ..db.transactions import RETRYABLE_SQLSTATES, Connection, in_transaction
-from . import audit
+from ..players import ResponsibleGaming
+from . import audit, risk
 from .control import BLOCK_HOLD, ClusterControl
 from .errors import NotFound
 
@@ -31,17 +33,6 @@ FROM users u LEFT JOIN accounts a ON a.user_id = u.id LEFT JOIN account_restrict
 _BY_ID = _PROFILE + "WHERE u.id = $1"
 _BY_USERNAME = _PROFILE + "WHERE lower(u.username) = lower($1) AND u.username IS NOT NULL ORDER BY u.id LIMIT 50"
 """``users_by_username`` (migration 0016): Telegram usernames are case-insensitive; one may have changed hands."""
-_RESTRICTION = "SELECT kind, reason, created_at FROM account_restrictions WHERE user_id = $1 FOR UPDATE"
-_BLOCK = "INSERT INTO account_restrictions (user_id, kind, reason) VALUES ($1, 'blocked', $2) RETURNING created_at"
-_REBLOCK = """
-UPDATE account_restrictions SET kind = 'blocked', reason = $2, created_at = now() WHERE user_id = $1
-RETURNING created_at
-"""
-"""A block replacing another restriction (its audit row keeps what it replaced)."""
-_RESTORE = """
-INSERT INTO account_restrictions (user_id, kind, reason, created_at)
-VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000))
-"""
 CLOSE_REASON = "account blocked"
 """The close reason a blocked account's sockets get (the operator's reason stays in the audit log)."""
 
@@ -72,13 +63,25 @@ def _profile(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def profile(pool: asyncpg.Pool, user_id: int) -> dict[str, Any]:
-    """The user's profile (``users``), balance (``accounts``; null before their first sign-in opened a wallet)
-    and restriction, or :class:`NotFound`."""
+async def profile(pool: asyncpg.Pool, responsible: ResponsibleGaming, user_id: int) -> dict[str, Any]:
+    """The user's profile (``users``), balance (``accounts``; null before their first sign-in opened a wallet),
+    restriction, the number of their risk flags nobody reviewed yet (``open_risk_flags``, :mod:`.risk`) and
+    their responsible-gaming state (``responsible_gaming``: the limits they set on themselves with what is
+    used of them, and their active cool-off or self-exclusion, as the player's own ``limits`` request shows
+    them; read only: the back office never changes them), or :class:`NotFound`."""
     row = await pool.fetchrow(_BY_ID, user_id)
     if row is None:
         raise NotFound(f"no user {user_id}: the user never authenticated")
-    return _profile(row)
+    open_flags = await risk.open_count(pool, user_id)
+    limits = await responsible.state(user_id)
+    return {
+        **_profile(row),
+        "open_risk_flags": open_flags,
+        "responsible_gaming": {
+            "limits": msgspec.to_builtins(limits.limits),
+            "exclusion": msgspec.to_builtins(limits.exclusion),
+        },
+    }
 
 
 async def find(pool: asyncpg.Pool, username: str) -> list[dict[str, Any]]:
@@ -87,25 +90,30 @@ async def find(pool: asyncpg.Pool, username: str) -> list[dict[str, Any]]:
 
 
 async def _locked_restriction(conn: Connection, user_id: int) -> dict[str, Any] | None:
+    from ..telegram import restrictions  # see block()
+
     if await conn.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
         raise NotFound(f"no user {user_id}: the user never authenticated")
-    row = await conn.fetchrow(_RESTRICTION, user_id)
-    return None if row is None else _restriction(row["kind"], row["reason"], row["created_at"])
+    found = await restrictions.locked_restriction(conn, user_id)
+    return None if found is None else _restriction(found.kind.value, found.reason, found.created_at)
 
 
 async def block(pool: asyncpg.Pool, control: ClusterControl, actor: str, user_id: int, reason: str) -> dict[str, Any]:
     """Block ``user_id`` (audited in the same transaction), then close their sockets on every node with
     4403. Blocking a blocked account changes nothing (and writes no audit row) but closes its sockets
     again. Returns ``{"user", "blocked", "changed", "restriction"}``."""
+    # Imported here: importing server.telegram imports aiogram (seconds), which the back office's other
+    # commands (croupier risk flags, ...) need not wait for; a node has it loaded already.
+    from ..telegram import restrictions
+    from ..telegram.restrictions import RestrictionKind
 
     async def work(conn: Connection) -> tuple[bool, dict[str, Any] | None]:
         before = await _locked_restriction(conn, user_id)
         if before is not None and before["kind"] == "blocked":
             return False, before
         # A concurrent block inserting first makes the INSERT fail (23505): the retry finds its row.
-        row = await conn.fetchrow(_BLOCK if before is None else _REBLOCK, user_id, reason)
-        assert row is not None
-        after = _restriction("blocked", reason, row["created_at"])
+        since = await restrictions.block(conn, user_id, reason, replacing=before is not None)
+        after = _restriction(RestrictionKind.BLOCKED.value, reason, since)
         await audit.record(conn, actor, "block", f"user:{user_id}", reason, before={"restriction": before},
                            after={"restriction": after})  # fmt: skip
         return True, after
@@ -119,16 +127,20 @@ async def unblock(pool: asyncpg.Pool, control: ClusterControl, actor: str, user_
     """Lift ``user_id``'s block (audited in the same transaction), putting back the restriction the block
     replaced, if any; their sockets are admitted again at once on every node. An account that is not
     blocked is left as it is (no audit row). Returns ``{"user", "blocked", "changed", "restriction"}``."""
+    from ..telegram import restrictions  # see block()
+    from ..telegram.restrictions import RestrictionKind
+
     target = f"user:{user_id}"
 
     async def work(conn: Connection) -> tuple[bool, dict[str, Any] | None]:
         before = await _locked_restriction(conn, user_id)
         if before is None or before["kind"] != "blocked":
             return False, before
-        await conn.execute("DELETE FROM account_restrictions WHERE user_id = $1", user_id)
+        await restrictions.lift_block(conn, user_id)
         restored = await _replaced(conn, target, before)
         if restored is not None:
-            await conn.execute(_RESTORE, user_id, restored["kind"], restored["reason"], restored["since"])
+            await restrictions.restore(conn, user_id, RestrictionKind(restored["kind"]), restored["reason"],
+                                       restored["since"])  # fmt: skip
         await audit.record(conn, actor, "unblock", target, reason, before={"restriction": before},
                            after={"restriction": restored})  # fmt: skip
         return True, restored

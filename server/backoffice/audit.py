@@ -1,11 +1,12 @@
 """The audit log of the back office: every write an operator makes, in ``admin_actions`` (migration 0016).
 
 A row says who (the admin key's name, or ``cli:<login>`` for the ``croupier`` command), what (``block``,
-``unblock``, ``adjust``, ``void``, ``publish``), about what (``user:<id>``, ``round:<id>``, ``game:<name>``,
-``all``), why (the operator's reason) and the state before and after, as JSON. Blocks, unblocks and
-adjustments write their row in the transaction of the change (:func:`record` takes the caller's
-connection): the change and its row commit together or not at all. A void is written by the node that
-drives its game, so its row follows the void's answer; a publish's row precedes the push.
+``unblock``, ``adjust``, ``void``, ``publish``, ``review``), about what (``user:<id>``, ``round:<id>``,
+``game:<name>``, ``all``, ``risk_flag:<id>``), why (the operator's reason) and the state before and after, as
+JSON. Blocks, unblocks, adjustments and reviews of risk flags write their row in the transaction of the change
+(:func:`record` takes the caller's connection): the change and its row commit together or not at all. A void
+is written by the node that drives its game, so its row follows the void's answer; a publish's row precedes
+the push.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ MAX_BODY = 64 * 1024
 MAX_REASON = 500
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
-_START = 2**63 - 1
+FIRST_PAGE = 2**63 - 1
 """The cursor of the first page: before every id."""
 
 Handler = Callable[[Request, Office, AdminKey], Awaitable[Any]]
@@ -127,10 +127,10 @@ def cursor(request: Request) -> tuple[str | None, int]:
     was sent and as an id; (None, the first page's) without one."""
     raw = request.query_params.get("cursor") or None
     if raw is None:
-        return None, _START
+        return None, FIRST_PAGE
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
         raise Invalid("cursor must be what a page's next said", "cursor")
-    return raw, min(int(raw), _START)
+    return raw, min(int(raw), FIRST_PAGE)
 
 
 def limit(request: Request) -> int:

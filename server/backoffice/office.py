@@ -18,7 +18,7 @@ import asyncpg
 
 from ..broker import Broker
 from ..ledger import Ledger
-from ..players import PlayerHistory
+from ..players import PlayerHistory, ResponsibleGaming
 from .control import ClusterControl, EveryUser, Listeners, NodeControl, UserSockets
 
 
@@ -59,6 +59,9 @@ class OfficeNode(Protocol):
     def players(self) -> PlayerHistory: ...
 
     @property
+    def responsible(self) -> ResponsibleGaming: ...
+
+    @property
     def user_limits(self) -> UserSockets: ...
 
     @property
@@ -70,7 +73,8 @@ class OfficeNode(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Office:
-    """The back office of one node: the database, the ledger, the cluster's control channel, the rounds."""
+    """The back office of one node: the database, the ledger, the cluster's control channel, the rounds, the
+    players' history and their responsible-gaming state (read only)."""
 
     node_id: str
     pool: asyncpg.Pool
@@ -78,6 +82,7 @@ class Office:
     control: ClusterControl
     rounds: NodeRounds
     players: PlayerHistory
+    responsible: ResponsibleGaming
 
 
 @asynccontextmanager
@@ -88,6 +93,6 @@ async def back_office(node: OfficeNode) -> AsyncIterator[Office]:
     await control.start()
     try:
         yield Office(node.settings.node_id, node.pool, node.ledger, ClusterControl(node.broker), node.rounds,
-                     node.players)  # fmt: skip
+                     node.players, node.responsible)  # fmt: skip
     finally:
         await control.close()

@@ -1,20 +1,24 @@
 """The back office's ``croupier`` commands as an operator runs them (real processes): ``credit --key``,
-``user block|unblock``, ``round void``, audited like the API's."""
+``user block|unblock``, ``round void``, ``risk flags`` and ``risk review``, audited like the API's."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
 
 import asyncpg
+import orjson
 
 from protocol import CloseCode
 from server.ledger import Ledger
+from server.risk import Flag, FlagKind, Window, store_flags
 from tests.backoffice.conftest import betting_round, dice_bet, player
 from tests.conftest import StartNode
 from tests.edge.client import closed_with, request
+from tests.ledger.conftest import next_user_id
 from tests.services import clean_env
 
 
@@ -78,3 +82,49 @@ async def test_block_unblock_and_void_from_the_command_line_reach_the_nodes_thro
         await ws.close()
     no_redis = await croupier("round", "void", str(round_id), "--reason", "x", env=environment(database_url, tmp_path))
     assert no_redis.returncode == 2 and "REDIS_URL" in no_redis.stderr
+
+
+async def test_risk_flags_and_review_from_the_command_line(
+    database_url: str, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    user_id = next_user_id()
+    start = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    for hour, kind in enumerate((FlagKind.LUCK, FlagKind.BET_VELOCITY, FlagKind.LUCK)):
+        window = Window(start + dt.timedelta(hours=hour), start + dt.timedelta(hours=hour + 1))
+        await store_flags(db, [Flag(user_id, kind, 10.0 + hour, {"summary": f"finding {hour}"})], window)
+    env = environment(database_url, tmp_path)
+    listed = await croupier("risk", "flags", "--user", str(user_id), "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    page = orjson.loads(listed.stdout)
+    assert [(f["kind"], f["score"]) for f in page["items"]] == [("luck", 12.0), ("bet_velocity", 11.0), ("luck", 10.0)]
+    assert page["next"] is None
+    newest = page["items"][0]["id"]
+
+    reviewed = await croupier("risk", "review", str(newest), "--reason", "verified the seeds", env=env)
+    assert reviewed.returncode == 0, reviewed.stderr
+    line = reviewed.stdout.strip()
+    assert line.startswith(f"risk flag {newest} (user {user_id}, luck): reviewed by cli:") and "already" not in line
+    again = await croupier("risk", "review", str(newest), "--reason", "again", env=env)
+    assert again.returncode == 0 and again.stdout.strip().endswith("(already: nothing changed)")
+    row = await db.fetchrow("SELECT key_name, reason FROM admin_actions WHERE target = $1", f"risk_flag:{newest}")
+    assert row is not None and row["key_name"].startswith("cli:") and row["reason"] == "verified the seeds"
+    assert await db.fetchval("SELECT reviewer FROM risk_flags WHERE id = $1", newest) == row["key_name"]
+
+    open_luck = await croupier("risk", "flags", "--open", "--kind", "luck", "--user", str(user_id), env=env)
+    assert open_luck.returncode == 0, open_luck.stderr
+    header, *lines = open_luck.stdout.strip().splitlines()
+    assert header.split()[:4] == ["id", "user", "kind", "score"]
+    assert len(lines) == 1 and lines[0].split()[1:4] == [str(user_id), "luck", "10"]
+    assert "open" in lines[0] and lines[0].endswith("finding 0")
+    paged = await croupier("risk", "flags", "--user", str(user_id), "--limit", "2", env=env)
+    assert paged.returncode == 0, paged.stderr
+    shown = paged.stdout.strip().splitlines()
+    assert len(shown) == 4 and shown[-1] == f"more: the same command with --before {page['items'][1]['id']}"
+    assert row["key_name"] in paged.stdout
+
+    missing = await croupier("risk", "review", "999999999999", "--reason", "x", env=env)
+    assert missing.returncode == 1 and "no risk flag 999999999999" in missing.stderr
+    bad_kind = await croupier("risk", "flags", "--kind", "fraud", env=env)
+    assert bad_kind.returncode == 2 and "--kind must be one of" in bad_kind.stderr
+    blank = await croupier("risk", "review", str(newest), "--reason", " ", env=env)
+    assert blank.returncode == 2

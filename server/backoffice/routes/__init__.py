@@ -1,5 +1,5 @@
-"""The routes of ``/admin/api``, one module per resource: users, rounds, and the cluster (nodes, publish,
-the audit log)."""
+"""The routes of ``/admin/api``, one module per resource: users, rounds, risk flags, and the cluster (nodes,
+publish, the audit log)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from ..http import PREFIX, Endpoint, guard
 from ..keys import KeyRing
-from . import cluster, rounds, users
+from . import cluster, risk, rounds, users
 
-ENDPOINTS: tuple[Endpoint, ...] = (*users.ENDPOINTS, *rounds.ENDPOINTS, *cluster.ENDPOINTS)
+ENDPOINTS: tuple[Endpoint, ...] = (*users.ENDPOINTS, *rounds.ENDPOINTS, *risk.ENDPOINTS, *cluster.ENDPOINTS)
 
 
 def admin_routes(admin_keys: Iterable[tuple[str, str, str]]) -> list[BaseRoute]:

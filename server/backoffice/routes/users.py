@@ -39,8 +39,8 @@ async def find(request: Request, office: Office, key: AdminKey) -> Any:
 
 
 async def profile(request: Request, office: Office, key: AdminKey) -> Any:
-    """``GET /users/{id}``: profile, balance, restriction."""
-    return await accounts.profile(office.pool, path_id(request, "user_id"))
+    """``GET /users/{id}``: profile, balance, restriction, open risk flags, responsible-gaming limits and exclusion."""
+    return await accounts.profile(office.pool, office.responsible, path_id(request, "user_id"))
 
 
 async def bets(request: Request, office: Office, key: AdminKey) -> Any:
