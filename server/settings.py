@@ -355,13 +355,16 @@ def _games(
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:
-    """``REDIS_URL``, checked: one server, or Sentinels (``redis+sentinel://``, see server/broker/connect.py)."""
+    """``REDIS_URL``, checked: one server, Sentinels (``redis+sentinel://``) or a Redis Cluster
+    (``redis+cluster://``), see server/broker/connect.py."""
     url = env.get("REDIS_URL") or None
     if url is None:
         return None
-    if not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
-        raise SettingsError("REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://")
-    if url.startswith("redis+sentinel://"):
+    if not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")):
+        raise SettingsError(
+            "REDIS_URL must start with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://"
+        )
+    if url.startswith(("redis+sentinel://", "redis+cluster://")):
         from .broker.connect import RedisUrlError, parse_redis_url
 
         try:

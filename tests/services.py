@@ -518,3 +518,126 @@ class PostgresProcess:
                                 timeout=120)  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed: {result.stderr.decode(errors='replace')[-500:]}")
+
+
+def redis_cluster_binary() -> str | None:
+    """``redis-server`` (7.0+: sharded pub/sub) for :class:`RedisClusterServers`, or None when there is none
+    (``.ci/run`` installs the redis-server package)."""
+    return shutil.which("redis-server")
+
+
+class RedisClusterServers:
+    """A Redis Cluster on free loopback ports: ``masters`` masters sharing the 16384 slots evenly, each with
+    ``replicas`` replicas; every server a foreground ``redis-server --cluster-enabled yes`` child with its
+    folder (``nodes.conf``, log) under ``root``. Joined here with ``CLUSTER ADDSLOTSRANGE``, ``MEET`` and
+    ``REPLICATE`` (any number of masters, one included). ``node_timeout_ms``: how long a master may not
+    answer before the others call it failed and its replica takes over (about twice that in all).
+    ``extra_args``: more ``redis-server`` options for every server (the benchmarks lift the pub/sub output
+    buffer limit)."""
+
+    def __init__(self, binary: str, root: Path, *, masters: int = 3, replicas: int = 0,
+                 node_timeout_ms: int = 1000, extra_args: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.binary, self.root = binary, root
+        self.extra_args = extra_args
+        self.master_ports = [free_port() for _ in range(masters)]
+        self.replica_ports = {port: [free_port() for _ in range(replicas)] for port in self.master_ports}
+        self.node_timeout_ms = node_timeout_ms
+        self._bus_ports = {port: free_port() for port in self.ports}  # not port + 10000: it may be over 65535
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def ports(self) -> list[int]:
+        """Every server's port, masters first."""
+        return [*self.master_ports, *(port for ports in self.replica_ports.values() for port in ports)]
+
+    def url(self) -> str:
+        """The ``REDIS_URL`` naming the masters as the cluster's start nodes (server/broker/connect.py)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.master_ports) + "/"
+
+    def start(self) -> None:
+        import redis
+
+        for port in self.ports:
+            self._spawn(port)
+        for port in self.ports:
+            _wait_for_port(port, "redis-server (cluster)", self.stop)
+        clients = {port: redis.Redis(port=port, socket_timeout=5) for port in self.ports}
+        try:
+            step = 16384 // len(self.master_ports)
+            for i, port in enumerate(self.master_ports):
+                last = 16383 if i == len(self.master_ports) - 1 else (i + 1) * step - 1
+                clients[port].execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+                clients[port].execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            first = self.ports[0]
+            for port in self.ports[1:]:
+                clients[port].execute_command("CLUSTER", "MEET", "127.0.0.1", first, self._bus_ports[first])
+            self._until(lambda: all(len(self._nodes(c)) == len(self.ports) for c in clients.values()),
+                        "the servers did not meet")  # fmt: skip
+            for master, replicas in self.replica_ports.items():
+                master_id = clients[master].execute_command("CLUSTER", "MYID")
+                for port in replicas:
+                    clients[port].execute_command("CLUSTER", "REPLICATE", master_id)
+            self._until(lambda: all(self._ready(c) for c in clients.values()), "the cluster is not ok")
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for client in clients.values():
+                client.close()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the server on ``port``, as a crash."""
+        process = self._processes.pop(port, None)
+        if process is not None:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        processes, self._processes = list(self._processes.values()), {}
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _spawn(self, port: int) -> None:
+        folder = self.root / f"node-{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "redis.log", "ab") as log:
+            self._processes[port] = subprocess.Popen(
+                [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "no",
+                 "--cluster-enabled", "yes", "--cluster-port", str(self._bus_ports[port]),
+                 "--cluster-config-file", str(folder / "nodes.conf"),
+                 "--cluster-node-timeout", str(self.node_timeout_ms), "--cluster-replica-validity-factor", "0",
+                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(folder),
+                 "--loglevel", "warning", *self.extra_args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    @staticmethod
+    def _nodes(client: Any) -> list[list[str]]:
+        text = client.execute_command("CLUSTER", "NODES")
+        text = text.decode() if isinstance(text, bytes) else text
+        return [line.split() for line in text.splitlines() if line.strip()]
+
+    def _ready(self, client: Any) -> bool:
+        info = client.execute_command("CLUSTER", "INFO")
+        info = info.decode() if isinstance(info, bytes) else info
+        if "cluster_state:ok" not in info:
+            return False
+        replicas = sum("slave" in line[2] for line in self._nodes(client))
+        if replicas != len(self.ports) - len(self.master_ports):
+            return False
+        role = client.info("replication")
+        return role.get("role") == "master" or role.get("master_link_status") == "up"
+
+    @staticmethod
+    def _until(check: Any, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not check():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis cluster: {what} within 30 s")
+            time.sleep(0.05)

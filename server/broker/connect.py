@@ -1,4 +1,4 @@
-"""Where the node's Redis is, from ``REDIS_URL``: one server, or a primary that Redis Sentinel watches.
+"""Where the node's Redis is, from ``REDIS_URL``: one server, a primary that Redis Sentinel watches, or a Redis Cluster.
 
 Every Redis user of a node gets its connections here (:class:`RedisEndpoint`): the broker's
 publisher and history, its pub/sub reader (:mod:`.pubsub`, which asks :meth:`RedisEndpoint.primary`
@@ -14,6 +14,12 @@ The forms of ``REDIS_URL``:
   a Sentinel's port is 26379 unless given, an IPv6 host is written ``[::1]:26379``. The user and
   password are the Redis servers' (primary and replicas: give them the same). Sentinels that ask
   for a password of their own take it from ``?sentinel_password=…`` (and ``&sentinel_username=…``).
+- ``redis+cluster://[[user]:password@]host[:port][,host[:port]…][/]``: a Redis Cluster (7.0 or later), found
+  through any of the listed nodes (port 6379 unless given, ``[v6]:port`` for IPv6; one is enough, list a
+  few). A cluster has database 0 only. Its clients (:meth:`RedisEndpoint.client`) are redis-py's
+  ``RedisCluster``: each command goes to the master of its key's slot and follows ``MOVED`` and failovers,
+  so every command and script of a Redis user must keep its keys in one slot (hash tags, ``{…}``). The
+  broker on a cluster is :mod:`.cluster` (sharded pub/sub).
 
 With Sentinel, every new connection first asks the Sentinels which server is the primary now
 (redis-py's ``Sentinel.master_for``; the first Sentinel that answers and sees the primary up wins).
@@ -28,9 +34,11 @@ the quotas fall back to this node alone, the flood gate holds the notifications)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -38,6 +46,8 @@ from redis.exceptions import RedisError
 
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
+CLUSTER_SCHEME = "redis+cluster"
+CLUSTER_PORT = 6379
 CONNECT_TIMEOUT = 2.0
 """Seconds to open a connection to a Redis server."""
 SENTINEL_TIMEOUT = 1.0
@@ -46,7 +56,7 @@ RETRIES = 1
 """Tries again, at once and on a new connection, of a command whose connection failed: a connection left
 over from a primary that died fails once, and the command goes to the promoted one. No more and no pause:
 a caller on the request path (the quotas) must hear at once that Redis is away, and fall back."""
-_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME, CLUSTER_SCHEME)
 _SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
 
 
@@ -69,6 +79,8 @@ class RedisLocation:
     """The Sentinels' addresses (``redis+sentinel``)."""
     service: str = ""
     """The monitored primary's name (``redis+sentinel``)."""
+    nodes: tuple[tuple[str, int], ...] = ()
+    """The cluster nodes to start from (``redis+cluster``)."""
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -80,11 +92,18 @@ class RedisLocation:
         """Whether the primary is found through Sentinels."""
         return self.scheme == SENTINEL_SCHEME
 
+    @property
+    def cluster(self) -> bool:
+        """Whether this is a Redis Cluster (keys and shard channels spread over its masters by slot)."""
+        return self.scheme == CLUSTER_SCHEME
+
     def describe(self) -> str:
         """Where this is, for logs (no password)."""
         if self.sentinel:
             hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
             return f"{SENTINEL_SCHEME}://{hosts}/{self.service}"
+        if self.cluster:
+            return f"{CLUSTER_SCHEME}://" + ",".join(f"{host}:{port}" for host, port in self.nodes)
         if self.scheme == "unix":
             return f"unix://{self.path}"
         return f"{self.scheme}://{self.host}:{self.port}"
@@ -95,10 +114,13 @@ def parse_redis_url(url: str) -> RedisLocation:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in _SCHEMES:
         raise RedisUrlError(
-            f"REDIS_URL must start with redis://, rediss://, unix:// or {SENTINEL_SCHEME}://, got {scheme}://"
+            f"REDIS_URL must start with redis://, rediss://, unix://, {SENTINEL_SCHEME}:// or {CLUSTER_SCHEME}://, "
+            f"got {scheme}://"
         )
     if scheme == SENTINEL_SCHEME:
         return _parse_sentinel_url(url, rest)
+    if scheme == CLUSTER_SCHEME:
+        return _parse_cluster_url(url, rest)
     parts = urlsplit(url)
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
@@ -140,28 +162,48 @@ def _parse_sentinel_url(url: str, rest: str) -> RedisLocation:
                          sentinel_password=options.get("sentinel_password") or None)  # fmt: skip
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def _parse_cluster_url(url: str, rest: str) -> RedisLocation:
+    rest, _, query = rest.partition("?")
+    if query:
+        raise RedisUrlError(f"REDIS_URL: {CLUSTER_SCHEME}:// takes no options, got ?{query}")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = tuple(_host_port(host, CLUSTER_PORT, "cluster node") for host in hosts.split(",") if host)
+    if not nodes:
+        raise RedisUrlError(f"REDIS_URL names no cluster node: {CLUSTER_SCHEME}://host:6379[,host:6379…]/")
+    if path.strip("/") not in ("", "0"):
+        raise RedisUrlError(f"REDIS_URL: a Redis Cluster has database 0 only, got /{path.strip('/')}")
+    return RedisLocation(url, CLUSTER_SCHEME, nodes=nodes, username=username, password=password)
+
+
+def _host_port(text: str, default: int = SENTINEL_PORT, what: str = "Sentinel") -> tuple[str, int]:
     if text.startswith("["):  # [v6]:port
         host, _, port = text[1:].partition("]")
         port = port.removeprefix(":")
     else:
         host, _, port = text.partition(":")
-    if not host or (port and not port.isdigit()) or not 0 < int(port or SENTINEL_PORT) < 65536:
-        raise RedisUrlError(f"REDIS_URL: {text!r} is not a Sentinel's host[:port]")
-    return host, int(port or SENTINEL_PORT)
+    if not host or (port and not port.isdigit()) or not 0 < int(port or default) < 65536:
+        raise RedisUrlError(f"REDIS_URL: {text!r} is not a {what}'s host[:port]")
+    return host, int(port or default)
 
 
 class RedisEndpoint:
     """The Redis ``url`` names, and the clients to it; :meth:`aclose` closes every client it made.
 
     With a Sentinel URL one ``Sentinel`` (a connection to each Sentinel, made when first needed) is
-    shared by this endpoint's clients and :meth:`primary`.
+    shared by this endpoint's clients and :meth:`primary`. With a cluster URL each client is a
+    ``RedisCluster`` (:meth:`cluster_client`).
     """
 
     def __init__(self, url: str) -> None:
         """Raises :class:`RedisUrlError` for a URL of none of the module's forms."""
         self.location = parse_redis_url(url)
-        self._clients: list[aioredis.Redis] = []
+        self._clients: list[aioredis.Redis | RedisCluster] = []
         self._sentinel: Sentinel | None = None
         where = self.location
         if where.sentinel:
@@ -175,8 +217,14 @@ class RedisEndpoint:
 
     def client(self, *, socket_timeout: float) -> aioredis.Redis:
         """A client of the primary (``socket_timeout``: seconds a command may wait for its answer), whose
-        connections go to the primary of the moment; closed by :meth:`aclose`."""
+        connections go to the primary of the moment; closed by :meth:`aclose`.
+
+        With a cluster URL this is a ``RedisCluster`` (:meth:`cluster_client`) behind the ``Redis`` type: it
+        has the same command methods, scripts and pipelines, and routes each command by its keys' slot. A
+        caller that uses it on a cluster must keep every command's keys in one slot."""
         client: aioredis.Redis
+        if self.location.cluster:
+            return cast(aioredis.Redis, self.cluster_client(socket_timeout=socket_timeout))
         if self._sentinel is None:
             client = aioredis.Redis.from_url(self.location.url, socket_connect_timeout=CONNECT_TIMEOUT,
                                              socket_timeout=socket_timeout, retry=_retry())  # fmt: skip
@@ -185,9 +233,29 @@ class RedisEndpoint:
         self._clients.append(client)
         return client
 
+    def cluster_client(self, *, socket_timeout: float) -> RedisCluster:
+        """A client of the cluster (cluster URLs only), closed by :meth:`aclose`: commands go to the master
+        of their slot; a ``MOVED`` answer or a connection that fails makes it read the slot map again and
+        try once more (:data:`RETRIES`), so a command reaches the replica promoted after a failover once
+        the cluster has promoted it."""
+        where = self.location
+        if not where.cluster:
+            raise RedisUrlError(f"{where.describe()} is not a Redis Cluster")
+        options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": socket_timeout}
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
+            username=where.username, password=where.password, retry=_retry(),
+            require_full_coverage=False,  # a master down (its slots failing over) leaves the others usable
+            **options,
+        )  # fmt: skip
+        self._clients.append(client)
+        return client
+
     async def primary(self) -> tuple[str, int]:
         """Where to connect now: the URL's server, or the primary the Sentinels name (raises
         :class:`ConnectionError` when no Sentinel answers or none sees a primary up). Not for ``unix``."""
+        if self.location.cluster:
+            raise ConnectionError("a Redis Cluster has a master per shard: ask its slot map (server.broker.cluster)")
         if self._sentinel is None:
             return self.location.host, self.location.port
         try:

@@ -13,6 +13,11 @@ With a Sentinel URL (:mod:`.connect`) each connection goes to the primary the Se
 that moment, and the Sentinels are asked again with every PING: when they name another primary
 (a failover this connection did not see fail, as when the old primary is cut off but alive), the
 connection is dropped and made again to the new one.
+
+On a Redis Cluster (:mod:`.cluster`) one such connection per master carries that master's shard
+channels (``sharded``: ``SSUBSCRIBE``, ``smessage``) to a fixed ``address``; what the cluster says
+about a channel that is not (or no longer) that master's (a ``MOVED`` error, a ``sunsubscribe`` it
+was not asked for, as when the slot moves or the master becomes a replica) goes to ``on_moved``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import hiredis
 
@@ -34,6 +39,10 @@ PING_EVERY = 2.0
 RETRY_EVERY = 0.5
 BATCH = 64
 """Messages handed on per event-loop turn."""
+
+
+Address = Callable[[], Awaitable[tuple[str, int]]]
+"""Where to connect now (host, port), asked before each connection."""
 
 
 def _command(*parts: bytes) -> bytes:
@@ -65,7 +74,9 @@ class _Protocol(asyncio.Protocol):
     def _dispatch(self) -> None:
         """Hand on up to :data:`BATCH` messages; if more are waiting, stop reading the socket and come
         back in the next loop turn (one burst fanned out to thousands of sockets must not hold the loop)."""
-        on_message = self.owner.on_message
+        owner = self.owner
+        on_message = owner.on_message
+        message, confirmation = owner.kinds
         self.heard = asyncio.get_running_loop().time()  # still working through what Redis sent
         for _ in range(BATCH):
             reply = self.reader.gets()
@@ -74,12 +85,14 @@ class _Protocol(asyncio.Protocol):
                     self.paused = False
                     self.transport.resume_reading()
                 return
-            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+            if type(reply) is list and len(reply) == 3 and reply[0] == message:
                 on_message(reply[1], reply[2])
-            elif type(reply) is list and len(reply) == 3 and reply[0] == b"subscribe":
-                self.owner.confirmed(reply[1])
+            elif type(reply) is list and len(reply) == 3 and reply[0] == confirmation:
+                owner.confirmed(reply[1])
+            elif type(reply) is list and len(reply) == 3 and reply[0] == b"sunsubscribe":
+                owner.unsubscribed(reply[1])
             elif isinstance(reply, hiredis.ReplyError):
-                log.warning("redis pub/sub: %s", reply)
+                owner.refused(str(reply))
         if not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -94,9 +107,14 @@ class PubSubConnection:
     """Follows a set of channels on one Redis connection, reconnecting as long as it runs."""
 
     def __init__(self, url: str | RedisEndpoint, on_message: Callable[[bytes, bytes], None],
-                 on_connected: Callable[[], None], *, ping_every: float = PING_EVERY) -> None:  # fmt: skip
+                 on_connected: Callable[[], None], *, ping_every: float = PING_EVERY, sharded: bool = False,
+                 address: Address | None = None,
+                 on_moved: Callable[[bytes | None], None] | None = None) -> None:  # fmt: skip
         """``url``: ``REDIS_URL`` (a bad one raises :class:`ValueError` naming it), or the endpoint of the
-        broker that owns this connection (then shared, and left open by :meth:`close`)."""
+        broker that owns this connection (then shared, and left open by :meth:`close`). ``sharded``: shard
+        channels (Redis 7's ``SSUBSCRIBE``) on the server at ``address`` (asked before each connection,
+        instead of the endpoint's :meth:`~.connect.RedisEndpoint.primary`); ``on_moved`` is told of a
+        channel the server no longer serves (None: a ``MOVED`` or ``CLUSTERDOWN`` error naming none)."""
         self._owns_endpoint = isinstance(url, str)
         self._endpoint = RedisEndpoint(url) if isinstance(url, str) else url
         self._address: tuple[str, int] | None = None
@@ -107,7 +125,25 @@ class PubSubConnection:
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._protocol: _Protocol | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._subscribe = b"SSUBSCRIBE" if sharded else b"SUBSCRIBE"
+        self._unsubscribe = b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE"
+        self.kinds = (b"smessage", b"ssubscribe") if sharded else (b"message", b"subscribe")
+        """The kinds of reply that carry a message, and that confirm a subscription."""
+        self._address_of = address
+        self._on_moved = on_moved
         self.connected = asyncio.Event()
+        self.connects = 0
+        """How many times this connection was made (and answered)."""
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where the current (or last) connection went; None before the first (or for ``unix``)."""
+        return self._address
+
+    @property
+    def channels(self) -> frozenset[bytes]:
+        """The channels followed now."""
+        return frozenset(self._channels)
 
     def start(self) -> None:
         if self._runner is None:
@@ -120,7 +156,7 @@ class PubSubConnection:
         if confirmation is None or confirmation.done():
             confirmation = self._confirmations[channel] = asyncio.get_running_loop().create_future()
         self._channels.add(channel)
-        self._send(_command(b"SUBSCRIBE", channel))
+        self._send(_command(self._subscribe, channel))
         return confirmation
 
     def confirmed(self, channel: bytes) -> None:
@@ -128,12 +164,24 @@ class PubSubConnection:
         if confirmation is not None and not confirmation.done():
             confirmation.set_result(None)
 
+    def unsubscribed(self, channel: bytes) -> None:
+        """The server dropped ``channel`` (sharded: a ``sunsubscribe``, asked for or not)."""
+        if channel in self._channels and self._on_moved is not None:
+            self._on_moved(channel)  # not asked for: the slot is served elsewhere now
+
+    def refused(self, error: str) -> None:
+        """The server answered a command with ``error``."""
+        if self._on_moved is not None and error.startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")):
+            self._on_moved(None)
+        else:
+            log.warning("redis pub/sub: %s", error)
+
     def unsubscribe(self, channel: bytes) -> None:
         confirmation = self._confirmations.pop(channel, None)
         if confirmation is not None:
             confirmation.cancel()
         self._channels.discard(channel)
-        self._send(_command(b"UNSUBSCRIBE", channel))
+        self._send(_command(self._unsubscribe, channel))
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -158,14 +206,15 @@ class PubSubConnection:
                 protocol = await self._connect()
             except (OSError, TimeoutError) as exc:
                 if not failing:
+                    where = self._endpoint.location.describe() if self._address_of is None else self._address
                     log.warning("redis pub/sub connection to %s failed (%s); retrying every %.1f s",
-                                self._endpoint.location.describe(), exc, RETRY_EVERY)  # fmt: skip
+                                where, exc, RETRY_EVERY)  # fmt: skip
                 failing = True
                 await asyncio.sleep(RETRY_EVERY)
                 continue
             self._protocol = protocol
             assert protocol.transport is not None
-            protocol.transport.write(b"".join(_command(b"SUBSCRIBE", c) for c in sorted(self._channels))
+            protocol.transport.write(b"".join(_command(self._subscribe, c) for c in sorted(self._channels))
                                      + _command(b"PING"))  # fmt: skip
             try:  # connected means Redis answered, not just that a TCP connection opened
                 async with asyncio.timeout(3 * self._ping_every):
@@ -180,6 +229,7 @@ class PubSubConnection:
                 continue
             failing = False
             self.connected.set()
+            self.connects += 1
             self._on_connected()
             reason = await self._watch(protocol)
             self.connected.clear()
@@ -194,7 +244,8 @@ class PubSubConnection:
             if where.scheme == "unix":
                 _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), where.path)
             else:
-                self._address = host, port = await self._endpoint.primary()
+                where_now = self._endpoint.primary() if self._address_of is None else self._address_of()
+                self._address = host, port = await where_now
                 context = ssl.create_default_context() if where.scheme == "rediss" else None
                 _, protocol = await loop.create_connection(lambda: _Protocol(self), host, port, ssl=context)
         if where.password is not None:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
@@ -34,16 +35,39 @@ MAX_OUTGOING = 100_000
 SUBSCRIBE_WAIT = 2.0
 
 
+class Subscriber(Protocol):
+    """The upstream side a Redis broker reads from: :class:`~.pubsub.PubSubConnection`, or on a cluster
+    :class:`~.cluster.ShardedSubscriber`."""
+
+    connected: asyncio.Event
+
+    def start(self) -> None:
+        """Connect (in the background) and stay connected until :meth:`close`."""
+
+    def subscribe(self, channel: bytes) -> asyncio.Future[None]:
+        """Follow ``channel``; the future is done once the server confirmed it."""
+        ...
+
+    def unsubscribe(self, channel: bytes) -> None:
+        """Stop following ``channel``."""
+
+    async def close(self) -> None:
+        """Disconnect for good."""
+
+
 class RedisBroker:
     """Broker backed by Redis PUBLISH/SUBSCRIBE, on one server or the primary Sentinels name (``url``:
     see :mod:`.connect`; after a failover both the publisher and the subscriber go to the new primary)."""
+
+    _unavailable: tuple[type[Exception], ...] = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+    """What a command raises when Redis cannot take it now (not a bug of ours)."""
 
     def __init__(self, url: str, *, prefix: str = "croupier:") -> None:
         self._endpoint = RedisEndpoint(url)
         self._client: aioredis.Redis = self._endpoint.client(socket_timeout=5)
         self._prefix = prefix
         self._skip = len(prefix.encode())
-        self._subscriber = PubSubConnection(self._endpoint, self._received, self._connected)
+        self._subscriber: Subscriber = self._make_subscriber()
         self._was_connected = False
         self._tried_connecting = False
         self._fanout = LocalFanout(on_first=self._upstream_subscribe, on_last=self._upstream_unsubscribe)
@@ -58,7 +82,7 @@ class RedisBroker:
             del self._outgoing[: MAX_OUTGOING // 10]
             _FAILURES.n += MAX_OUTGOING // 10
             log.warning("redis is not keeping up: dropped the oldest %d outgoing events", MAX_OUTGOING // 10)
-        self._outgoing.append((self._prefix + channel, self._origin + payload, history))
+        self._outgoing.append((self._upstream(channel), self._origin + payload, history))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="redis-broker-publisher")
 
@@ -69,14 +93,14 @@ class RedisBroker:
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for channel, data, history in batch:
-                        pipe.publish(channel, data)
+                        self._send(pipe, channel, data)
                         if history is not None:  # the payload without the origin: what a reader replays
                             key = self._history_key(channel)
                             pipe.xadd(key, {"p": data[8:]}, maxlen=history.size, approximate=True)
                             pipe.pexpire(key, int(history.ttl * 1000))
                     await pipe.execute()
                 _PUBLISHED.n += len(batch)
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            except self._unavailable as exc:
                 _FAILURES.n += len(batch)
                 log.warning("redis publish of %d events failed: %s", len(batch), exc)
 
@@ -86,10 +110,10 @@ class RedisBroker:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel, payload in messages:
-                    pipe.publish(self._prefix + channel, self._origin + payload)
+                    self._send(pipe, self._upstream(channel), self._origin + payload)
                 await pipe.execute()
             _PUBLISHED.n += len(messages)
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+        except self._unavailable as exc:
             _FAILURES.n += len(messages)
             raise ConnectionError(f"redis did not take {len(messages)} events: {exc}") from exc
 
@@ -97,8 +121,8 @@ class RedisBroker:
         if count <= 0:
             return []
         try:
-            entries = await self._client.xrevrange(self._history_key(self._prefix + channel), count=count)
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            entries = await self._client.xrevrange(self._history_key(self._upstream(channel)), count=count)
+        except self._unavailable as exc:
             raise ConnectionError(f"redis history of {channel} unavailable: {exc}") from exc
         kept: list[bytes] = []
         for _, fields in reversed(entries or []):
@@ -106,6 +130,23 @@ class RedisBroker:
             if isinstance(payload, bytes):
                 kept.append(payload)
         return kept
+
+    def _make_subscriber(self) -> Subscriber:
+        """The upstream reader (overridden for a cluster)."""
+        return PubSubConnection(self._endpoint, self._received, self._connected)
+
+    def _upstream(self, channel: str) -> str:
+        """The Redis channel of ``channel``: under the prefix."""
+        return self._prefix + channel
+
+    def _local(self, upstream: bytes) -> str:
+        """The channel of a Redis channel :meth:`_upstream` made."""
+        return upstream[self._skip :].decode()
+
+    @staticmethod
+    def _send(pipe: Any, upstream: str, data: bytes) -> None:
+        """Queue the publish of ``data`` on the Redis channel ``upstream`` in ``pipe``."""
+        pipe.publish(upstream, data)
 
     @staticmethod
     def _history_key(prefixed_channel: str) -> str:
@@ -128,7 +169,7 @@ class RedisBroker:
         await self._endpoint.aclose()
 
     async def _upstream_subscribe(self, channel: str) -> None:
-        confirmation = self._subscriber.subscribe((self._prefix + channel).encode())
+        confirmation = self._subscriber.subscribe(self._upstream(channel).encode())
         self._subscriber.start()
         if not self._tried_connecting:  # the node is starting: give the first connection a chance
             self._tried_connecting = True
@@ -142,7 +183,7 @@ class RedisBroker:
             log.warning("redis did not confirm the subscription to %s within %.0f s", channel, SUBSCRIBE_WAIT)
 
     async def _upstream_unsubscribe(self, channel: str) -> None:
-        self._subscriber.unsubscribe((self._prefix + channel).encode())
+        self._subscriber.unsubscribe(self._upstream(channel).encode())
 
     def _connected(self) -> None:
         if self._was_connected:  # connected again: what other nodes published meanwhile is lost here
@@ -155,4 +196,4 @@ class RedisBroker:
         if data[:8] == self._origin:
             return  # our own message, already delivered here when it was published
         RECEIVED.n += 1
-        self._fanout.deliver_now(channel[self._skip :].decode(), data[8:])
+        self._fanout.deliver_now(self._local(channel), data[8:])

@@ -23,8 +23,8 @@ from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ClusterDownError, ReadOnlyError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..broker.connect import RedisEndpoint
@@ -33,7 +33,8 @@ from .store import GUARD_TTL, LeaderboardUnavailable, Standing
 
 T = TypeVar("T")
 
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError,
+                ClusterDownError, SlotNotCoveredError)  # a Redis Cluster's master failing over  # fmt: skip
 TEMP_TTL = 3600
 """Seconds a rebuild's temporary keys live if the rebuild dies before renaming them."""
 _CHUNK = 1000
@@ -125,11 +126,14 @@ def _score(raw: bytes | str | float) -> int:
 
 
 class RedisStore:
-    """Boards in Redis at ``url`` (one server or Sentinels: :mod:`server.broker.connect`), keys under ``prefix``."""
+    """Boards in Redis at ``url`` (one server, Sentinels or a cluster: :mod:`server.broker.connect`), keys under
+    ``prefix`` (on a Redis Cluster under ``<prefix>{lb}:``, all in one slot)."""
 
     def __init__(self, url: str, *, prefix: str = "croupier:") -> None:
         self._endpoint = RedisEndpoint(url)
         self._client: aioredis.Redis = self._endpoint.client(socket_timeout=5)
+        if self._endpoint.location.cluster:  # every key under one hash tag: a batch's script and the rebuild's
+            prefix += "{lb}:"  # MULTI touch many boards, so one slot (one master) holds all of them
         self._prefix = prefix
         self._apply = self._client.register_script(_APPLY)
         self._top_wins = self._client.register_script(_TOP_WINS)
@@ -213,12 +217,13 @@ class RedisStore:
             await pipe.execute()
             stale = set(await self._board_keys()) - boards.keys()
             swap = self._client.pipeline(transaction=True)  # MULTI ... EXEC: all at once
-            for key in stale:
-                swap.delete(self._prefix + key, self._prefix + key + ":bets")
+            for key in stale:  # one key a command, and RENAME by name: redis-py's cluster pipeline takes no other
+                swap.delete(self._prefix + key)
+                swap.delete(self._prefix + key + ":bets")
             for key in boards:
                 names = [key, key + ":bets"] if key in content.wins else [key]
                 for name in names:
-                    swap.rename(temp + name, self._prefix + name)
+                    swap.execute_command("RENAME", temp + name, self._prefix + name)
                     when = content.expiries.get(key)
                     if when is None:
                         swap.persist(self._prefix + name)

@@ -1,19 +1,37 @@
-"""One conformance suite for every broker backend (memory, Redis)."""
+"""One conformance suite for every broker backend (memory, Redis, Redis Cluster)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from server.broker import Broker, HistoryPolicy, broker_from_url
+from tests.services import RedisClusterServers, redis_cluster_binary
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="module")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster for this module (redis-server from the machine)."""
+    binary = redis_cluster_binary()
+    if binary is None:
+        pytest.skip("redis-server not found: apt-get install redis-server (.ci/run does)")
+    cluster = RedisClusterServers(binary, Path(tmp_path_factory.mktemp("redis-cluster")))
+    cluster.start()
+    try:
+        yield cluster.url()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
-    url = None if request.param == "memory" else request.getfixturevalue("redis_url")
+    url = {"memory": None, "redis": "redis_url", "cluster": "redis_cluster_url"}[request.param]
+    if url is not None:
+        url = request.getfixturevalue(url)
     backend = broker_from_url(url, prefix=f"test-{secrets.token_hex(4)}:")
     yield backend
     await backend.close()
