@@ -39,6 +39,7 @@ from .leaderboards import (
     time_zone,
 )
 from .ledger import BatchOptions, Ledger, OutboxRelay
+from .metrics.ledgerhealth import LedgerAuditor
 from .players import Calendar, PlayerHistory, ResponsibleGaming
 from .risk import SigninAddresses
 from .rounds.engine import EngineSettings, RoundEngine
@@ -235,6 +236,11 @@ class Node:
             game_feeds = GameFeeds(broker, audience, engine.games())  # after the engine: see its docstring
             await game_feeds.start()
             stack.push_async_callback(game_feeds.close)
+            if settings.metrics and settings.ledger_audit_interval > 0:  # one node audits: a session lock
+                auditor = LedgerAuditor(routes.session_dsn, interval=settings.ledger_audit_interval,
+                                        name=settings.node_id)  # fmt: skip
+                auditor.start()
+                stack.push_async_callback(auditor.close)
             yield cls(
                 settings=settings,
                 pool=pool,

@@ -2,7 +2,9 @@
 
 Compose and Kubernetes YAML parse; every environment variable they set is a setting the server
 reads; probes hit routes the app serves on the port the image exposes; nginx's upstreams are the
-compose nodes; and ``nginx -t`` accepts the config where nginx is installed.
+compose nodes; and ``nginx -t`` accepts the config where nginx is installed. The autoscaler's custom
+metric is built by the Prometheus Adapter rule from a gauge the node exports, with the labels it has; the
+disruption budget and the rollout take one pod at a time; the termination grace covers the node's drain.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 import yaml
 
 from server.app import create_app
+from server.metrics import definitions
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +104,6 @@ def test_kubernetes_manifests_match_the_image_and_the_app() -> None:
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert docs["Service"]["spec"]["selector"] == labels
     assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
-    assert docs["PodDisruptionBudget"]["spec"]["minAvailable"] < deployment["spec"]["replicas"]
     assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
 
 
@@ -151,3 +153,87 @@ def test_compose_runs_prometheus_and_grafana_on_the_files_in_deploy() -> None:
     boards = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/croupier.yaml").read_text())
     assert boards["providers"][0]["options"]["path"] == str(Path(mounts["./grafana/croupier.json"]).parent)
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+def exported_families() -> dict[str, set[str]]:
+    """Every metric family the node's registry can export (those made on first use included), with its labels."""
+    definitions.audit_metrics()
+    definitions.game("dice")
+    definitions.group_commit("bet-batcher")
+    families: dict[str, set[str]] = {}
+    for family in definitions.REGISTRY.collect():
+        labels = {label for sample in family.samples for label in sample.labels}
+        if family.type == "counter":
+            names = [family.name + "_total"]
+        elif family.type == "histogram":
+            names = [family.name + suffix for suffix in ("_bucket", "_sum", "_count")]
+        else:
+            names = [family.name]
+        families.update(dict.fromkeys(names, labels))
+    return families
+
+
+def adapter_rules() -> list[dict[str, Any]]:
+    config_map = k8s_documents()["ConfigMap"]
+    rules: list[dict[str, Any]] = yaml.safe_load(config_map["data"]["config.yaml"])["rules"]
+    return rules
+
+
+def test_the_autoscaler_scales_on_sockets_per_pod_from_a_metric_the_node_exports_with_cpu_beside_it() -> None:
+    docs = k8s_documents()
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]
+    pods = [m["pods"] for m in hpa["metrics"] if m["type"] == "Pods"]
+    cpu = [m["resource"] for m in hpa["metrics"] if m["type"] == "Resource"]
+    assert len(pods) == 1 and [r["name"] for r in cpu] == ["cpu"], hpa["metrics"]
+    assert pods[0]["target"]["type"] == "AverageValue" and int(pods[0]["target"]["averageValue"]) > 0
+    assert 0 < cpu[0]["target"]["averageUtilization"] <= 100
+    assert 1 < hpa["minReplicas"] <= hpa["maxReplicas"]
+    # The adapter serves that name, per pod, from a series the node exports; its query sums away every label
+    # the series has (codec), so the value is the pod's sockets.
+    exported = exported_families()
+    served = {}
+    for rule in adapter_rules():
+        series = re.fullmatch(r"([a-z_:][a-z0-9_:]*)\{(.*)\}", rule["seriesQuery"])
+        assert series, rule["seriesQuery"]
+        name, matchers = series.groups()
+        assert name in exported, f"{name} is not a metric the node exports"
+        assert re.search(rule["name"]["matches"], name)
+        assert {o["resource"] for o in rule["resources"]["overrides"].values()} == {"namespace", "pod"}
+        assert {"namespace", "pod"} <= set(re.findall(r"(\w+)!=", matchers))
+        assert rule["metricsQuery"].startswith("sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)")
+        served[re.sub(rule["name"]["matches"], rule["name"]["as"], name)] = name
+    assert served.get(pods[0]["metric"]["name"]) == "croupier_sockets_open", served
+    assert exported["croupier_sockets_open"] == {"codec"}
+    # Prometheus scrapes the pods where the node serves /metrics (the main port: CROUPIER_METRICS_PORT unset).
+    pod = docs["Deployment"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    annotations = pod["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == container["ports"][0]["containerPort"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert "CROUPIER_METRICS_PORT" not in {e["name"] for e in container["env"]}
+    app = create_app(Settings.from_env({"CROUPIER_BOT_TOKEN": "1:abcdefghijklmnop"}))
+    assert "/metrics" in {route.path for route in app.routes}  # type: ignore[attr-defined]
+
+
+def test_rollouts_and_evictions_take_one_pod_at_a_time_and_the_grace_period_covers_the_drain() -> None:
+    """One pod drains at a time (its games go to a standby, its sockets resume on the others), and Kubernetes
+    does not SIGKILL it before the node's drain, hand-over and uvicorn's close of the sockets with 1012 end."""
+    docs = k8s_documents()
+    deployment = docs["Deployment"]["spec"]
+    rolling = deployment["strategy"]["rollingUpdate"]
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] == 1
+    assert deployment.get("minReadySeconds", 0) >= 10
+    budget = docs["PodDisruptionBudget"]["spec"]
+    assert budget["maxUnavailable"] == 1 and "minAvailable" not in budget
+    pod = deployment["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    drain, handover = float(env["CROUPIER_DRAIN_SECONDS"]), float(env["CROUPIER_HANDOVER_SECONDS"])
+    assert drain > 0  # the pod is out of the Service's endpoints before its sockets close
+    close = re.search(r"timeout_graceful_shutdown=(\d+)", (ROOT / "server" / "serving.py").read_text())
+    assert close, "uvicorn's graceful shutdown timeout not found in server/serving.py"
+    pre_stop = container.get("lifecycle", {}).get("preStop")
+    assert pre_stop is None, "SIGTERM would wait for the preStop hook: count it in the grace period"
+    # drain and hand-over run side by side (Node.drain), then the sockets get up to that timeout to close
+    assert pod["terminationGracePeriodSeconds"] >= max(drain, handover) + int(close.group(1)) + 5

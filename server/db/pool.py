@@ -14,9 +14,8 @@ in the same round of messages as its execution), and whatever must outlive a tra
 over the *session* DSN instead (``CROUPIER_DB_SESSION_URL``: PostgreSQL straight, or a
 session-mode pool), each on a connection of its own: the node's claim on the database
 (:mod:`.instance`), the game locks (:mod:`server.rounds.lease`), the migrator's lock
-(:mod:`.migrations`, given the session DSN) and the long-polling lease (:mod:`server.telegram.polling`).
-One session lock still rides the pool: the ledger auditor's (``server/metrics/ledgerhealth.py``), taken
-and released on one pooled connection; behind a transaction-mode pooler it guards nothing (docs/deploy.md).
+(:mod:`.migrations`, given the session DSN), the long-polling lease (:mod:`server.telegram.polling`),
+the leaderboards' relay lock and the ledger auditor's lock (``server/metrics/ledgerhealth.py``).
 """
 
 from __future__ import annotations

@@ -49,6 +49,11 @@ LOCK_CLASS = 0x41554454
 """Advisory lock namespace "AUDT": the node holding ``(LOCK_CLASS, 1)`` runs the incremental audit."""
 MAX_MARKS = 1000
 """Marks kept waiting to settle (a transaction open for hours keeps them all: the oldest are dropped)."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open (or close) the lock's connection."""
+STATEMENT_TIMEOUT = 60.0
+"""Seconds one statement of a pass may take on the lock's connection before the pass fails (and the lock
+is given up with the connection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,33 +238,43 @@ class IncrementalAudit:
 class LedgerAuditor:
     """Runs :class:`IncrementalAudit` every ``interval`` seconds while this node holds the audit lock
     (one node of the cluster at a time; the others try again each interval), exporting the results
-    (:func:`~.definitions.audit_metrics`). Holds one connection of ``pool`` while it audits."""
+    (:func:`~.definitions.audit_metrics`).
 
-    def __init__(self, pool: asyncpg.Pool, *, interval: float) -> None:
-        self._pool = pool
+    The lock is a session advisory lock on a connection of the auditor's own to ``dsn``: the node's session
+    DSN (``CROUPIER_DB_SESSION_URL``, else ``DATABASE_URL``; PostgreSQL straight or a session-mode pool, never
+    a transaction-mode pooler, where a session lock stays with whichever server connection ran it: see
+    :mod:`server.db.pool`). The holder runs its passes on that same connection, so the lock and the audit
+    live and die together: if the connection drops, PostgreSQL releases the lock and a standby takes over at
+    its next try. A standby opens a connection once an interval to try the lock and closes it when the lock
+    is taken (it keeps no idle session). The session is named ``croupier audit <name>`` in
+    ``pg_stat_activity``."""
+
+    def __init__(self, dsn: str, *, interval: float, name: str = "") -> None:
+        self._dsn = dsn
         self._interval = interval
+        self._application_name = f"croupier audit {name}".strip()[:63]
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
+        """Passes run by this auditor (while it held the lock)."""
+        self.holding = False
+        """Whether this auditor holds the lock now (it is the one auditing)."""
 
     def start(self) -> None:
+        """Start trying for the lock (and auditing while it is held) in a task of the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-auditor")
 
     async def close(self) -> None:
+        """Stop: the lock's session ends with the task, so another node's auditor may take over."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
 
     async def _run(self) -> None:
         while True:
             try:
-                async with self._pool.acquire() as conn:
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1, 1)", LOCK_CLASS):
-                        try:
-                            await self._audit(conn)
-                        finally:
-                            with contextlib.suppress(Exception):
-                                await conn.execute("SELECT pg_advisory_unlock($1, 1)", LOCK_CLASS)
+                await self._turn()
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
@@ -268,12 +283,24 @@ class LedgerAuditor:
                 log.exception("ledger audit failed; trying again in %.0f s", self._interval)
             await asyncio.sleep(self._interval)
 
+    async def _turn(self) -> None:
+        """One try for the lock; when taken, audit on its connection until that fails (or the task stops)."""
+        conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT, command_timeout=STATEMENT_TIMEOUT,
+                                     server_settings={"application_name": self._application_name})  # fmt: skip
+        try:
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1, 1)", LOCK_CLASS):
+                self.holding = True
+                await self._audit(conn)
+        finally:
+            self.holding = False
+            await _end_session(conn)  # the lock, if held, ends with the session
+
     async def _audit(self, conn: Connection) -> None:
         """Audit on ``conn`` (holding the lock) until it fails; a new holder starts a fresh window."""
         metrics = audit_metrics()
         audit = IncrementalAudit()
         healthy = True  # the latest verdict, exported again while nothing new settles
-        log.info("ledger audit: this node audits the ledger every %.0f s", self._interval)
+        log.info("ledger audit: this node audits the ledger every %g s", self._interval)
         while True:
             started = time.perf_counter()
             findings = await audit.run(conn)
@@ -285,6 +312,19 @@ class LedgerAuditor:
             metrics.duration.set(time.perf_counter() - started)
             metrics.last_pass.set(time.time())
             await asyncio.sleep(self._interval)
+
+
+async def _end_session(conn: asyncpg.Connection) -> None:
+    """Close ``conn`` politely (PostgreSQL ends the session, and its locks, at once), or drop it."""
+    if conn.is_closed():
+        return
+    try:
+        await asyncio.wait_for(conn.close(), CONNECT_TIMEOUT)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        conn.terminate()
+    except asyncio.CancelledError:
+        conn.terminate()
+        raise
 
 
 def _export(metrics: AuditMetrics, findings: Findings) -> None:

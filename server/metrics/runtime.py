@@ -2,10 +2,10 @@
 
 :func:`node_metrics` wraps the node's life (``server/app.py``'s lifespan): the node's info
 series, the event-loop lag probe, the shared-state sampler (outbox, notifications, PostgreSQL and
-Redis up), the incremental ledger audit (one node at a time), the listener on
-``CROUPIER_METRICS_PORT`` when set, and in multiprocess mode the flush of this worker's cells every
-second. With ``CROUPIER_METRICS=0`` it starts nothing (the hot paths' cells still count: a few
-plain integer additions per request, nothing reads them).
+Redis up), the listener on ``CROUPIER_METRICS_PORT`` when set, and in multiprocess mode the flush of this
+worker's cells every second. With ``CROUPIER_METRICS=0`` it starts nothing (the hot paths' cells still
+count: a few plain integer additions per request, nothing reads them). The incremental ledger audit (one
+node at a time, :mod:`.ledgerhealth`) is started by ``server/node.py``: its lock needs the session DSN.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncpg
 
 from .definitions import MULTIPROCESS, NODE_INFO
 from .exposition import MetricsListener, flush
-from .ledgerhealth import LedgerAuditor
 from .looplag import LoopLagProbe
 from .samplers import SharedStateSampler
 
@@ -50,11 +49,6 @@ class MetricsSettings(Protocol):
         """``CROUPIER_METRICS_PORT``: serve ``/metrics`` there instead of on the main port."""
         ...
 
-    @property
-    def ledger_audit_interval(self) -> float:
-        """Seconds between incremental ledger audit passes (0: no audit)."""
-        ...
-
 
 @asynccontextmanager
 async def node_metrics(settings: MetricsSettings, pool: asyncpg.Pool,
@@ -75,10 +69,6 @@ async def node_metrics(settings: MetricsSettings, pool: asyncpg.Pool,
         sampler = SharedStateSampler(pool, ping_redis=ping_broker if settings.redis_url is not None else None)
         await sampler.start()
         stack.push_async_callback(sampler.close)
-        if settings.ledger_audit_interval > 0:
-            auditor = LedgerAuditor(pool, interval=settings.ledger_audit_interval)
-            auditor.start()
-            stack.push_async_callback(auditor.close)
         if MULTIPROCESS:
             flusher = asyncio.get_running_loop().create_task(_flush_every(FLUSH_EVERY), name="metrics-flush")
             stack.push_async_callback(_cancel, flusher)

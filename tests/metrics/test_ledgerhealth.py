@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
 
 from server.ledger import Ledger
-from server.metrics.ledgerhealth import AuditWindow, IncrementalAudit, LegSums, TouchedAccount, judge
+from server.metrics.ledgerhealth import (
+    LOCK_CLASS,
+    AuditWindow,
+    IncrementalAudit,
+    LedgerAuditor,
+    LegSums,
+    TouchedAccount,
+    judge,
+)
 from tests.ledger.conftest import sign_up
 from tests.services import migrated_pool
 
@@ -118,3 +128,46 @@ async def test_passes_check_what_changed_and_find_a_planted_leg_and_a_drifted_ba
         assert audit.window.checked == await scratch.fetchval("SELECT max(id) FROM ledger_txns")
     finally:
         await ledger.close()
+
+
+_AUDIT_LOCK_HOLDERS = """
+SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()
+  AND l.objsubid = 2 AND l.classid = $1 AND l.objid = 1
+"""
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_one_auditor_of_two_holds_the_lock_on_a_session_of_its_own_and_the_other_takes_over(
+    scratch: asyncpg.Pool, empty_database: str
+) -> None:
+    first = LedgerAuditor(empty_database, interval=0.05, name="node-1")
+    second = LedgerAuditor(empty_database, interval=0.05, name="node-2")
+    first.start()
+    try:
+        await until(lambda: first.passes >= 2)
+        second.start()
+        await asyncio.sleep(0.5)  # ten tries of the standby
+        assert first.holding and not second.holding and second.passes == 0
+        holders = [row[0] for row in await scratch.fetch(_AUDIT_LOCK_HOLDERS, LOCK_CLASS)]
+        assert holders == ["croupier audit node-1"]
+        await first.close()
+        await until(lambda: second.passes >= 1)
+        assert second.holding
+        assert [row[0] for row in await scratch.fetch(_AUDIT_LOCK_HOLDERS, LOCK_CLASS)] == ["croupier audit node-2"]
+    finally:
+        await first.close()
+        await second.close()
+    # the standby's tries leave no session behind, nor does a closed auditor (a backend ends a moment after)
+    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'croupier audit %'"
+    deadline = time.monotonic() + 5
+    while await scratch.fetchval(sessions) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert await scratch.fetchval(sessions) == 0
+    assert not await scratch.fetch(_AUDIT_LOCK_HOLDERS, LOCK_CLASS)
