@@ -70,6 +70,8 @@ from tests.services import EmbeddedRedis, free_port
 BOT_TOKEN = "424242:SOAK-token-for-the-croupier-fault-soak"
 GAMES = ("crash", "dice", "roulette")
 FAULT_KINDS = ("kill9", "term", "stop", "redis", "postgres")
+COVER_GRACE = 60.0
+"""Seconds past the soak's window the scheduler may take to inject the kinds of fault it has not yet."""
 Message = dict[str, Any]
 
 # Answers that say nothing about whether a bet was placed: send the same bet again.
@@ -392,12 +394,18 @@ class FaultScheduler:
         return Counter(fault.kind for fault in self.faults)
 
     async def run(self, until: float) -> None:
-        """Inject faults until the loop clock reaches ``until`` (the last one finishes after it)."""
+        """Inject faults until the loop clock reaches ``until`` (the last one finishes after it) and every kind
+        was injected once: on a slow machine the faults of the window may not have covered the deck, and then
+        the kinds still missing follow (for at most :data:`COVER_GRACE` seconds more)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.rng.uniform(*self.cluster.config.fault_gap))
+            missing = [kind for kind in FAULT_KINDS if kind not in self.counts()]
             if loop.time() >= until - 1.0:
-                return
+                if not missing or loop.time() >= until + COVER_GRACE:
+                    return
+                await self.inject(missing[0])
+                continue
             if not self._deck:
                 self._deck = list(self.DECK)
                 self.rng.shuffle(self._deck)
