@@ -48,9 +48,10 @@ from tests.services import RedisClusterServers, node_process, redis_cluster_bina
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-FOLLOW_WITHIN = 3.0
+FOLLOW_WITHIN = 5.0
 """Seconds after the replica is promoted by which events must flow again (the subscriber reads the slot map
-every 0.5 s while a connection is down)."""
+every 0.5 s while a connection is down). Measured 0.1-1.9 s on a quiet machine, 3.3 s once under the full
+suite's load in CI: the bound leaves room for that load, not for a slower design."""
 
 
 def _cluster(root: Path, *, replicas: int) -> Iterator[RedisClusterServers]:
@@ -289,6 +290,7 @@ def first_ok(bets: list[BetTry], node: str, *, after: float, user_id: int | None
     return next((b for b in bets if b.ok and b.node == node and b.sent > after and user_id in (None, b.user_id)), None)
 
 
+@pytest.mark.timing
 async def test_two_nodes_play_through_the_cluster_and_survive_a_master_failover(
     replicated: RedisClusterServers, empty_database: str, tmp_path: Path
 ) -> None:
