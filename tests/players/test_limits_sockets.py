@@ -15,22 +15,12 @@ from server.ledger import Ledger
 from tests.conftest import RunningNode, StartNode
 from tests.edge.client import authed, closed_with, init_data, open_socket, recv, request
 from tests.ledger.conftest import next_user_id
+from tests.players.test_history import betting_round
 
 pytestmark = pytest.mark.integration
 
 JSON = dict[str, Any]
 DICE = {"target": 5000, "side": "over"}
-
-
-async def betting_round(ws: Any) -> int:
-    """A dice round taking bets now (the suite's nodes keep betting open for a minute)."""
-    for _ in range(200):
-        reply = await request(ws, {"t": "subscribe", "id": "sub", "game": "dice"})
-        await request(ws, {"t": "unsubscribe", "id": "unsub", "game": "dice"})
-        if reply["round"] is not None and reply["round"]["phase"] == "betting":
-            return int(reply["round"]["round"])
-        await asyncio.sleep(0.05)
-    raise AssertionError("no dice round is taking bets")
 
 
 def bet(round_id: int, amount: int, key: str) -> JSON:
@@ -49,7 +39,7 @@ async def test_limits_are_set_shown_and_refuse_a_bet_with_their_reset_time(
     resets_at = int(tomorrow.timestamp() * 1000)
     shown = {"kind": "loss", "period": "day", "amount": 50, "used": 0, "resets_at": resets_at}
     assert reply == {"t": "limits", "id": 2, "exclusion": None, "limits": [shown]}
-    round_id = await betting_round(ws)
+    round_id = await betting_round(ws, "dice")
     assert (await request(ws, bet(round_id, 30, "w1")))["t"] == "bet_ok"
     refused = await request(ws, bet(round_id, 30, "w2"))
     assert (refused["t"], refused["code"], refused["resets_at"]) == ("error", "limit_reached", resets_at)
@@ -90,7 +80,7 @@ async def test_a_cool_off_refuses_bets_until_it_ends(node_server: RunningNode, b
     until = reply["exclusion"]["until"]
     in_a_week = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).timestamp() * 1000
     assert reply["exclusion"]["kind"] == "cool_off" and abs(until - in_a_week) < 60_000
-    refused = await request(ws, bet(await betting_round(ws), 10, "cool"))
+    refused = await request(ws, bet(await betting_round(ws, "dice"), 10, "cool"))
     assert (refused["code"], refused["resets_at"]) == ("excluded", until)
     shorter = await request(ws, {"t": "exclude", "id": 2, "kind": "cool_off", "days": 1})
     assert (shorter["code"], shorter["field"]) == ("bad_request", "days")
@@ -109,7 +99,7 @@ async def test_bets_from_two_nodes_racing_a_loss_limit_never_overshoot_it(
         assert (await request(ws_a, {"t": "set_limit", "id": 1, "kind": "loss", "period": "day", "amount": 200}))[
             "limits"
         ][0]["amount"] == 200
-        round_id = await betting_round(ws_a)
+        round_id = await betting_round(ws_a, "dice")
 
         async def fire(ws: Any, side: str) -> list[JSON]:
             for n in range(30):
