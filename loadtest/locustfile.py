@@ -1,11 +1,13 @@
 """A locust swarm of Mini App players: one real WebSocket per simulated player.
 
 Each player mints its own signed initData with the bot token in ``CROUPIER_BOT_TOKEN`` (the
-variable the server reads), authenticates, subscribes to one game of the mix, and plays: in each round it
-takes a think time after betting opens, bets, and in crash cashes out at its target multiplier. Every
-exchange is a locust request (type ``WS``: ``auth``, ``subscribe``, ``bet``, ``action``; a
-refused request is a failure named by its error code), and the lag of game events (arrival
-minus the server's ``ts``) is its own entry (type ``PUSH``).
+variable the server reads), authenticates, subscribes to one game of the mix, and plays: in each
+round it takes a think time after betting opens, bets, and in crash cashes out at its target
+multiplier; between rounds it reads what a Mini App shows (``READ_MIX``: its balance, the game's
+history, the day's leaderboard, its own bets and transactions). Every exchange is a locust request
+(type ``WS``: ``auth``, ``subscribe``, ``bet``, ``action``, the reads by their ``t``; a refused
+request is a failure named by its error code), and the lag of game events (arrival minus the
+server's ``ts``) is its own entry (type ``PUSH``).
 
     CROUPIER_BOT_TOKEN=... locust -f loadtest/locustfile.py --headless -u 2000 -r 200 -t 60s \\
         --csv out --host ws://127.0.0.1:8000
@@ -18,7 +20,8 @@ reached the server cannot pass for a quiet one.
 Options (also as environment variables): ``--croupier-games`` (the mix, ``crash,dice,roulette``),
 ``--croupier-bet-min`` / ``--croupier-bet-max`` (amount per bet), ``--croupier-think-min`` /
 ``--croupier-think-max`` (seconds from betting opening to the bet), ``--croupier-cashout`` (crash target
-multiplier in hundredths), ``--croupier-lag-sample`` (share of ticks whose lag is reported).
+multiplier in hundredths), ``--croupier-reads`` (reads per player per round, 1),
+``--croupier-lag-sample`` (share of ticks whose lag is reported).
 Players need money: start the server with ``CROUPIER_WELCOME_CREDIT`` (see docs/loadtest.md).
 """
 
@@ -49,6 +52,11 @@ T = TypeVar("T")
 REPLY_TIMEOUT = 10.0
 BET_MARGIN_MS = 300
 """A player bets only while more than this remains of the betting window (a Mini App greys the button)."""
+READ_MIX: tuple[tuple[str, int], ...] = (
+    ("balance", 3), ("history", 2), ("leaderboard", 2), ("my_bets", 2), ("my_transactions", 1),
+)  # fmt: skip
+"""What a player looks at between rounds, with weights: the screens a Mini App shows (its balance, the
+game's last rounds, the day's board, the player's own bets and wallet movements)."""
 NO_TOKEN = "CROUPIER_BOT_TOKEN is not set: export the server's bot token (players sign their initData with it)"
 log = logging.getLogger(__name__)
 _user_ids: dict[int, Iterator[int]] = {}
@@ -74,6 +82,9 @@ def _options(parser: Any) -> None:
     group.add_argument("--croupier-think-max", env_var="CROUPIER_LOCUST_THINK_MAX", type=float, default=5.0)
     group.add_argument("--croupier-cashout", env_var="CROUPIER_LOCUST_CASHOUT", type=int, default=150,
                        help="crash: cash out at this multiplier (hundredths)")  # fmt: skip
+    group.add_argument("--croupier-reads", env_var="CROUPIER_LOCUST_READS", type=float, default=1.0,
+                       help="reads per player per round (balance, history, leaderboard, own bets and "
+                            "transactions: READ_MIX)")  # fmt: skip
     group.add_argument("--croupier-lag-sample", env_var="CROUPIER_LOCUST_LAG_SAMPLE", type=float, default=0.1,
                        help="share of crash ticks whose push lag is reported (round events always are)")  # fmt: skip
 
@@ -200,6 +211,7 @@ class CroupierPlayer(User):
         self.bet_range = (getattr(options, "croupier_bet_min", 1), getattr(options, "croupier_bet_max", 10))
         self.think = (getattr(options, "croupier_think_min", 1.0), getattr(options, "croupier_think_max", 5.0))
         self.cashout = getattr(options, "croupier_cashout", 150)
+        self.reads = getattr(options, "croupier_reads", 1.0)
         url = (self.host or "ws://127.0.0.1:8000").rstrip("/")
         self.client = CroupierClient(environment, url if url.endswith("/ws") else url + "/ws",
                                      getattr(options, "croupier_lag_sample", 0.1))  # fmt: skip
@@ -253,6 +265,21 @@ class CroupierPlayer(User):
                                              "key": secrets.token_hex(8)})  # fmt: skip
         if placed is not None and self.game == "crash":
             self._cash_out(round_event["round"])
+        self._look_around()
+
+    def _look_around(self) -> None:
+        """Between rounds, read what a Mini App shows: ``reads`` requests a round on average, kinds drawn
+        from :data:`READ_MIX`."""
+        whole, part = divmod(self.reads, 1.0)
+        count = int(whole) + (random.random() < part)
+        kinds, weights = zip(*READ_MIX, strict=True)
+        for kind in random.choices(kinds, weights, k=count):
+            request: Message = {"t": kind}
+            if kind == "history":
+                request["game"] = self.game
+            elif kind == "leaderboard":
+                request.update(game=self.game, metric="net", period="day")
+            self.client.request(kind, request)
 
     def _wait_for(self, ready: Callable[[], T | None], timeout: float) -> T | None:
         """Return ``ready()`` once it is truthy (re-checked at every round event or tick), or None."""

@@ -34,9 +34,13 @@ FetchAfter = Callable[[dict[int, int]], Awaitable[list[tuple[int, int, bytes]]]]
 
 GAP_WAIT = 0.5
 """Seconds a gap may stay open (the missing event may just be late) before the history is read."""
-BALANCE_FRESH = 0.25
-"""Seconds a balance confirmed by the database is served from memory (with every event applied since):
-a user hammering ``balance`` from many sockets costs at most a few database reads a second."""
+BALANCE_FRESH = 30.0
+"""Seconds a balance is served from memory after the database last told it: a read (at sign-in, or a
+``balance`` request's) or the user's latest event in sequence (each carries the balance its transaction
+wrote). Every wallet change is announced on the user's channel (the outbox: a relay that failed is swept
+within seconds); a gap in the offsets or a broker reconnect makes the node ask again. So this bound only
+covers a last change whose event never came: a player who is quiet for 30 s costs one read when they ask
+again (docs/performance.md: "Reads a swarm no longer makes")."""
 MAX_PENDING = 1024
 """Offsets delivered above a gap kept track of; past that the gap is given up on."""
 
@@ -111,10 +115,10 @@ class UserFeeds:
         return sum(self._audience.push_json(channel, payload) for channel in tuple(self._subscriptions))
 
     def balance(self, user_id: int) -> int | None:
-        """The user's wallet balance as this node knows it: read from the database less
-        than :data:`BALANCE_FRESH` ago and kept up to date by every event since, with no gap. None when
-        it cannot tell: ask the database, then :meth:`confirm_balance`. (A write that is not announced
-        at once, e.g. by another process, reaches the node within ``BALANCE_FRESH`` or with its event.)"""
+        """The user's wallet balance as this node knows it: read from the database or carried by the user's
+        latest event less than :data:`BALANCE_FRESH` ago, every event since applied, with no gap. None when
+        it cannot tell: ask the database, then :meth:`confirm_balance`. (A write another process does not
+        announce at once shows with its event, which the outbox sweeper relays within seconds.)"""
         seen = self._seen.get(user_channel(user_id))
         if seen is None or seen.gap or seen.balance is None or self._clock() - seen.checked_at > BALANCE_FRESH:
             return None
@@ -140,7 +144,8 @@ class UserFeeds:
             if not seen.first_time(offset):
                 return
             if offset == seen.floor and before == offset - 1 and "balance" in event:
-                seen.balance = event["balance"]  # the event right after what was known: the balance now
+                # The event right after what was known: the balance now, as the transaction that wrote it saw it.
+                seen.balance, seen.checked_at = event["balance"], self._clock()
             elif seen.floor != before:
                 seen.balance = None  # events above a gap filled in: the last one's balance is not at hand
             if seen.gap:

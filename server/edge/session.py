@@ -30,7 +30,7 @@ from ..leaderboards import SCOPE_ALL, LeaderboardUnavailable
 from ..ledger import BetRequest, LedgerError, PlacedBet
 from ..ledger.signin import AccountBlocked
 from ..logs import bind
-from ..metrics import ACTION_SECONDS, AUTH, BET_SECONDS, DEPOSIT_SECONDS, FRAMES_IN, FRAMES_OUT
+from ..metrics import ACTION_SECONDS, AUTH, BET_SECONDS, DEPOSIT_SECONDS, FRAMES_IN, FRAMES_OUT, READS
 from ..players import InvalidLimit
 from ..players.limits import SESSION_BREAK
 from ..rounds.engine import CheckedBet, RoundRefused
@@ -252,6 +252,7 @@ class Session:
         self.state = State.READY
         AUTH["ok"].n += 1
         await self.services.feeds.join(user.id, self.peer, wallet.version)
+        self.services.feeds.confirm_balance(user.id, wallet.balance, wallet.version)  # read by the sign-in
         await self.services.user_limits.admit(user.id, self.session_id, self.peer.close)
         bind(user_id=user.id, session=self.session_id)  # every later line of this socket's task carries them
         log.info("user %d authenticated (session %s)", user.id, self.session_id)
@@ -355,7 +356,9 @@ class Session:
     async def _balance(self, request: m.BalanceRequest, user_id: int) -> Outcome:
         known = self.services.feeds.balance(user_id)
         if known is not None:  # confirmed a moment ago, every change since applied: no need to ask
+            READS["balance", "memory"].n += 1
             return Outcome([m.Balance(id=request.id, balance=known)])
+        READS["balance", "database"].n += 1
         try:
             wallet = await self.services.ledger.balance(user_id)
         except UNAVAILABLE_ERRORS:
@@ -424,7 +427,10 @@ class Session:
             result = await self.services.rounds.action(request.game, request.round, user_id, request.action,
                                                    request.params)  # fmt: skip
             balance = self.services.feeds.balance(user_id)  # known on this node: every change applied to it
-            if balance is None:
+            if balance is not None:
+                READS["balance", "memory"].n += 1
+            else:
+                READS["balance", "database"].n += 1
                 wallet = await self.services.ledger.balance(user_id)
                 self.services.feeds.confirm_balance(user_id, wallet.balance, wallet.version)
                 balance = wallet.balance
@@ -447,6 +453,7 @@ class Session:
                                   chips=invoice.chips)])  # fmt: skip
 
     async def _my_bets(self, request: m.MyBets, user_id: int) -> Outcome:
+        READS["my_bets", "database"].n += 1
         try:
             page = await self.services.players.bets(user_id, request.game, request.cursor, request.limit)
         except UNAVAILABLE_ERRORS:
@@ -454,6 +461,7 @@ class Session:
         return Outcome([m.MyBetsReply(id=request.id, bets=page.items, next=page.next)])
 
     async def _my_transactions(self, request: m.MyTransactions, user_id: int) -> Outcome:
+        READS["my_transactions", "database"].n += 1
         try:
             page = await self.services.players.transactions(user_id, request.cursor, request.limit)
         except UNAVAILABLE_ERRORS:
@@ -481,6 +489,7 @@ class Session:
 
     async def _limits(self, request: m.Limits | m.SetLimit | m.Exclude, user_id: int) -> Outcome:
         limits = self.services.responsible
+        READS["limits", "database"].n += 1
         try:
             match request:
                 case m.SetLimit():

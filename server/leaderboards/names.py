@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 
 import asyncpg
 
+from ..metrics import READS
+
 NAME_TTL = 300.0
 CACHE_SIZE = 10_000
 
@@ -43,6 +45,7 @@ class PlayerNames:
                 found[user] = cached[0]
             else:
                 missing.append(user)
+        READS["names", "database" if missing else "memory"].n += 1
         if missing:
             rows = await self._pool.fetch(_NAMES, missing)
             read = {row["id"]: display_name(row["first_name"], row["username"]) for row in rows}

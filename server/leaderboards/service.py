@@ -17,7 +17,9 @@ from datetime import UTC, datetime, tzinfo
 from protocol import messages as m
 
 from ..broker import Broker, Subscription
+from ..metrics import READS
 from .boards import Board, BoardKey
+from .memory import MemoryStore
 from .names import PlayerNames
 from .notices import NOTICES, read_notice
 from .store import LeaderboardStore, Standing
@@ -34,6 +36,7 @@ class Leaderboards:
     def __init__(self, store: LeaderboardStore, names: PlayerNames, broker: Broker, *, tz: tzinfo,
                  clock: Callable[[], float] = time.time, push_every: float = 1.0) -> None:  # fmt: skip
         self._store = store
+        self._read = READS["leaderboard", "memory" if isinstance(store, MemoryStore) else "redis"]
         self._names = names
         self._broker = broker
         self._tz = tz
@@ -63,6 +66,7 @@ class Leaderboards:
         :class:`~.store.LeaderboardUnavailable` when the store does not answer, and the database's errors
         when names cannot be read."""
         key = Board(game, metric, period).at(datetime.fromtimestamp(self._clock(), UTC), self._tz)
+        self._read.n += 1
         reply = await self._read_top(key, limit)
         mine = next((entry for entry in reply.top if entry.user == user_id), None)
         if mine is not None:

@@ -63,6 +63,17 @@ def _counter(name: str, doc: str) -> Cell:
     return cell
 
 
+def _pairs(name: str, doc: str, labels: tuple[str, str],
+           known: dict[str, tuple[str, ...]]) -> dict[tuple[str, str], Cell]:  # fmt: skip
+    metric = Counter(name, doc, list(labels), registry=REGISTRY)
+    cells: dict[tuple[str, str], Cell] = {}
+    for first, seconds in known.items():
+        for second in seconds:
+            cell = cells[first, second] = Cell()
+            LINKS.add(CounterLink(cell, metric.labels(first, second)))
+    return cells
+
+
 def _levels(name: str, doc: str, label: str, known: Iterable[str]) -> Family[Cell]:
     family = Family(known, Cell, other=False)
     metric = Gauge(name, doc, [label], registry=REGISTRY, multiprocess_mode="livesum")
@@ -114,6 +125,9 @@ REQUEST_SECONDS = _timings("croupier_request_duration_seconds", "Time from a req
 BET_SECONDS = REQUEST_SECONDS["bet"]
 ACTION_SECONDS = REQUEST_SECONDS["action"]
 DEPOSIT_SECONDS = REQUEST_SECONDS["deposit"]
+READS = _pairs("croupier_reads_total", "Player reads answered, by what was read and what answered it (memory: this "
+               "node, without a query; redis; database: PostgreSQL).", ("read", "source"), lb.READS)  # fmt: skip
+"""``READS["balance", "memory"].n += 1``: every pair of :data:`.labels.READS`."""
 
 # ---------------------------------------------------------------------------------- ledger, db
 

@@ -66,6 +66,19 @@ AUDIT_CHECKS: tuple[str, ...] = ("unbalanced_transactions", "balance_mismatch", 
 
 ROUND_PHASES: tuple[str, ...] = ("betting", "running", "settled", "voided")
 
+READS: dict[str, tuple[str, ...]] = {
+    "balance": ("memory", "database"),
+    "history": ("memory", "database"),
+    "leaderboard": ("memory", "redis"),
+    "names": ("memory", "database"),
+    "my_bets": ("database",),
+    "my_transactions": ("database",),
+    "limits": ("database",),
+}
+"""What a player's read request reads (``names``: the players a leaderboard shows) and where each can be
+answered from: this node's memory (the balance every change reaches, the rounds it saw settle, names read
+before, a lone node's boards), Redis (shared boards) or PostgreSQL."""
+
 NOTIFICATION_OUTCOMES: tuple[str, ...] = (
     "sent", "throttled_429", "forbidden_403", "chat_not_found", "dead", "retry", "stalled",
 )  # fmt: skip

@@ -193,6 +193,7 @@ class RoundDriver:
         info = begin_running(handler, ctx, state)
         self.running = running = RunningRound(base.round, handler, state, ctx)
         await self._announce(replace(base, phase="running", started_at=started, info=info or None))
+        due = self.clock.now_ms()
         while True:
             result = handler.tick(ctx, state)
             fields = tick_fields(self.game, result)
@@ -201,7 +202,8 @@ class RoundDriver:
             if result.done:
                 running.finished = True
                 return
-            await self.clock.sleep(handler.tick_ms / 1000)
+            due = next_tick(due, handler.tick_ms, self.clock.now_ms())
+            await self.clock.sleep((due - self.clock.now_ms()) / 1000)
 
     async def _settle(
         self, round_id: int, outcome: dict[str, Any] | None, bets: list[BetInfo[Any]], settled: list[Settled] | None
@@ -240,3 +242,13 @@ class RoundDriver:
             await self._broker.publish(self._channel, encode(stamp), history=self._history)
         except Exception as exc:  # the round goes on; subscribers recover with a snapshot
             log.warning("could not publish %s event of %s: %s", kind, self.game, exc)
+
+
+def next_tick(due: int, tick_ms: int, now: int) -> int:
+    """When the tick after the one due at ``due`` is due: ``tick_ms`` later, on the round's own schedule (the
+    time a tick took to publish does not stretch the period), skipping the ticks already missed when the
+    loop ran late (never a burst to catch up: the handler reads the clock, so a skipped tick loses nothing)."""
+    due += tick_ms
+    if due <= now:
+        due += ((now - due) // tick_ms + 1) * tick_ms
+    return due

@@ -28,6 +28,7 @@ from protocol import messages as m
 
 from ..broker import Broker, HistoryPolicy
 from ..ledger import Ledger
+from ..metrics import READS
 from . import GameRules
 from .actions import ActionRouter
 from .clock import Clock, WallClock
@@ -351,7 +352,9 @@ class RoundEngine:
         this node saw settle (:mod:`.recent`) when it has them, else from PostgreSQL."""
         cached = self._recent.get(game, limit)
         if cached is not None:
+            READS["history", "memory"].n += 1
             return cached
+        READS["history", "database"].n += 1
         rounds = await self._store.history(game, max(limit, self._recent.size))
         handler = self._drivers[game].handler
         records = [

@@ -10,7 +10,7 @@ import httpx
 from server.backoffice import key_digest
 from server.ledger import Ledger
 from tests.conftest import RunningNode
-from tests.edge.client import authed, request
+from tests.edge.client import funded, request
 from tests.ledger.conftest import next_user_id
 
 WRITE_KEY = "suite-write-key-0123456789abcdefghijklmnop"
@@ -28,9 +28,7 @@ def admin(node: RunningNode, key: str | None = WRITE_KEY) -> httpx.AsyncClient:
 async def player(node: RunningNode, bank: Ledger, amount: int = 0) -> tuple[Any, int]:
     """A new user's authenticated socket on ``node``, with ``amount`` deposited."""
     user_id = next_user_id()
-    ws, _ = await authed(node, user_id)
-    if amount:
-        await bank.deposit(user_id, amount, ref=f"backoffice-test-{user_id}")
+    ws, _ = await funded(node, bank, user_id, amount, f"backoffice-test-{user_id}")
     return ws, user_id
 
 

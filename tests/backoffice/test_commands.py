@@ -17,7 +17,7 @@ from server.ledger import Ledger
 from server.risk import Flag, FlagKind, Window, store_flags
 from tests.backoffice.conftest import betting_round, dice_bet, player
 from tests.conftest import StartNode
-from tests.edge.client import closed_with, request
+from tests.edge.client import closed_with, recv, request
 from tests.ledger.conftest import next_user_id
 from tests.services import clean_env
 
@@ -50,6 +50,11 @@ async def test_credit_with_a_key_credits_once(
         assert other.returncode == 1 and "was made for user" in other.stderr
         bad = await croupier("credit", str(user_id), "5", "--reason", "promo", "--key", "two words", env=env)
         assert bad.returncode == 2 and "--key" in bad.stderr
+        # The node hears of the credit through the outbox (its sweeper relays what no node announced) and
+        # pushes it to the socket; its balance answers follow.
+        async with asyncio.timeout(15):
+            while (push := await recv(ws, timeout=15)).get("t") != "balance" or push.get("balance") != 35:
+                pass
         assert (await request(ws, {"t": "balance", "id": 1}))["balance"] == 35
         row = await db.fetchrow("SELECT key_name, after FROM admin_actions WHERE idempotency_key = $1", key)
         assert row is not None and row["key_name"].startswith("cli:")

@@ -9,7 +9,8 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from server.auth import sign_init_data
+from server.auth import TelegramUser, sign_init_data
+from server.ledger import Ledger
 from tests.conftest import TEST_BOT_TOKEN, RunningNode
 
 
@@ -48,6 +49,19 @@ async def authed(node: RunningNode, user_id: int = 1001, **kwargs: Any) -> tuple
     welcome = await request(ws, {"t": "auth", "id": 1, "init_data": init_data(user_id, **kwargs)})
     assert welcome["t"] == "welcome", welcome
     return ws, welcome
+
+
+async def funded(node: RunningNode, bank: Ledger, user_id: int, amount: int, ref: str,
+                 **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:  # fmt: skip
+    """``user_id``'s authenticated socket with ``amount`` deposited (``ref``) before it signed in.
+
+    The tests' ``bank`` ledger has no relay: a deposit it makes reaches a node's sockets only when the node's
+    outbox sweeper relays it (about 2 s later), and until then the node serves the balance it read at sign-in.
+    Funding first makes the welcome, and every balance after it, include the deposit."""
+    await bank.sign_in(TelegramUser(id=user_id, first_name="Player"))
+    if amount:
+        await bank.deposit(user_id, amount, ref=ref)
+    return await authed(node, user_id, **kwargs)
 
 
 async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> int | None:

@@ -294,6 +294,7 @@ async def test_auth_welcomes_the_user_with_balance_games_and_limits_and_joins_th
     assert outcome.close is None and session.state is State.READY
     assert services.ledger.signed_in == [m.User(id=5, first_name="Player")]  # the validator's user, as is
     assert services.feeds.joined == [(5, peer, 3)]
+    assert services.feeds.confirmed == [(5, 1000, 3)]  # the sign-in read the wallet: the node knows it
     assert [(user, sid) for user, sid, _ in services.user_limits.admitted] == [(5, session.session_id)]
     services.user_limits.admitted[0][2](CloseCode.REPLACED, "replaced")  # a newer socket closes this one
     assert peer.closed == (CloseCode.REPLACED, "replaced")
@@ -533,7 +534,7 @@ async def test_balance_comes_from_the_feed_while_confirmed_else_from_the_databas
     assert services.ledger.balance_reads == 0
     del services.feeds.cached[5]
     assert only(await session.receive(frame({"t": "balance", "id": 3}))) == m.Balance(id=3, balance=1000)
-    assert services.ledger.balance_reads == 1 and services.feeds.confirmed == [(5, 1000, 3)]
+    assert services.ledger.balance_reads == 1 and services.feeds.confirmed == [(5, 1000, 3)] * 2  # sign-in, read
     services.ledger.fail = TimeoutError()
     error = error_of(await session.receive(frame({"t": "balance", "id": 4})))
     assert (error.id, error.code, error.message) == (4, ErrorCode.UNAVAILABLE, "database unavailable; retry shortly")

@@ -99,6 +99,36 @@ async def test_play_moves_the_metrics_labels_stay_bounded_and_the_audit_catches_
         assert failing.value("croupier_ledger_audit_violations_total", check="not_conserved") >= 1
 
 
+async def test_reads_are_counted_by_what_answered_them(empty_database: str, tmp_path: Path) -> None:
+    port = free_port()
+    with serving(single_env(empty_database, tmp_path / "state"), port, tmp_path / "node.log"):
+        await wait_ready(port)
+        player = await Player.join(port, 7002)
+        async with players(player):
+            for i in range(2):
+                for request in ({"t": "balance"}, {"t": "history", "game": "dice"},
+                                {"t": "leaderboard", "game": "dice", "metric": "net", "period": "day"}):  # fmt: skip
+                    reply = await player.request({**request, "id": f"{request['t']}-{i}"})
+                    assert reply["t"] == request["t"], reply
+            for kind in ("my_bets", "my_transactions", "limits"):
+                assert (await player.request({"t": kind, "id": kind}))["t"] == kind
+            reads = await scrape_until(port, lambda s: s.value("croupier_reads_total", read="limits", source="database")
+                                       > 0)  # fmt: skip
+
+    def read(what: str, source: str) -> float:
+        return reads.value("croupier_reads_total", read=what, source=source)
+
+    # The balance was confirmed at sign-in and every change reaches the node: never asked of PostgreSQL.
+    assert (read("balance", "memory"), read("balance", "database")) == (2, 0)
+    # The first history read fills the node's list of rounds; the second is served from it.
+    assert (read("history", "memory"), read("history", "database")) == (1, 1)
+    # A lone node holds the boards itself (no Redis); nobody is on them yet, so no name is read.
+    assert (read("leaderboard", "memory"), read("leaderboard", "redis")) == (2, 0)
+    assert read("names", "database") == 0
+    assert read("my_bets", "database") == read("my_transactions", "database") == read("limits", "database") == 1
+    assert reads.label_values("croupier_reads_total", "source") <= {"memory", "redis", "database"}
+
+
 async def test_metrics_can_be_switched_off_or_moved_to_a_port_of_their_own(empty_database: str, tmp_path: Path) -> None:
     port = free_port()
     with serving(single_env(empty_database, tmp_path / "off", CROUPIER_METRICS="off"), port, tmp_path / "off.log"):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from server.rounds.driver import next_tick
 from server.rounds.fair import FairRng, sha256_hex
 from server.rounds.handler import (
     BetInfo,
@@ -157,3 +158,13 @@ async def test_a_driver_whose_lease_was_taken_over_changes_nothing_more(open_tab
         assert await table.pool.fetchval("SELECT token FROM game_leases WHERE game = $1", table.name) == newer + 1
     assert await table.bets(round_id) == {bet: ("refunded", None, 100)}
     assert await table.balance(user) == 1000
+
+
+def test_ticks_keep_the_rounds_schedule_and_skip_what_a_late_loop_missed() -> None:
+    # On time (the publish took 30 ms): the next tick is due 100 ms after this one was, not after the publish.
+    assert next_tick(1_000, 100, 1_030) == 1_100
+    # Just late: the next one is still on the schedule.
+    assert next_tick(1_000, 100, 1_099) == 1_100
+    # The loop ran 250 ms late: ticks 1,100 and 1,200 are skipped, never sent in a burst.
+    assert next_tick(1_000, 100, 1_250) == 1_300
+    assert next_tick(1_000, 100, 1_300) == 1_400

@@ -16,7 +16,7 @@ from server.games.dice import Dice
 from server.ledger import Ledger, audit
 from server.rounds.fair import FairRng, sha256_hex
 from tests.conftest import RunningNode, StartNode
-from tests.edge.client import authed, recv, request
+from tests.edge.client import authed, funded, recv, request
 from tests.ledger.conftest import next_user_id
 
 FAST = {
@@ -30,8 +30,7 @@ GENEROUS = {"house_edge_bp": -10_000, "growth_per_ms": 0.002}
 
 async def player(node: RunningNode, bank: Ledger, balance: int = 1000) -> tuple[Any, int]:
     user_id = next_user_id()
-    ws, _ = await authed(node, user_id)
-    await bank.deposit(user_id, balance, ref=f"engine-{user_id}")
+    ws, _ = await funded(node, bank, user_id, balance, f"engine-{user_id}")
     return ws, user_id
 
 
