@@ -6,9 +6,9 @@
   own channel ``sockets:<node id>``.
 - Requests: a token bucket per user (``rate`` a second, bursts of ``burst``) shared by all of the
   user's sockets on all nodes, on top of each socket's own limit. A node takes tokens from the
-  shared bucket a handful at a time (a lease, valid for :data:`LEASE_SECONDS`), so a busy user
-  costs one Redis round trip per :attr:`UserLimits.lease_size` requests, and an idle lease
-  expires instead of hoarding tokens.
+  shared bucket a handful at a time (a lease, valid for :data:`LEASE_SECONDS`), so a user costs
+  one Redis round trip per :attr:`UserLimits.lease_size` requests (or per lease, when slower), and
+  an idle lease expires instead of hoarding tokens.
 
 When the shared backend does not answer, both limits fall back to what this node sees alone:
 an honest player never loses a request because Redis is away.
@@ -30,8 +30,13 @@ from ..broker.quota import UserQuota
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 1.0
-"""How long tokens taken from the shared bucket may be spent on this node."""
+LEASE_SECONDS = 30.0
+"""How long tokens taken from the shared bucket may be spent on this node. Long enough that a player making
+a request or two a round costs one Redis round trip per ``lease_size`` requests too, not one per request
+(the capacity check found this script two thirds of Redis's time with a 1 s lease: docs/capacity.md);
+short enough that tokens a node took and did not spend go back. Leases taken and not yet spent let a user
+exceed the rate by at most ``lease_size`` per node holding one of their sockets (at most ``max_sockets``
+nodes, each lease taken from the bucket: 5 x 40 tokens against a burst of 400 with the defaults)."""
 
 CloseSocket = Callable[[CloseCode, str], None]
 """Closes one socket with a code and reason."""

@@ -10,7 +10,7 @@ from server.broker.memory import MemoryBroker
 from server.broker.quota import MemoryQuota, RedisQuota
 from server.edge.audience import Audience
 from server.edge.feeds import BALANCE_FRESH, UserFeeds
-from server.edge.userlimits import UserLimits
+from server.edge.userlimits import LEASE_SECONDS, UserLimits
 from tests.conftest import StartNode
 from tests.edge.client import authed, closed_with, recv, request
 from tests.ledger.conftest import next_user_id
@@ -140,3 +140,22 @@ async def test_a_users_sockets_share_one_request_budget(start_node: StartNode) -
         assert (await request(bystander, {"t": "ping", "id": 1}))["t"] == "pong"
         for ws in (*sockets, bystander):
             await ws.close()
+
+
+async def test_a_slow_player_costs_one_shared_bucket_call_per_lease_not_one_per_request() -> None:
+    class Counting(MemoryQuota):
+        calls = 0
+
+        async def take_tokens(self, user_id: int, wanted: int, rate: float, burst: int) -> int:
+            Counting.calls += 1
+            return await super().take_tokens(user_id, wanted, rate, burst)
+
+    clock = Clock()
+    user_limits = UserLimits(Counting(clock), MemoryBroker(), "n1", max_sockets=5, rate=400.0, burst=400,
+                             clock=clock)  # fmt: skip
+    assert user_limits.lease_size == 40
+    for _ in range(20):  # a request every 5 s: a bet and a cash-out a round
+        assert await user_limits.allow(7)
+        clock.now += 5.0
+    # A lease of 40 tokens lasts LEASE_SECONDS (30), then the next request takes another: at 0, 30, 60, 90 s.
+    assert LEASE_SECONDS == 30 and Counting.calls == 4
