@@ -3,21 +3,21 @@
 docs/capacity.md sizes a crash deployment from the unit costs measured by the benchmarks of
 docs/performance.md (node CPU per frame delivered and per request, Redis time per event). This runs
 the model's workload for real: N ``croupier serve`` processes on this machine (as the benchmarks run a
-node: ``loadtest/common.py``), one Redis (an embedded Valkey, or ``--redis-url``: a Redis Cluster with
-``redis+cluster://`` once the broker supports it), one PostgreSQL, and S sockets spread evenly over the
+node: ``loadtest/common.py``), one Redis (an embedded Valkey, ``--redis-url``, or ``--redis-cluster 3``:
+a Redis Cluster of 3 masters started for the run), one PostgreSQL, and S sockets spread evenly over the
 nodes, each authenticated and subscribed to crash; a fraction of them (``--bettors``) bet once a round and
 cash out by hand at ``--cashout``. One observer socket decodes the game channel to know the round, its
 phase and the multiplier; the other sockets only count their frames (``loadtest/rawws.py``).
 
 Over a window of ``--seconds`` after every socket joined it measures: frames delivered to the sockets
 per second (game frames and user pushes), bets committed and cash-outs per second (the nodes'
-``/metrics``), each node's CPU, Redis's CPU (``INFO cpu``, one server only) and PostgreSQL's commits;
-then prints the model's prediction beside each figure, with the ratio measured / predicted. The
-game's own randomness (how long rounds run) is taken from the observer, so the predictions test the
+``/metrics``), each node's CPU, Redis's CPU (``INFO cpu``, summed over a cluster's masters) and
+PostgreSQL's commits; then prints the model's prediction beside each figure, with the ratio measured /
+predicted. The game's own randomness (how long rounds run) is taken from the observer, so the predictions test the
 model's unit costs and per-player accounting, not the luck of the crash points.
 
     .venv/bin/python -m loadtest.capacity_check --nodes 2 --sockets 2000 --bettors 0.2 --seconds 60
-    .venv/bin/python -m loadtest.capacity_check --redis-url redis+cluster://127.0.0.1:7000 ...
+    .venv/bin/python -m loadtest.capacity_check --nodes 2 --sockets 2000 --redis-cluster 3
 
 Server, load generator, Redis and PostgreSQL share the machine: compare ratios, and read the node CPU
 per frame as an upper bound of a node that has a core to itself.
@@ -30,8 +30,11 @@ import asyncio
 import contextlib
 import json
 import secrets
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +47,7 @@ from loadtest.common import bench_database, node_process, process_cpu_seconds
 from loadtest.rawws import CountingClient, open_client, text_frame
 from server.auth import sign_init_data
 from tests.metrics.scrape import Scrape, scrape
-from tests.services import redis_server
+from tests.services import RedisClusterServers, redis_cluster_binary, redis_server
 
 # ------------------------------------------------------------------------------------------ the model
 # Every figure below is docs/capacity.md's, with the measurement of docs/performance.md it comes from.
@@ -144,6 +147,9 @@ class Observer:
     reached: int = 0
     """Rounds whose multiplier reached the cash-out target (each bettor cashes out once in each)."""
     target: int = 0
+    stray_ticks: int = 0
+    """Ticks of a round the observer did not see start running (a ``running`` event missed): the climbing
+    time is then short of what the ticks cover, and every prediction that uses it is off."""
     running_since: float | None = None
     running_seconds: float = 0.0
     betting: asyncio.Event = field(default_factory=asyncio.Event)
@@ -155,6 +161,8 @@ class Observer:
         now = time.monotonic()
         if message["t"] == "tick":
             self.ticks += 1
+            if self.running_since is None or message.get("round") != self.round:
+                self.stray_ticks += 1  # a tick outside the running phase the observer saw announced
             was, self.multiplier = self.multiplier, message.get("multiplier", 0)
             self.reached += was < self.target <= self.multiplier
             self.tick.set()
@@ -235,32 +243,54 @@ class Snapshot:
     commits: int
 
 
-async def redis_cpu_seconds(url: str) -> float | None:
-    """Redis's own CPU seconds (``INFO cpu``: user + system of the server), or None for a cluster or Sentinel."""
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+async def redis_servers(url: str) -> list[str] | None:
+    """The Redis servers whose CPU and commands to read: the one server of a ``redis://`` URL, every master of
+    a ``redis+cluster://`` one (``CLUSTER NODES`` of its first start node); None for Sentinels."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        return [url]
+    if scheme != "redis+cluster":
         return None
     import redis.asyncio as aioredis
 
-    client = aioredis.from_url(url)
+    first = urlsplit(url).netloc.split(",")[0]
+    client = aioredis.from_url(f"redis://{first}")
     try:
-        info = await client.info("cpu")
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        nodes = await client.execute_command("CLUSTER", "NODES")
     finally:
         await client.aclose()
+    text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+    masters = [line.split()[1].split("@")[0] for line in text.splitlines() if "master" in line.split()[2].split(",")]
+    return [f"redis://{address}" for address in sorted(masters)]
 
 
-async def redis_commands(url: str) -> dict[str, tuple[int, int]]:
-    """``INFO commandstats`` of one Redis server: calls and microseconds per command (empty for a cluster)."""
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        return {}
+async def _info(url: str, section: str) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(url)
     try:
-        info = await client.info("commandstats")
-        return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in info.items()}
+        info: dict[str, Any] = await client.info(section)
+        return info
     finally:
         await client.aclose()
+
+
+async def redis_cpu_seconds(servers: list[str] | None) -> float | None:
+    """The Redis servers' own CPU seconds together (``INFO cpu``: user + system of each), None for Sentinels."""
+    if servers is None:
+        return None
+    infos = await asyncio.gather(*(_info(url, "cpu") for url in servers))
+    return sum(float(info["used_cpu_sys"]) + float(info["used_cpu_user"]) for info in infos)
+
+
+async def redis_commands(servers: list[str] | None) -> dict[str, tuple[int, int]]:
+    """``INFO commandstats`` of the Redis servers together: calls and microseconds per command."""
+    total: dict[str, tuple[int, int]] = {}
+    for info in await asyncio.gather(*(_info(url, "commandstats") for url in servers or ())):
+        for name, v in info.items():
+            calls, usec = total.get(name.removeprefix("cmdstat_"), (0, 0))
+            total[name.removeprefix("cmdstat_")] = (calls + int(v["calls"]), usec + int(v["usec"]))
+    return total
 
 
 async def commits(database_url: str) -> int:
@@ -274,7 +304,7 @@ async def commits(database_url: str) -> int:
 
 
 async def snapshot(ports: list[int], pids: list[int], clients: list[CountingClient], observer: Observer,
-                   redis_url: str, database_url: str) -> Snapshot:  # fmt: skip
+                   servers: list[str] | None, database_url: str) -> Snapshot:  # fmt: skip
     """Everything counted so far: what this process counts and the CPU clocks read at one instant, the
     servers' own counters read at once right after (their skew is a few ms over a window of a minute)."""
     now = time.monotonic()
@@ -283,21 +313,21 @@ async def snapshot(ports: list[int], pids: list[int], clients: list[CountingClie
                                        observer.running_until(now))  # fmt: skip
     opened, reached = observer.opened, observer.reached
     scrapes, redis, commands, committed = await asyncio.gather(
-        asyncio.gather(*(scrape(port) for port in ports)), redis_cpu_seconds(redis_url), redis_commands(redis_url),
+        asyncio.gather(*(scrape(port) for port in ports)), redis_cpu_seconds(servers), redis_commands(servers),
         commits(database_url))  # fmt: skip
     return Snapshot(now, cpu, list(scrapes), frames, ticks, settled, running, opened, reached, redis, commands,
                     committed)  # fmt: skip
 
 
-async def idle_cpu(pids: list[int], redis_url: str, seconds: float) -> tuple[list[float], float | None]:
+async def idle_cpu(pids: list[int], servers: list[str] | None, seconds: float) -> tuple[list[float], float | None]:
     """Each node's cores and Redis's us of CPU per second with no player connected (timers, pings, the
     driver's rounds to nobody): taken out of the window's figures to get what the players cost."""
     cpu, started = [process_cpu_seconds(pid) for pid in pids], time.monotonic()
-    redis = await redis_cpu_seconds(redis_url)
+    redis = await redis_cpu_seconds(servers)
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - started
     nodes = [(process_cpu_seconds(pid) - before) / elapsed for pid, before in zip(pids, cpu, strict=True)]
-    after = await redis_cpu_seconds(redis_url)
+    after = await redis_cpu_seconds(servers)
     return nodes, (after - redis) * 1e6 / elapsed if after is not None and redis is not None else None
 
 
@@ -317,7 +347,8 @@ async def run(args: argparse.Namespace, urls: list[str], pids: list[int], token:
     assert welcome["t"] == "welcome", welcome
     watcher.on_message = observer.see
     assert (await watcher.request({"t": "subscribe", "id": 2, "game": "crash"}))["t"] == "subscribed"
-    idle_nodes, idle_redis = await idle_cpu(pids, redis_url, args.baseline)
+    servers = await redis_servers(redis_url)
+    idle_nodes, idle_redis = await idle_cpu(pids, servers, args.baseline)
     first_user = 100_000
     clients: list[CountingClient] = []
     started = time.perf_counter()
@@ -330,9 +361,9 @@ async def run(args: argparse.Namespace, urls: list[str], pids: list[int], token:
     player = asyncio.create_task(play(observer, bettors, first_user, args.cashout, stop))
     try:
         await asyncio.sleep(args.warmup)
-        before = await snapshot(ports, pids, clients, observer, redis_url, database_url)
+        before = await snapshot(ports, pids, clients, observer, servers, database_url)
         await asyncio.sleep(args.seconds)
-        after = await snapshot(ports, pids, clients, observer, redis_url, database_url)
+        after = await snapshot(ports, pids, clients, observer, servers, database_url)
     finally:
         stop.set()
         observer.betting.set()
@@ -373,7 +404,8 @@ async def run(args: argparse.Namespace, urls: list[str], pids: list[int], token:
     return {
         "nodes": len(ports), "sockets": len(clients), "bettors": len(bettors), "joined_seconds": joined,
         "seconds": seconds, "rounds": shape.rounds, "round_seconds": shape.round_seconds,
-        "running_share": shape.running_share, "observer_ticks_per_running_second":
+        "running_share": shape.running_share, "stray_ticks": observer.stray_ticks,
+        "observer_ticks_per_running_second":
             shape.ticks / shape.running_seconds if shape.running_seconds else float("nan"),
         "delivered_client_side": (after.frames - before.frames) / seconds,
         "idle_node_cores": idle_nodes, "idle_redis_us_per_second": idle_redis,
@@ -411,7 +443,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"{result['nodes']} nodes, {result['sockets']:,} sockets on crash ({result['bettors']:,} betting), joined "
           f"in {result['joined_seconds']:.1f} s; window {result['seconds']:.0f} s: {result['rounds']} rounds, "
           f"{result['round_seconds']:.1f} s a round, multiplier climbing {result['running_share']:.0%} of the time, "
-          f"{result['observer_ticks_per_running_second']:.1f} ticks per climbing second")  # fmt: skip
+          f"{result['observer_ticks_per_running_second']:.1f} ticks per climbing second, "
+          f"{result['stray_ticks']} ticks outside a running phase seen")  # fmt: skip
 
     def ratio(measured: float | None, predicted: float) -> str:
         return f"{measured / predicted:.2f}" if measured is not None and predicted else "-"
@@ -463,14 +496,17 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server (default: embedded, fsync on)")
     parser.add_argument("--redis-url", default=None,
                         help="redis://, redis+sentinel://, redis+cluster:// (default: an embedded Valkey)")  # fmt: skip
+    parser.add_argument("--redis-cluster", type=int, default=0, metavar="MASTERS",
+                        help="start a Redis Cluster of this many masters (redis-server) and use it")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
     env = {"CROUPIER_GAMES": "crash", "CROUPIER_BETTING_MS": str(args.betting_ms),
            "CROUPIER_ROUND_PAUSE_MS": str(args.pause_ms), "CROUPIER_WELCOME_CREDIT": "1000000",
            "CROUPIER_GAME_PARAMS": json.dumps({"crash": {"growth_per_ms": args.growth}})}  # fmt: skip
-    with bench_database(args.database_url) as database_url, redis_server(args.redis_url) as redis_url, \
-            contextlib.ExitStack() as stack:  # fmt: skip
+    with bench_database(args.database_url) as database_url, contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(_cluster(args.redis_cluster) if args.redis_cluster else
+                                        redis_server(args.redis_url))  # fmt: skip
         nodes = [stack.enter_context(node_process(database_url, token, REDIS_URL=redis_url,
                                                   CROUPIER_NODE_ID=f"capacity-{i + 1}", **env))
                  for i in range(args.nodes)]  # fmt: skip
@@ -479,6 +515,21 @@ def main() -> None:
     report(result)
     if args.json:
         print(json.dumps(result, indent=1))
+
+
+@contextlib.contextmanager
+def _cluster(masters: int) -> Iterator[str]:
+    """A Redis Cluster of ``masters`` masters for the run (its URL), stopped after it."""
+    binary = redis_cluster_binary()
+    if binary is None:
+        raise SystemExit("redis-server not found (apt-get install redis-server)")
+    with tempfile.TemporaryDirectory(prefix="croupier-capacity-cluster-") as root:
+        cluster = RedisClusterServers(binary, Path(root), masters=masters)
+        cluster.start()
+        try:
+            yield cluster.url()
+        finally:
+            cluster.stop()
 
 
 if __name__ == "__main__":
