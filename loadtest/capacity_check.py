@@ -148,8 +148,8 @@ class Observer:
     """Rounds whose multiplier reached the cash-out target (each bettor cashes out once in each)."""
     target: int = 0
     stray_ticks: int = 0
-    """Ticks of a round the observer did not see start running (a ``running`` event missed): the climbing
-    time is then short of what the ticks cover, and every prediction that uses it is off."""
+    """Ticks of a round the observer did not see start running: the climbing time is then short of what the
+    ticks cover, and every prediction that uses it is off (0 since :meth:`start_from`)."""
     running_since: float | None = None
     running_seconds: float = 0.0
     betting: asyncio.Event = field(default_factory=asyncio.Event)
@@ -179,6 +179,12 @@ class Observer:
                 if self.running_since is not None:
                     self.running_seconds += now - self.running_since
                 self.running_since = None
+
+    def start_from(self, snapshot: dict[str, Any] | None) -> None:
+        """The round in flight when the observer subscribed (``subscribed.round``): its ``running`` event came
+        before the observer did, so without this its ticks would count with no climbing time under them."""
+        if snapshot is not None and snapshot.get("phase") == "running":
+            self.round, self.phase, self.running_since = snapshot["round"], "running", time.monotonic()
 
     def running_until(self, now: float) -> float:
         """Running time so far, the round in flight included."""
@@ -346,7 +352,9 @@ async def run(args: argparse.Namespace, urls: list[str], pids: list[int], token:
     welcome = await watcher.request({"t": "auth", "id": 1, "init_data": sign_init_data(token, user_id=1)})
     assert welcome["t"] == "welcome", welcome
     watcher.on_message = observer.see
-    assert (await watcher.request({"t": "subscribe", "id": 2, "game": "crash"}))["t"] == "subscribed"
+    subscribed = await watcher.request({"t": "subscribe", "id": 2, "game": "crash"})
+    assert subscribed["t"] == "subscribed", subscribed
+    observer.start_from(subscribed.get("round"))
     servers = await redis_servers(redis_url)
     idle_nodes, idle_redis = await idle_cpu(pids, servers, args.baseline)
     first_user = 100_000
