@@ -354,17 +354,23 @@ class Session:
         return Outcome([_error(request.id, ErrorCode.UNKNOWN_TYPE, f"unhandled message type {type(request).__name__}")])
 
     async def _balance(self, request: m.BalanceRequest, user_id: int) -> Outcome:
-        known = self.services.feeds.balance(user_id)
-        if known is not None:  # confirmed a moment ago, every change since applied: no need to ask
-            READS["balance", "memory"].n += 1
-            return Outcome([m.Balance(id=request.id, balance=known)])
-        READS["balance", "database"].n += 1
         try:
-            wallet = await self.services.ledger.balance(user_id)
+            balance = await self._wallet_balance(user_id)
         except UNAVAILABLE_ERRORS:
             return _unavailable(request.id)
+        return Outcome([m.Balance(id=request.id, balance=balance)])
+
+    async def _wallet_balance(self, user_id: int) -> int:
+        """The user's balance: as this node knows it (read at sign-in or carried by an event, nothing missing
+        since: :meth:`.feeds.UserFeeds.balance`), else read from the database and remembered."""
+        known = self.services.feeds.balance(user_id)
+        if known is not None:
+            READS["balance", "memory"].n += 1
+            return known
+        READS["balance", "database"].n += 1
+        wallet = await self.services.ledger.balance(user_id)
         self.services.feeds.confirm_balance(user_id, wallet.balance, wallet.version)
-        return Outcome([m.Balance(id=request.id, balance=wallet.balance)])
+        return wallet.balance
 
     async def _bet(self, request: m.Bet, user_id: int) -> Outcome:
         params = self._checked_params(request)
@@ -426,14 +432,7 @@ class Session:
         try:
             result = await self.services.rounds.action(request.game, request.round, user_id, request.action,
                                                    request.params)  # fmt: skip
-            balance = self.services.feeds.balance(user_id)  # known on this node: every change applied to it
-            if balance is not None:
-                READS["balance", "memory"].n += 1
-            else:
-                READS["balance", "database"].n += 1
-                wallet = await self.services.ledger.balance(user_id)
-                self.services.feeds.confirm_balance(user_id, wallet.balance, wallet.version)
-                balance = wallet.balance
+            balance = await self._wallet_balance(user_id)
         except RoundRefused as exc:
             return Outcome([_error(request.id, exc.code, str(exc), exc.field)])
         except LedgerError as exc:
