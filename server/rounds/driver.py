@@ -202,8 +202,9 @@ class RoundDriver:
             if result.done:
                 running.finished = True
                 return
-            due = next_tick(due, handler.tick_ms, self.clock.now_ms())
-            await self.clock.sleep((due - self.clock.now_ms()) / 1000)
+            now = self.clock.now_ms()
+            due = next_tick(due, handler.tick_ms, now)
+            await self.clock.sleep((due - now) / 1000)
 
     async def _settle(
         self, round_id: int, outcome: dict[str, Any] | None, bets: list[BetInfo[Any]], settled: list[Settled] | None
