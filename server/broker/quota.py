@@ -14,6 +14,7 @@ Times come from the Redis server (``TIME``) so nodes' clocks do not matter.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,6 +23,11 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from .connect import RedisEndpoint
+
+IN_FLIGHT = 64
+"""Quota commands one node has at Redis at once; more wait their turn here. redis-py's connection pool
+refuses the 101st concurrent command ("Too many connections") rather than queueing it: a storm of 1,000
+sign-ins on a node made the quota fall back to node-local limits for a moment before this bound."""
 
 SOCKETS_TTL = 86_400
 """Seconds a user's socket list lives after its last change (entries of a node that died go with it,
@@ -121,17 +127,21 @@ class RedisQuota:
         self._prefix = prefix
         self._take = self._client.register_script(_TAKE_TOKENS)
         self._add = self._client.register_script(_ADD_SOCKET)
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
 
     async def take_tokens(self, user_id: int, want: int, rate: float, burst: int) -> int:
-        granted = await self._take(keys=[f"{self._prefix}rate:{user_id}"], args=[rate, burst, want])
+        async with self._in_flight:
+            granted = await self._take(keys=[f"{self._prefix}rate:{user_id}"], args=[rate, burst, want])
         return int(granted)
 
     async def add_socket(self, user_id: int, socket: str, cap: int) -> list[str]:
-        oldest = await self._add(keys=[self._sockets_key(user_id)], args=[socket, cap, SOCKETS_TTL])
+        async with self._in_flight:
+            oldest = await self._add(keys=[self._sockets_key(user_id)], args=[socket, cap, SOCKETS_TTL])
         return [member.decode() if isinstance(member, bytes) else str(member) for member in oldest]
 
     async def remove_socket(self, user_id: int, socket: str) -> None:
-        await self._client.zrem(self._sockets_key(user_id), socket)
+        async with self._in_flight:
+            await self._client.zrem(self._sockets_key(user_id), socket)
 
     async def close(self) -> None:
         await self._endpoint.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -159,3 +161,18 @@ async def test_a_slow_player_costs_one_shared_bucket_call_per_lease_not_one_per_
         clock.now += 5.0
     # A lease of 40 tokens lasts LEASE_SECONDS (30), then the next request takes another: at 0, 30, 60, 90 s.
     assert LEASE_SECONDS == 30 and Counting.calls == 4
+
+
+@pytest.mark.integration
+async def test_a_storm_of_sign_ins_waits_its_turn_at_redis_instead_of_failing(redis_url: str) -> None:
+    # 1,000 sockets at once on one node: more concurrent quota calls than redis-py's pool has connections (100)
+    quota = RedisQuota(redis_url, prefix="quota-test:")
+    users = [next_user_id() for _ in range(1_000)]
+    try:
+        evicted = await asyncio.gather(*(quota.add_socket(user, f"n1|{user}", 5) for user in users))
+        granted = await asyncio.gather(*(quota.take_tokens(user, 3, 1.0, 10) for user in users))
+        await asyncio.gather(*(quota.remove_socket(user, f"n1|{user}") for user in users))
+    finally:
+        await quota.close()
+    assert evicted == [[]] * len(users)
+    assert granted == [3] * len(users)
