@@ -1,16 +1,17 @@
-"""Benchmark: broadcast fan-out to N sockets, against the raw ``websockets.broadcast`` ceiling.
+"""Benchmark: broadcast fan-out to N sockets, against two ceilings measured in the same run.
 
 Croupier: a real ``croupier serve`` process with N authenticated sockets subscribed to dice. M
 round events are pushed into Redis at once on ``game:dice`` (the channel every node follows);
-the node relays each to its N sockets (encoded once, one bounded queue per socket). Ceiling: the
+the node relays each to its N sockets (encoded once, one bounded queue per socket). Ceilings: the
 ``websockets`` library's own server (``loadtest/broadcast_ceiling.py``) with N connections calls
-``websockets.broadcast`` M times with the same bytes. The same light client process
-(``loadtest/rawws.py``) holds the N sockets in both and measures the time until every socket
-got all M events.
+``websockets.broadcast`` M times with the same bytes; and a bare server (``loadtest/transport_ceiling.py``)
+that completes the same handshake and writes one prebuilt frame straight to each uvloop transport M times.
+The same light client process (``loadtest/rawws.py``) holds the N sockets in all three and measures the
+time until every socket got all M events.
 
     .venv/bin/python -m loadtest.bench_broadcast --sockets 1000 5000 --events 200 --runs 3
 
-Prints delivered events/s, server CPU and the ratio to the ceiling, per N.
+Prints delivered events/s, server CPU and the ratios to the ceilings, per N.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from loadtest.broadcast_ceiling import EVENT
 from loadtest.common import bench_database, free_port, node_process, process_cpu_seconds
 from loadtest.rawws import CountingClient, open_client
 from server.auth import sign_init_data
+from server.broker.pubsub import BATCH
 from tests.services import redis_server
 
 
@@ -98,8 +100,8 @@ async def croupier_runs(url: str, pid: int, redis_url: str, token: str, sockets:
 
 
 @contextlib.contextmanager
-def ceiling_process(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-m", "loadtest.broadcast_ceiling", "--port", str(port)],
+def ceiling_process(port: int, module: str, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *extra],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
     try:
         assert process.stdout is not None
@@ -110,9 +112,9 @@ def ceiling_process(port: int) -> Iterator[subprocess.Popen[bytes]]:
         process.wait(10)
 
 
-async def ceiling_runs(sockets: int, events: int, runs: int) -> list[tuple[float, float]]:
+async def ceiling_runs(module: str, sockets: int, events: int, runs: int, *extra: str) -> list[tuple[float, float]]:
     port = free_port()
-    with ceiling_process(port) as process:
+    with ceiling_process(port, module, *extra) as process:
         clients = await connect_all(port, sockets, None)
         assert process.stdin is not None and process.stdout is not None
 
@@ -142,18 +144,27 @@ def main() -> None:
     print(f"{args.events} events per run, {len(EVENT)} bytes each; client, server and Redis share the machine")
     with bench_database(args.database_url) as database_url, redis_server(args.redis_url) as redis_url:
         for sockets in args.sockets:
-            ceiling = uvloop.run(ceiling_runs(sockets, args.events, args.runs))
+            bare = uvloop.run(ceiling_runs("loadtest.transport_ceiling", sockets, args.events, args.runs))
+            coalesced = uvloop.run(ceiling_runs("loadtest.transport_ceiling", sockets, args.events, args.runs,
+                                                "--batch", str(BATCH)))  # fmt: skip
+            ceiling = uvloop.run(ceiling_runs("loadtest.broadcast_ceiling", sockets, args.events, args.runs))
             with node_process(database_url, token, REDIS_URL=redis_url, CROUPIER_GAMES="dice",
                               CROUPIER_BETTING_MS="3600000") as (url, pid):  # fmt: skip
                 ours = uvloop.run(croupier_runs(url, pid, redis_url, token, sockets, args.events, args.runs))
-            for label, results in (("websockets.broadcast", ceiling), ("croupier", ours)):
+            for label, results in (("bare transport writes", bare), (f"bare, {BATCH} frames a write", coalesced),
+                                   ("websockets.broadcast", ceiling), ("croupier", ours)):  # fmt: skip
                 rates = ", ".join(f"{rate:,.0f}" for rate, _ in results)
                 print(f"{sockets} sockets, {label}: {rates} events/s delivered; server cores "
                       f"{', '.join(f'{cpu:.2f}' for _, cpu in results)}")  # fmt: skip
             ours_median = statistics.median(rate for rate, _ in ours)
             ceiling_median = statistics.median(rate for rate, _ in ceiling)
-            print(f"{sockets} sockets: croupier {ours_median:,.0f} / ceiling {ceiling_median:,.0f} events/s = "
-                  f"{ours_median / ceiling_median:.0%} of websockets.broadcast (target >= 90% at 5,000)")  # fmt: skip
+            bare_median = statistics.median(rate for rate, _ in bare)
+            coalesced_median = statistics.median(rate for rate, _ in coalesced)
+            print(f"{sockets} sockets: croupier {ours_median:,.0f} events/s = {ours_median / bare_median:.2f}x the "
+                  f"bare transport ceiling ({bare_median:,.0f}; target >= 0.9x at 5,000), "
+                  f"{ours_median / coalesced_median:.2f}x the bare one writing {BATCH} frames at once "
+                  f"({coalesced_median:,.0f}), {ours_median / ceiling_median:.2f}x websockets.broadcast "
+                  f"({ceiling_median:,.0f})")  # fmt: skip
 
 
 if __name__ == "__main__":

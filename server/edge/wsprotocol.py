@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import weakref
 from typing import Any, Generic, TypeVar
 
 from uvicorn._types import ASGISendEvent
@@ -142,6 +143,46 @@ class Flag(_Waiters):
         return True
 
 
+class _Cork:
+    """The sockets of one event loop with frames waiting for the end of the loop's turn.
+
+    :meth:`LeanWebSocketProtocol.send_now` does not write a frame at once: it keeps the frame's bytes and
+    has this cork write everything a socket was given in the turn with one ``transport.write`` when the
+    turn's callbacks are done (``call_soon``, scheduled by the first frame of the turn). A burst that
+    gives a socket several frames in one turn (a batch of events read from Redis, a reply and the pushes
+    that follow it) then costs it one write system call instead of one per frame, which is most of what a
+    broadcast costs (docs/performance.md, "Fan-out against the bare transport")."""
+
+    __slots__ = ("_loop", "_scheduled", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: list[LeanWebSocketProtocol] = []
+        self._scheduled = False
+
+    def add(self, protocol: LeanWebSocketProtocol) -> None:
+        self._waiting.append(protocol)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        waiting, self._waiting = self._waiting, []
+        for protocol in waiting:
+            protocol.write_held()
+
+
+_CORKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Cork] = weakref.WeakKeyDictionary()
+
+
+def _cork_of(loop: asyncio.AbstractEventLoop) -> _Cork:
+    cork = _CORKS.get(loop)
+    if cork is None:
+        cork = _CORKS[loop] = _Cork(loop)
+    return cork
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with a lighter receive queue and write flag."""
 
@@ -155,6 +196,8 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
+        self._held: bytes | list[bytes] | None = None  # frames given this turn, written at its end (_Cork)
+        self._cork = _cork_of(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -170,21 +213,29 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions[SEND_NOW] = self.send_now
 
     def send_now(self, frame: Frame) -> bool:
-        """Write one data frame now if the socket can take it without waiting; False if it cannot
-        (handshake not done, closing or closed, or the transport's buffer is full): then the
-        caller sends it the usual way, through ``send``, which waits for room.
+        """Take one data frame for writing now if the socket can take it without waiting; False if it cannot
+        (handshake not done, closing or closed, or the transport's buffer is full): then the caller sends it
+        the usual way, through ``send``, which waits for room.
 
-        The frame's prebuilt wire bytes go straight to the transport: the same bytes for every
-        socket of a broadcast. That is what ``websockets`` itself would write (an unmasked,
-        unfragmented frame, no extension negotiated), minus serializing it again for each
-        socket. A socket that negotiated permessage-deflate has the frame compressed by its own
-        connection (its compressor keeps context from frame to frame), as uvicorn's ``send``
-        would, without waiting for a writer task."""
+        The frame's prebuilt wire bytes go to the transport at the end of the event loop's turn, with every
+        other frame the socket was given in the turn, in one write (:class:`_Cork`): the same bytes for every
+        socket of a broadcast. That is what ``websockets`` itself would write (an unmasked, unfragmented
+        frame, no extension negotiated), minus serializing it again for each socket. A socket that
+        negotiated permessage-deflate has the frame compressed by its own connection (its compressor keeps
+        context from frame to frame) and written at once, as uvicorn's ``send`` would, without waiting for a
+        writer task."""
         if (not self.handshake_complete or self.close_sent or self.disconnected or self.initial_response is not None
                 or not self.writable.is_set() or self.conn.state is not OPEN):  # fmt: skip
             return False
         if not self.conn.extensions:
-            self.transport.write(frame.wire)
+            held = self._held
+            if held is None:
+                self._held = frame.wire
+                self._cork.add(self)
+            elif isinstance(held, bytes):
+                self._held = [held, frame.wire]
+            else:
+                held.append(frame.wire)
             return True
         if frame.binary:
             self.conn.send_binary(frame.data)
@@ -192,6 +243,14 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_text(frame.data)
         self.transport.write(b"".join(self.conn.data_to_send()))
         return True
+
+    def write_held(self) -> None:
+        """Write the frames :meth:`send_now` took this turn, in one write; dropped if the connection began
+        closing meanwhile (its close frame went first: nothing may follow it)."""
+        held, self._held = self._held, None
+        if held is None or self.close_sent or self.disconnected or self.conn.state is not OPEN:
+            return
+        self.transport.write(held if isinstance(held, bytes) else b"".join(held))
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

@@ -82,6 +82,7 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0
         self.closing = False
         self.reading = True
         self.protocol: asyncio.BaseProtocol | None = None
@@ -91,6 +92,7 @@ class FakeTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes += 1
 
     def close(self) -> None:
         self.closing = True
@@ -257,7 +259,8 @@ async def test_the_lean_protocol_serves_a_whole_connection_and_writes_prebuilt_f
     assert protocol.send_now(Frame(b"late", binary=False)) is False  # closed: the caller takes the usual way
 
 
-async def test_send_now_writes_the_frame_while_open_and_room_and_shutdown_still_closes_1012() -> None:
+async def test_send_now_writes_the_turns_frames_in_one_write_while_open_and_room_and_shutdown_still_closes_1012(
+) -> None:  # fmt: skip
     async def hold(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         await receive()
         await send({"type": "websocket.accept"})
@@ -270,14 +273,22 @@ async def test_send_now_writes_the_frame_while_open_and_room_and_shutdown_still_
     protocol.data_received(HANDSHAKE)
     await until(lambda: b"\r\n\r\n" in transport.written, "the handshake response")
     assert protocol.scope["extensions"][SEND_NOW] == protocol.send_now
+    writes = transport.writes
     assert protocol.send_now(Frame(b'{"t":"pong"}', binary=False)) is True
+    assert protocol.send_now(Frame(b'{"t":"tick"}', binary=False)) is True
+    assert transport.writes == writes  # held until the loop's turn ends
+    await asyncio.sleep(0)
+    assert transport.writes == writes + 1  # both frames, one write
+    assert server_frames(bytes(transport.written)) == [(0x1, b'{"t":"pong"}'), (0x1, b'{"t":"tick"}')]
     protocol.pause_writing()
     assert protocol.send_now(Frame(b"x", binary=False)) is False  # no room: the caller queues it
     protocol.resume_writing()
-    assert server_frames(bytes(transport.written)) == [(0x1, b'{"t":"pong"}')]
+    assert protocol.send_now(Frame(b"dropped", binary=False)) is True
     protocol.shutdown()  # the server stops: close 1012 (uvicorn reads no `response` here either)
     await until(lambda: "last" in protocol.scope["state"], "the app's websocket.disconnect")
-    assert server_frames(bytes(transport.written))[-1][1][:2] == (1012).to_bytes(2, "big") and transport.closing
+    frames = server_frames(bytes(transport.written))
+    assert frames[-1][1][:2] == (1012).to_bytes(2, "big") and transport.closing
+    assert (0x1, b"dropped") not in frames  # taken before the close began: nothing may follow a close frame
     protocol.connection_lost(None)
     await until(lambda: not protocol.tasks, "the end of the app's task")
 
