@@ -5,8 +5,9 @@ already-encoded frame and returns at once. When a socket cannot keep up and the 
 holds ``limit`` frames, the queue is dropped and the socket is closed with 4503: the
 client reconnects and resumes, and nobody else waits for it.
 
-A frame for a socket with nothing queued and room in its transport is written at once
-(``send_now``: the frame's prebuilt wire bytes straight to the transport). Otherwise it
+A frame for a socket with nothing queued and room in its transport is taken at once
+(``send_now``: the frame's prebuilt wire bytes, written to the transport at the end of the loop's
+turn with the socket's other frames of the turn). Otherwise it
 waits in the queue for a writer task, which starts when the first frame waits and ends
 when the queue is empty: an idle socket costs no task and no buffer (thousands of idle
 sockets would otherwise each hold a parked task, an event and an empty deque: about 2 KiB
@@ -33,7 +34,7 @@ SendFrame = Callable[[Frame], Awaitable[None]]
 CloseSocket = Callable[[int, str], Awaitable[None]]
 """Sends the close frame; raises ``ConnectionError`` when the peer is gone."""
 SendNow = Callable[[Frame], bool]
-"""Writes one frame at once if the socket has room; False if it must wait (then nothing was written)."""
+"""Takes one frame for writing now if the socket has room; False if it must wait (then nothing was taken)."""
 
 
 YIELD_EVERY = 8

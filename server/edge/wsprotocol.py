@@ -7,9 +7,10 @@ deques, about 3.8 KiB, a seventh of what an idle authenticated socket costs the 
 objects that allocate nothing while empty, and lets go of the handshake response once it
 was sent. It also offers the app a synchronous write (the ASGI extension
 ``croupier.send_now``, see :meth:`LeanWebSocketProtocol.send_now`): a frame for a socket with
-room goes out at once, its prebuilt wire bytes straight to the transport, with no task to
-wake (or, on a socket that negotiated permessage-deflate, compressed for that socket by its
-connection). With ``CROUPIER_WS_COMPRESSION=deflate`` it negotiates permessage-deflate as uvicorn
+room is taken at once, with no task to wake, and its prebuilt wire bytes go to the transport at
+the end of the loop's turn, joined with the socket's other frames of the turn (:class:`_Cork`);
+on a socket that negotiated permessage-deflate it is compressed for that socket by its
+connection and written at once. With ``CROUPIER_WS_COMPRESSION=deflate`` it negotiates permessage-deflate as uvicorn
 would, with a smaller zlib state per socket (:data:`DEFLATE_WINDOW_BITS`). Everything else
 (parsing, keepalive pings, close handshake, flow control) is uvicorn's own, unchanged.
 
