@@ -100,6 +100,16 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different free TCP ports of 127.0.0.1, held together while the kernel picks them (separate
+    :func:`free_port` calls may return one port twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def world_traversable_tempdir(prefix: str) -> Path:
     """A temp folder PostgreSQL's system user can traverse when the suite runs as root."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
@@ -539,11 +549,18 @@ class RedisClusterServers:
                  node_timeout_ms: int = 1000, extra_args: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.binary, self.root = binary, root
         self.extra_args = extra_args
-        self.master_ports = [free_port() for _ in range(masters)]
-        self.replica_ports = {port: [free_port() for _ in range(replicas)] for port in self.master_ports}
+        self._masters, self._replicas = masters, replicas
         self.node_timeout_ms = node_timeout_ms
-        self._bus_ports = {port: free_port() for port in self.ports}  # not port + 10000: it may be over 65535
+        self._pick_ports()
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _pick_ports(self) -> None:
+        """Every server's port and cluster bus port (not port + 10000: it may be over 65535), all different."""
+        per_master = 1 + self._replicas
+        picked = iter(free_ports(2 * self._masters * per_master))
+        self.master_ports = [next(picked) for _ in range(self._masters)]
+        self.replica_ports = {port: [next(picked) for _ in range(self._replicas)] for port in self.master_ports}
+        self._bus_ports = {port: next(picked) for port in self.ports}
 
     @property
     def ports(self) -> list[int]:
@@ -557,10 +574,15 @@ class RedisClusterServers:
     def start(self) -> None:
         import redis
 
-        for port in self.ports:
-            self._spawn(port)
-        for port in self.ports:
-            _wait_for_port(port, "redis-server (cluster)", self.stop)
+        for attempt in range(3):  # a port picked free may be taken (by a client's connection) before it is bound
+            for port in self.ports:
+                self._spawn(port)
+            if self._listening():
+                break
+            self.stop()
+            if attempt == 2:
+                raise RuntimeError(f"redis-server (cluster) did not start listening: see the logs in {self.root}")
+            self._pick_ports()
         clients = {port: redis.Redis(port=port, socket_timeout=5) for port in self.ports}
         try:
             step = 16384 // len(self.master_ports)
@@ -584,6 +606,19 @@ class RedisClusterServers:
         finally:
             for client in clients.values():
                 client.close()
+
+    def _listening(self) -> bool:
+        """Every server accepts connections (within 10 s); False as soon as one of them exited."""
+        deadline = time.monotonic() + 10
+        waiting = list(self.ports)
+        while waiting and time.monotonic() < deadline:
+            if any(process.poll() is not None for process in self._processes.values()):
+                return False
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.2):
+                waiting.pop(0)
+                continue
+            time.sleep(0.02)
+        return not waiting
 
     def kill(self, port: int) -> None:
         """SIGKILL the server on ``port``, as a crash."""

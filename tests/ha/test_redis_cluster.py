@@ -251,6 +251,21 @@ async def promoted(cluster: RedisClusterServers, old: int, slot_of: bytes, *, wi
         await asyncio.sleep(0.05)
 
 
+async def following(sender: ClusterBroker, receiver: ClusterBroker, changing: str, other: str,
+                    what: str) -> tuple[dict[str, list[bytes]], list[float], HistoryPolicy]:  # fmt: skip
+    """``receiver`` follows ``changing`` (whose master is about to change) and ``other``, with an event on
+    ``changing`` before ``what`` delivered: the events each got, when ``on_resume`` ran, the history kept."""
+    resumed: list[float] = []
+    receiver.on_resume(lambda: resumed.append(time.monotonic()))
+    got: dict[str, list[bytes]] = {changing: [], other: []}
+    for name in got:
+        await receiver.subscribe(name, lambda ch, data: got[ch].append(data))
+    kept = HistoryPolicy(size=100, ttl=60)
+    await sender.publish(changing, b"before", history=kept)
+    await until(lambda: got[changing] == [b"before"], 5, f"an event before {what}")
+    return got, resumed, kept
+
+
 async def test_a_master_failover_is_followed_by_the_sharded_subscriber(replicated: RedisClusterServers) -> None:
     prefix = f"t{secrets.token_hex(3)}:"
     slots = await slot_map(replicated)
@@ -258,14 +273,7 @@ async def test_a_master_failover_is_followed_by_the_sharded_subscriber(replicate
     victim = replicated.master_ports[0]
     doomed, safe = names[victim][0], names[replicated.master_ports[1]][0]
     async with brokers(replicated.url(), 2, prefix) as (sender, receiver):
-        resumed: list[float] = []
-        receiver.on_resume(lambda: resumed.append(time.monotonic()))
-        got: dict[str, list[bytes]] = {doomed: [], safe: []}
-        for name in got:
-            await receiver.subscribe(name, lambda ch, data: got[ch].append(data))
-        kept = HistoryPolicy(size=100, ttl=60)
-        await sender.publish(doomed, b"before", history=kept)
-        await until(lambda: got[doomed] == [b"before"], 5, "an event before the failover")
+        got, resumed, kept = await following(sender, receiver, doomed, safe, "the failover")
 
         replicated.kill(victim)
         killed = time.monotonic()
@@ -414,14 +422,7 @@ async def test_a_slot_moved_to_another_master_is_followed_with_its_history(resha
     moving, staying = channels_per_master(slots, prefix, "game")[source][0], f"user:{secrets.randbelow(10**6)}"
     slot = key_slot(f"{prefix}{{{moving}}}".encode())
     async with brokers(resharded.url(), 2, prefix) as (sender, receiver):
-        resumed: list[float] = []
-        receiver.on_resume(lambda: resumed.append(time.monotonic()))
-        got: dict[str, list[bytes]] = {moving: [], staying: []}
-        for name in got:
-            await receiver.subscribe(name, lambda ch, data: got[ch].append(data))
-        kept = HistoryPolicy(size=100, ttl=60)
-        await sender.publish(moving, b"before", history=kept)
-        await until(lambda: got[moving] == [b"before"], 5, "an event before the slot moves")
+        got, resumed, kept = await following(sender, receiver, moving, staying, "the slot moves")
 
         started = time.monotonic()
         assert await migrate_slot(slot, source, target, resharded.master_ports) == 1  # the history stream
