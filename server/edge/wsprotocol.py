@@ -154,18 +154,18 @@ class _Cork:
     that follow it) then costs it one write system call instead of one per frame, which is most of what a
     broadcast costs (docs/performance.md, "Fan-out against the bare transport")."""
 
-    __slots__ = ("_loop", "_scheduled", "_waiting")
+    __slots__ = ("_scheduled", "_waiting")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._waiting: list[LeanWebSocketProtocol] = []
         self._scheduled = False
 
     def add(self, protocol: LeanWebSocketProtocol) -> None:
+        """Hold ``protocol``'s frames until the end of the running loop's turn (called from that loop)."""
         self._waiting.append(protocol)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
@@ -175,12 +175,14 @@ class _Cork:
 
 
 _CORKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Cork] = weakref.WeakKeyDictionary()
+"""One cork per event loop (the test suite runs many loops in one process); it holds no reference to its loop,
+so the entry goes with the loop."""
 
 
 def _cork_of(loop: asyncio.AbstractEventLoop) -> _Cork:
     cork = _CORKS.get(loop)
     if cork is None:
-        cork = _CORKS[loop] = _Cork(loop)
+        cork = _CORKS[loop] = _Cork()
     return cork
 
 
