@@ -134,7 +134,7 @@ def main() -> None:
             node_env["REDIS_URL"] = stack.enter_context(redis_server(args.redis_url))
         for run in range(args.runs):
             port = free_port()
-            with ceiling_process(port) as process:
+            with ceiling_process(port, "loadtest.broadcast_ceiling") as process:
                 seconds, kib = uvloop.run(ceiling(process.pid, port, args.sockets, token))
                 ceiling_storm.append(seconds)
                 ceiling_kib.append(kib)

@@ -39,6 +39,7 @@ def uvicorn_config(
         host=host,
         port=port,
         loop="uvloop",  # both come with uvicorn[standard]; named so that a missing one fails loudly
+        interface="asgi3",  # CroupierApp.__call__ returns a coroutine rather than being one: uvicorn cannot tell
         http=admitting_protocol(admission),  # uvicorn's httptools protocol, admitting connections
         ws=LeanWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,

@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import socket
 import weakref
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from uvicorn._types import ASGISendEvent
+from uvicorn._types import ASGISendEvent, WebSocketScope
+from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
@@ -63,47 +68,58 @@ class _Waiters:
     def __init__(self) -> None:
         self._waiters: list[asyncio.Future[None]] | None = None
 
-    async def _park(self) -> None:
-        """Wait until woken (or cancelled)."""
+    def _waiter(self) -> asyncio.Future[None]:
+        """A future to wait on until woken; the caller awaits it itself (a helper coroutine would be one more
+        suspended frame, about 220 bytes, for as long as an idle socket waits) and then calls :meth:`_forget`."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
-            if not self._waiters:
-                self._waiters = None
+        return waiter
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+        if not self._waiters:
+            self._waiters = None
 
 
 class Inbox(_Waiters, Generic[T]):
-    """A FIFO with ``asyncio.Queue``'s ``put_nowait`` / ``get`` / ``empty``, unbounded, that holds
-    a list of items and, only while somebody waits, a list of waiters."""
+    """A FIFO with ``asyncio.Queue``'s ``put_nowait`` / ``get`` / ``empty``, unbounded, that holds a list of
+    items only while it has some and a list of waiters only while somebody waits."""
 
     __slots__ = ("_items",)
 
     def __init__(self) -> None:
         super().__init__()
-        self._items: list[T] = []
+        self._items: list[T] | None = None
 
     def empty(self) -> bool:
         return not self._items
 
     def put_nowait(self, item: T) -> None:
-        self._items.append(item)
+        if self._items is None:
+            self._items = [item]
+        else:
+            self._items.append(item)
         self._wake_one()
 
     async def get(self) -> T:
         while not self._items:
+            waiter = self._waiter()
             try:
-                await self._park()
+                await waiter
             except BaseException:
                 if self._items:  # this getter was woken but leaves: the item is the next one's
                     self._wake_one()
                 raise
-        return self._items.pop(0)
+            finally:
+                self._forget(waiter)
+        items = self._items
+        item = items.pop(0)
+        if not items:
+            self._items = None
+        return item
 
     def _wake_one(self) -> None:
         waiters = self._waiters
@@ -140,7 +156,11 @@ class Flag(_Waiters):
 
     async def wait(self) -> bool:
         if not self._is_set:
-            await self._park()
+            waiter = self._waiter()
+            try:
+                await waiter
+            finally:
+                self._forget(waiter)
         return True
 
 
@@ -174,33 +194,177 @@ class _Cork:
             protocol.write_held()
 
 
+class _Pings:
+    """The keepalive pings due on one event loop's sockets, by the whole second, behind one timer.
+
+    uvicorn gives every socket its own ``call_later`` timer for its next ping, about 600 bytes that an idle
+    socket keeps all its life (``loadtest/memory_owners.py``). Here a socket is one entry in the set of its
+    second; one timer, at the earliest second with a socket in it, pings them all. A ping goes out up to a
+    second after it is due (pings are 20 s apart)."""
+
+    __slots__ = ("_due", "_timer")
+
+    def __init__(self) -> None:
+        self._due: dict[int, set[LeanWebSocketProtocol]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, protocol: LeanWebSocketProtocol, when: float) -> int:
+        """Ping ``protocol`` at loop time ``when`` (rounded up to the second, which is returned: the key to
+        :meth:`discard` it by). Called from the running loop."""
+        second = math.ceil(when)
+        sockets = self._due.get(second)
+        if sockets is None:
+            sockets = self._due[second] = set()
+        sockets.add(protocol)
+        timer = self._timer
+        if timer is None or second < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(second, self._fire)
+        return second
+
+    def discard(self, protocol: LeanWebSocketProtocol, second: int) -> None:
+        """Forget ``protocol``'s ping due at ``second`` (the timer may then fire for nobody, once)."""
+        sockets = self._due.get(second)
+        if sockets is not None:
+            sockets.discard(protocol)
+            if not sockets:
+                del self._due[second]
+
+    def _fire(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        now = loop.time()
+        for second in sorted(second for second in self._due if second <= now):
+            for protocol in self._due.pop(second):
+                protocol.ping_due()
+        if self._due and self._timer is None:
+            self._timer = loop.call_at(min(self._due), self._fire)
+
+
 _CORKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Cork] = weakref.WeakKeyDictionary()
-"""One cork per event loop (the test suite runs many loops in one process); it holds no reference to its loop,
-so the entry goes with the loop."""
+_PINGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pings] = weakref.WeakKeyDictionary()
+"""One cork and one ping schedule per event loop (the test suite runs many loops in one process); neither holds a
+reference to its loop, so the entries go with the loop."""
+
+L = TypeVar("L")
 
 
-def _cork_of(loop: asyncio.AbstractEventLoop) -> _Cork:
-    cork = _CORKS.get(loop)
-    if cork is None:
-        cork = _CORKS[loop] = _Cork()
-    return cork
+def _of_loop(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, L], loop: asyncio.AbstractEventLoop,
+             make: type[L]) -> L:  # fmt: skip
+    value = table.get(loop)
+    if value is None:
+        value = table[loop] = make()
+    return value
+
+
+class _Server:
+    """What uvicorn's protocol keeps on every connection but is the same for all of a server's connections."""
+
+    __slots__ = ("app", "app_state", "asgi_version", "config", "connections", "cork", "default_headers", "logger",
+                 "loop", "ping_interval", "ping_timeout", "pings", "root_path", "tasks")  # fmt: skip
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+        if not config.loaded:
+            config.load()
+        self.loop = loop
+        self.cork = _of_loop(_CORKS, loop, _Cork)
+        self.pings = _of_loop(_PINGS, loop, _Pings)
+        self.config = config
+        self.app = config.loaded_app
+        self.logger = logging.getLogger("uvicorn.error")
+        self.root_path = config.root_path
+        self.asgi_version = config.asgi_version
+        self.app_state = app_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.default_headers = server_state.default_headers
+        self.ping_interval = config.ws_ping_interval
+        self.ping_timeout = config.ws_ping_timeout
+
+
+_SERVERS: weakref.WeakKeyDictionary[ServerState, _Server] = weakref.WeakKeyDictionary()
+
+
+def _shared(name: str) -> Any:
+    """A read-only attribute of uvicorn's protocol answered from the server's :class:`_Server`."""
+    return property(lambda self: getattr(self._server, name), doc=f"uvicorn's ``{name}``, the server's (shared).")
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with a lighter receive queue and write flag."""
+    """uvicorn's sans-I/O WebSocket protocol with a lighter receive queue and write flag, and fewer attributes.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.config.ws_per_message_deflate:  # uvicorn's connection, with a smaller zlib state per socket
+    uvicorn's ``__init__`` sets about 35 attributes on every connection; past 29, Python gives an instance its
+    own dictionary table (1.6 KiB) instead of sharing its class's keys (under 0.3 KiB). The dozen that are the
+    same for every connection of a server (config, app, logger, the server's sets of connections and tasks,
+    the keepalive intervals...) live once in a :class:`_Server` and are read through properties; the
+    connection's own are set here, in uvicorn's order, and the handshake's are set to ``None`` rather than
+    deleted when let go (a deleted attribute also turns the table into a dictionary of its own).
+    ``tests/edge/test_wsprotocol.py`` checks that uvicorn's ``__init__`` still sets exactly these."""
+
+    SHARED = ("config", "app", "logger", "root_path", "asgi_version", "app_state", "connections", "tasks",
+              "default_headers", "ping_interval", "ping_timeout")  # fmt: skip
+    """uvicorn's per-connection attributes that are the server's: answered from :class:`_Server`."""
+
+    config = _shared("config")
+    app = _shared("app")
+    logger = _shared("logger")
+    root_path = _shared("root_path")
+    asgi_version = _shared("asgi_version")
+    app_state = _shared("app_state")
+    connections = _shared("connections")
+    tasks = _shared("tasks")
+    default_headers = _shared("default_headers")
+    ping_interval = _shared("ping_interval")
+    ping_timeout = _shared("ping_timeout")
+    close_timeout = 10.0
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:  # fmt: skip
+        loop = _loop or asyncio.get_event_loop()
+        server = _SERVERS.get(server_state)
+        if server is None or server.config is not config or server.loop is not loop:
+            server = _SERVERS[server_state] = _Server(config, server_state, app_state, loop)
+        self._server = server
+        # uvicorn's per-connection state, as its __init__ sets it.
+        self.loop = loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme: Literal["wss", "ws"] = None  # type: ignore[assignment]
+        self.queue = Inbox()  # type: ignore[assignment]  # uvicorn: an asyncio.Queue
+        self.handshake_initiated = False
+        self.handshake_complete = False
+        self.close_sent = False
+        self.disconnected = False
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.initial_response: tuple[int, list[tuple[str, str]], bytes] | None = None
+        extensions: list[ServerExtensionFactory] = []
+        if config.ws_per_message_deflate:  # with a smaller zlib state per socket than uvicorn's
             deflate = ServerPerMessageDeflateFactory(server_max_window_bits=DEFLATE_WINDOW_BITS,
                                                      client_max_window_bits=DEFLATE_WINDOW_BITS,
                                                      compress_settings={"memLevel": DEFLATE_MEM_LEVEL})  # fmt: skip
-            self.conn = ServerProtocol(extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger)
-        self.queue = Inbox()  # type: ignore[assignment]
-        self.writable = Flag()  # type: ignore[assignment]
+            extensions.append(deflate)
+        self.conn = ServerProtocol(extensions=extensions, max_size=config.ws_max_size, logger=server.logger)
+        self.read_paused = False
+        self.writable = Flag()  # type: ignore[assignment]  # uvicorn: an asyncio.Event
         self.writable.set()
+        self.ping_timer: asyncio.TimerHandle | None = None  # stays None: pings are scheduled in _Pings
+        self.pong_timer: asyncio.TimerHandle | None = None
+        self.pending_ping_payload: bytes | None = None
+        self.ping_sent_at: float = 0.0
+        self.last_ping_rtt: float = 0.0
+        self.frames: list[bytes] = []
+        self.curr_msg_data_type: Literal["text", "bytes"] = "bytes"
+        # Set by uvicorn when the request comes (handle_connect), here first so that every connection's
+        # attributes are in the same order (the class's shared keys).
+        self.request: Request | None = None  # type: ignore[assignment]
+        self.response: Response | None = None  # type: ignore[assignment]
+        self.scope: WebSocketScope = None  # type: ignore[assignment]
+        # Ours.
         self._held: bytes | list[bytes] | None = None  # frames given this turn, written at its end (_Cork)
-        self._cork = _cork_of(self.loop)
+        self._ping_due: int | None = None  # the second of this socket's next keepalive ping in _PINGS
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -234,7 +398,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             held = self._held
             if held is None:
                 self._held = frame.wire
-                self._cork.add(self)
+                self._server.cork.add(self)
             elif isinstance(held, bytes):
                 self._held = [held, frame.wire]
             else:
@@ -255,8 +419,38 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self.transport.write(held if isinstance(held, bytes) else b"".join(held))
 
+    def schedule_ping(self) -> None:
+        """Schedule the next keepalive ping in the loop's shared :class:`_Pings` (uvicorn: a timer per socket)."""
+        assert self.ping_interval is not None
+        if self._ping_due is not None:
+            self._server.pings.discard(self, self._ping_due)
+        due = self.loop.time() + max(0.0, self.ping_interval - self.last_ping_rtt)
+        self._ping_due = self._server.pings.add(self, due)
+
+    def ping_due(self) -> None:
+        """:class:`_Pings`: this socket's keepalive ping is due."""
+        self._ping_due = None
+        self.send_keepalive_ping()
+
+    def stop_keepalive(self) -> None:
+        if self._ping_due is not None:
+            self._server.pings.discard(self, self._ping_due)
+            self._ping_due = None
+        super().stop_keepalive()
+
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
-            # uvicorn reads the response only until the handshake completes.
-            del self.response
+            self.drop_handshake()
+
+    def drop_handshake(self) -> None:
+        """Let go of what only the handshake needed, once the socket is accepted: uvicorn reads the request
+        and the response only until the handshake completes, and the app reads the request's headers before
+        it accepts (the ``/ws`` endpoint reads ``subprotocols`` and ``client``, which stay). A socket lives
+        for hours; its handshake's headers were about 3 KiB of it (``loadtest/memory_owners.py``)."""
+        if self.request is not None:
+            # websockets' parser generator keeps the request in a local for the connection's life: empty it.
+            self.request.headers.clear()
+        self.request = self.response = None
+        if getattr(self, "scope", None) is not None:
+            self.scope["headers"] = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,7 @@ from websockets.server import ServerProtocol
 
 from server.edge.admission import ADMISSION, Admission, Ticket, admitting_protocol
 from server.edge.frame import Frame
-from server.edge.wsprotocol import SEND_NOW, Flag, Inbox, LeanWebSocketProtocol
+from server.edge.wsprotocol import SEND_NOW, Flag, Inbox, LeanWebSocketProtocol, _Pings
 from tests.conftest import RunningNode
 from tests.edge.client import authed, request
 
@@ -62,6 +64,47 @@ async def test_flag_wait_returns_at_once_when_set_and_wakes_every_waiter() -> No
     cancelled.cancel()
     await asyncio.gather(cancelled, return_exceptions=True)
     flag.set()  # a cancelled waiter is not woken
+
+
+class Pinged:
+    """Stands in for a socket in the ping schedule: notes when its ping was due."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def ping_due(self) -> None:
+        self.log.append(self.name)
+
+
+async def test_the_ping_schedule_pings_what_is_due_in_order_and_nothing_discarded() -> None:
+    loop = asyncio.get_running_loop()
+    pings = _Pings()
+    log: list[str] = []
+    now = loop.time()
+    later = pings.add(Pinged(log, "later"), now + 3600)  # type: ignore[arg-type]
+    assert later == math.ceil(now + 3600)
+    gone = Pinged(log, "gone")
+    pings.add(Pinged(log, "due"), now - 2)  # type: ignore[arg-type]
+    second = pings.add(gone, now - 1)  # type: ignore[arg-type]
+    pings.discard(gone, second)  # type: ignore[arg-type]
+    pings.add(Pinged(log, "also due"), now - 1)  # type: ignore[arg-type]
+    for _ in range(3):  # the timer at a past second fires on the loop's next turns
+        await asyncio.sleep(0)
+    assert log == ["due", "also due"]  # by their second; the discarded one not at all
+    assert pings._due.keys() == {later}  # the far one waits, behind the one timer
+    assert pings._timer is not None and pings._timer.when() == later
+
+
+async def test_the_ping_schedule_moves_its_timer_earlier_for_an_earlier_socket() -> None:
+    loop = asyncio.get_running_loop()
+    pings = _Pings()
+    log: list[str] = []
+    pings.add(Pinged(log, "far"), loop.time() + 3600)  # type: ignore[arg-type]
+    pings.add(Pinged(log, "now"), loop.time() - 1)  # type: ignore[arg-type]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert log == ["now"]
+    pings._timer.cancel()  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -237,6 +280,15 @@ def test_uvicorn_websocket_protocol_has_what_the_lean_protocol_builds_on() -> No
         value = getattr(protocol, name, None)
         assert isinstance(value, kind), f"{UVICORN}: WebSocketsSansIOProtocol().{name} is {value!r}, not a {kind}"
     assert hasattr(protocol, "initial_response") and hasattr(protocol, "transport"), UVICORN
+    # LeanWebSocketProtocol sets uvicorn's per-connection attributes itself and reads the server's from _Server.
+    lean = LeanWebSocketProtocol(config=ws_config(echo), server_state=ServerState(), app_state={},
+                                 _loop=protocol.loop)  # fmt: skip
+    ours = {"_server", "_held", "_ping_due", "request", "response", "scope"}
+    expected = (set(vars(lean)) - ours) | set(LeanWebSocketProtocol.SHARED) | {"close_timeout"}
+    assert set(vars(protocol)) == expected, (
+        f"{UVICORN}: WebSocketsSansIOProtocol.__init__ now sets {sorted(set(vars(protocol)) - expected)} and no "
+        f"longer {sorted(expected - set(vars(protocol)))}: LeanWebSocketProtocol.__init__ must follow"
+    )
     assert protocol.conn.state is CONNECTING and protocol.conn.extensions == [], UVICORN
 
 
@@ -255,7 +307,10 @@ async def test_uvicorn_uses_only_what_the_inbox_and_the_flag_offer_through_a_who
 async def test_the_lean_protocol_serves_a_whole_connection_and_writes_prebuilt_frames() -> None:
     protocol = await drive_a_connection(LeanWebSocketProtocol)
     assert isinstance(protocol.queue, Inbox) and isinstance(protocol.writable, Flag)
-    assert not hasattr(protocol, "response")  # let go of once accepted: uvicorn did not need it after
+    assert protocol.response is None and protocol.request is None  # let go of once accepted: uvicorn reads them
+    assert protocol.scope["headers"] == []  # only until then, and the app read the headers before accepting
+    # Its attributes share the class's keys (a dictionary of its own is 1.6 KiB; docs/performance.md).
+    assert sys.getsizeof(protocol.__dict__) < 400, sys.getsizeof(protocol.__dict__)
     assert protocol.send_now(Frame(b"late", binary=False)) is False  # closed: the caller takes the usual way
 
 
@@ -351,6 +406,36 @@ async def test_admission_counts_a_connection_until_its_request_or_its_upgrade_th
     websocket.connection_lost(None)
     upgrading.connection_lost(None)
     await until(lambda: not websocket.tasks, "the end of the app's task")
+
+
+async def test_the_lean_protocol_pings_from_the_shared_schedule_and_takes_the_pong() -> None:
+    async def hold(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        scope["state"]["last"] = await receive()
+
+    config = uvicorn.Config(hold, ws=LeanWebSocketProtocol, log_config=None, proxy_headers=False,
+                            ws_per_message_deflate=False, ws_ping_interval=0.001, ws_ping_timeout=20.0)  # fmt: skip
+    protocol = LeanWebSocketProtocol(config=config, server_state=ServerState(), app_state={},
+                                     _loop=asyncio.get_running_loop())  # fmt: skip
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(HANDSHAKE)
+    await until(lambda: b"\r\n\r\n" in transport.written, "the handshake response")
+    assert protocol.ping_timer is None and protocol._ping_due is not None  # no timer of its own
+    # The ping goes out at the next whole second of the loop's clock.
+    for _ in range(300):
+        if server_frames(bytes(transport.written)):
+            break
+        await asyncio.sleep(0.01)
+    (opcode, payload), *_ = server_frames(bytes(transport.written))
+    assert opcode == 0x9 and protocol._ping_due is None
+    protocol.data_received(client_frame(0xA, payload))  # the pong schedules the next ping
+    assert protocol._ping_due is not None and protocol.pong_timer is None
+    protocol.data_received(client_frame(0x8, (1000).to_bytes(2, "big")))
+    protocol.connection_lost(None)
+    assert protocol._ping_due is None  # stopped with the connection
+    await until(lambda: not protocol.tasks, "the end of the app's task")
 
 
 async def test_an_idle_socket_holds_one_task_and_still_answers(node_server: RunningNode) -> None:
