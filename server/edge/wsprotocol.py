@@ -11,12 +11,17 @@ room is taken at once, with no task to wake, and its prebuilt wire bytes go to t
 the end of the loop's turn, joined with the socket's other frames of the turn (:class:`_Cork`);
 on a socket that negotiated permessage-deflate it is compressed for that socket by its
 connection and written at once. With ``CROUPIER_WS_COMPRESSION=deflate`` it negotiates permessage-deflate as uvicorn
-would, with a smaller zlib state per socket (:data:`DEFLATE_WINDOW_BITS`). Everything else
-(parsing, keepalive pings, close handshake, flow control) is uvicorn's own, unchanged.
+would, with a smaller zlib state per socket (:data:`DEFLATE_WINDOW_BITS`). An idle socket keeps less:
+the handshake's headers are let go once it is accepted, keepalive pings are scheduled per event loop
+(:class:`_Pings`) instead of a timer per socket, and the attributes that are the server's live once
+(:class:`_Server`), which keeps each connection's under Python's shared-keys limit (docs/performance.md,
+"Memory per idle socket"). Everything else (parsing, sending the pings, close handshake, flow control) is
+uvicorn's own, unchanged.
 
-It depends on two attribute names of uvicorn's class (``queue``: ``put_nowait``, ``get``,
-``empty``; ``writable``: ``set``, ``clear``, ``wait``); ``tests/edge/test_wsprotocol.py``
-checks that uvicorn still uses no more than that, and every socket test runs on it.
+It depends on uvicorn's attribute names (``queue``: ``put_nowait``, ``get``, ``empty``; ``writable``:
+``set``, ``clear``, ``wait``; the attributes its ``__init__`` sets, which this class sets itself);
+``tests/edge/test_wsprotocol.py`` checks that uvicorn still uses no more than that, and every socket test
+runs on it.
 """
 
 from __future__ import annotations
@@ -293,7 +298,8 @@ def _shared(name: str) -> Any:
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with a lighter receive queue and write flag, and fewer attributes.
+    """uvicorn's sans-I/O WebSocket protocol with a lighter receive queue and write flag, fewer attributes and a
+    shared keepalive schedule.
 
     uvicorn's ``__init__`` sets about 35 attributes on every connection; past 29, Python gives an instance its
     own dictionary table (1.6 KiB) instead of sharing its class's keys (under 0.3 KiB). The dozen that are the
