@@ -45,6 +45,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from .frame import Frame
+from .wsframes import OpenConnection
 
 T = TypeVar("T")
 
@@ -369,6 +370,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.response: Response | None = None  # type: ignore[assignment]
         self.scope: WebSocketScope = None  # type: ignore[assignment]
         # Ours.
+        self._early = False  # bytes came after the request and before the accept (see drop_handshake)
         self._held: bytes | list[bytes] | None = None  # frames given this turn, written at its end (_Cork)
         self._ping_due: int | None = None  # the second of this socket's next keepalive ping in _PINGS
 
@@ -378,6 +380,11 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+
+    def data_received(self, data: bytes) -> None:
+        if self.handshake_initiated and not self.handshake_complete:
+            self._early = True  # a client speaking before it was answered: websockets keeps its connection
+        super().data_received(data)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -458,5 +465,10 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             # websockets' parser generator keeps the request in a local for the connection's life: empty it.
             self.request.headers.clear()
         self.request = self.response = None
+        if not self.conn.extensions and not self._early and self.conn.state is OPEN:
+            # From here on the frames are parsed and written by OpenConnection (server/edge/wsframes.py) rather
+            # than websockets' ServerProtocol: about 1.7 KiB less per socket and a cheaper parse per frame.
+            # Only when websockets has parsed nothing since the request: its parser may be inside a frame.
+            self.conn = OpenConnection(self.config.ws_max_size)  # type: ignore[assignment]
         if getattr(self, "scope", None) is not None:
             self.scope["headers"] = []

@@ -19,6 +19,7 @@ from websockets.server import ServerProtocol
 
 from server.edge.admission import ADMISSION, Admission, Ticket, admitting_protocol
 from server.edge.frame import Frame
+from server.edge.wsframes import OpenConnection
 from server.edge.wsprotocol import SEND_NOW, Flag, Inbox, LeanWebSocketProtocol, _Pings
 from tests.conftest import RunningNode
 from tests.edge.client import authed, request
@@ -283,7 +284,7 @@ def test_uvicorn_websocket_protocol_has_what_the_lean_protocol_builds_on() -> No
     # LeanWebSocketProtocol sets uvicorn's per-connection attributes itself and reads the server's from _Server.
     lean = LeanWebSocketProtocol(config=ws_config(echo), server_state=ServerState(), app_state={},
                                  _loop=protocol.loop)  # fmt: skip
-    ours = {"_server", "_held", "_ping_due", "request", "response", "scope"}
+    ours = {"_server", "_early", "_held", "_ping_due", "request", "response", "scope"}
     expected = (set(vars(lean)) - ours) | set(LeanWebSocketProtocol.SHARED) | {"close_timeout"}
     assert set(vars(protocol)) == expected, (
         f"{UVICORN}: WebSocketsSansIOProtocol.__init__ now sets {sorted(set(vars(protocol)) - expected)} and no "
@@ -307,6 +308,7 @@ async def test_uvicorn_uses_only_what_the_inbox_and_the_flag_offer_through_a_who
 async def test_the_lean_protocol_serves_a_whole_connection_and_writes_prebuilt_frames() -> None:
     protocol = await drive_a_connection(LeanWebSocketProtocol)
     assert isinstance(protocol.queue, Inbox) and isinstance(protocol.writable, Flag)
+    assert isinstance(protocol.conn, OpenConnection)  # the frames after the handshake: server/edge/wsframes.py
     assert protocol.response is None and protocol.request is None  # let go of once accepted: uvicorn reads them
     assert protocol.scope["headers"] == []  # only until then, and the app read the headers before accepting
     # Its attributes share the class's keys (a dictionary of its own is 1.6 KiB; docs/performance.md).
@@ -406,6 +408,35 @@ async def test_admission_counts_a_connection_until_its_request_or_its_upgrade_th
     websocket.connection_lost(None)
     upgrading.connection_lost(None)
     await until(lambda: not websocket.tasks, "the end of the app's task")
+
+
+async def test_a_client_that_speaks_before_it_is_accepted_keeps_websockets_parser_and_loses_nothing() -> None:
+    """websockets may be inside a frame when the app accepts: the connection is not swapped then."""
+    accept = asyncio.Event()
+
+    async def slow(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        await receive()
+        await accept.wait()
+        await send({"type": "websocket.accept"})
+        scope["state"]["first"] = await receive()
+        scope["state"]["second"] = await receive()
+
+    protocol = LeanWebSocketProtocol(config=ws_config(slow), server_state=ServerState(), app_state={},
+                                     _loop=asyncio.get_running_loop())  # fmt: skip
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(HANDSHAKE)
+    early = client_frame(0x1, b"early")
+    protocol.data_received(early + client_frame(0x1, b"next")[:3])  # a whole frame and the start of one
+    await asyncio.sleep(0)
+    accept.set()
+    await until(lambda: b"\r\n\r\n" in transport.written, "the handshake response")
+    assert isinstance(protocol.conn, ServerProtocol)
+    protocol.data_received(client_frame(0x1, b"next")[3:])
+    await until(lambda: "second" in protocol.scope["state"], "both messages")
+    assert [protocol.scope["state"][k]["text"] for k in ("first", "second")] == ["early", "next"]
+    protocol.connection_lost(None)
+    await until(lambda: not protocol.tasks, "the end of the app's task")
 
 
 async def test_the_lean_protocol_pings_from_the_shared_schedule_and_takes_the_pong() -> None:
