@@ -56,18 +56,26 @@ class _Seen:
         self.balance = balance
         self.checked_at = checked_at
         """When the database last confirmed ``balance`` (monotonic seconds)."""
-        self.above: set[int] = set()
+        self.above: set[int] | None = None
+        """Offsets seen past a gap above ``floor``; None while there is no gap (most of the time)."""
 
     def first_time(self, offset: int) -> bool:
-        if offset <= self.floor or offset in self.above:
+        above = self.above
+        if offset <= self.floor or (above is not None and offset in above):
             return False
-        self.above.add(offset)
-        while self.floor + 1 in self.above:
+        if above is None:
+            if offset == self.floor + 1:  # in order, the usual case
+                self.floor = offset
+                return True
+            above = self.above = set()
+        above.add(offset)
+        while self.floor + 1 in above:
             self.floor += 1
-            self.above.remove(self.floor)
-        if len(self.above) > MAX_PENDING:  # a gap that never filled (history pruned): stop waiting for it
-            self.floor = min(self.above)
-            self.above = {o for o in self.above if o > self.floor}
+            above.remove(self.floor)
+        if len(above) > MAX_PENDING:  # a gap that never filled (history pruned): stop waiting for it
+            self.floor = min(above)
+            above = {o for o in above if o > self.floor}
+        self.above = above or None
         return True
 
     @property

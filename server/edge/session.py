@@ -115,7 +115,7 @@ class Session:
         self.state = State.AWAITING_AUTH
         self.user: m.User | None = None
         self.session_id = secrets.token_urlsafe(12)
-        self.subscriptions: set[str] = set()
+        self.subscriptions: tuple[str, ...] = ()  # the games subscribed to (a set would be 216 bytes)
         self._clock = clock
         self._malformed: list[float] = []  # times of recent malformed frames (most sockets send none)
         self._watching = False  # a leaderboard is pushed to this socket
@@ -129,7 +129,7 @@ class Session:
             await self.services.user_limits.release(self.user.id, self.session_id)
         for game in self.subscriptions:
             self.services.audience.remove(game_channel(game), self.peer)
-        self.subscriptions.clear()
+        self.subscriptions = ()
         if self._watching:
             self.services.leaderboards.unwatch(self)
         if self._play_timer is not None:
@@ -326,7 +326,7 @@ class Session:
             case m.Unsubscribe():
                 if request.game not in self.subscriptions:
                     return Outcome([_error(request.id, ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {request.game}")])
-                self.subscriptions.discard(request.game)
+                self.subscriptions = tuple(game for game in self.subscriptions if game != request.game)
                 self.services.audience.remove(game_channel(request.game), self.peer)
                 return Outcome([m.Ok(id=request.id)])
             case m.History():
@@ -413,7 +413,8 @@ class Session:
             missed = await self.services.rounds.missed_since(request.game, request.since.offset, request.since.epoch)
         # No await from here: the snapshot is at the offset ``missed`` ends at, and every later event reaches
         # this socket (after this reply) with no gap and nothing twice.
-        self.subscriptions.add(request.game)
+        if request.game not in self.subscriptions:
+            self.subscriptions += (request.game,)
         self.services.audience.add(game_channel(request.game), self.peer)
         snapshot, offset, epoch = self.services.rounds.snapshot(request.game)
         return Outcome([m.Subscribed(id=request.id, game=request.game, round=snapshot, offset=offset, epoch=epoch,

@@ -67,27 +67,54 @@ SEND_NOW = "croupier.send_now"
 
 
 class _Waiters:
-    """Futures of the tasks parked on an object; the list exists only while somebody waits."""
+    """Futures of the tasks parked on an object: none, one (held alone: an idle socket's receive has exactly one
+    waiter) or a list of them."""
 
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] | None = None
+        self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
 
     def _waiter(self) -> asyncio.Future[None]:
         """A future to wait on until woken; the caller awaits it itself (a helper coroutine would be one more
         suspended frame, about 220 bytes, for as long as an idle socket waits) and then calls :meth:`_forget`."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = waiter
+        elif isinstance(waiters, list):
+            waiters.append(waiter)
+        else:
+            self._waiters = [waiters, waiter]
         return waiter
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
-        if self._waiters is not None and waiter in self._waiters:
-            self._waiters.remove(waiter)
-        if not self._waiters:
+        waiters = self._waiters
+        if waiters is waiter:
             self._waiters = None
+        elif isinstance(waiters, list):
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters = None
+
+    def _parked(self) -> list[asyncio.Future[None]] | tuple[asyncio.Future[None], ...]:
+        waiters = self._waiters
+        if waiters is None:
+            return ()
+        return waiters if isinstance(waiters, list) else (waiters,)
+
+    def _wake_one(self) -> None:
+        """Wake the first waiter not woken yet (each forgets itself when it runs)."""
+        for waiter in self._parked():
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        for waiter in tuple(self._parked()):
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Inbox(_Waiters, Generic[T]):
@@ -127,14 +154,6 @@ class Inbox(_Waiters, Generic[T]):
             self._items = None
         return item
 
-    def _wake_one(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                break
-
 
 class Flag(_Waiters):
     """``asyncio.Event``'s ``is_set`` / ``set`` / ``clear`` / ``wait``, with the waiters' list
@@ -153,9 +172,7 @@ class Flag(_Waiters):
         if self._is_set:
             return
         self._is_set = True
-        for waiter in self._waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_all()
 
     def clear(self) -> None:
         self._is_set = False

@@ -547,9 +547,9 @@ async def test_subscribe_sends_the_snapshot_and_adds_the_socket_unsubscribe_remo
                                  epoch="game-epoch", recovered=False, missed=[],
                                  limits=m.GameLimits(min_bet=1, max_bet=1000, max_payout=100_000),
                                  game_info=services.rounds.game_info("dice"))  # fmt: skip
-    assert services.audience.channels["game:dice"] == {id(peer)} and session.subscriptions == {"dice"}
+    assert services.audience.channels["game:dice"] == {id(peer)} and session.subscriptions == ("dice",)
     assert only(await session.receive(frame({"t": "unsubscribe", "id": 3, "game": "dice"}))) == m.Ok(id=3)
-    assert services.audience.channels["game:dice"] == set() and session.subscriptions == set()
+    assert services.audience.channels["game:dice"] == set() and session.subscriptions == ()
     error = error_of(await session.receive(frame({"t": "unsubscribe", "id": 4, "game": "dice"})))
     assert error.code == ErrorCode.NOT_SUBSCRIBED
 
