@@ -24,7 +24,7 @@ from ..metrics import CONNECTIONS, FRAMES_OUT, REFUSED, SOCKETS_OPEN
 from .admission import ADMISSION, Ticket
 from .frame import Frame
 from .sendqueue import SendQueue
-from .services import EdgeSettings, SessionServices
+from .services import SessionServices
 from .session import Session, State
 from .wsprotocol import SEND_NOW
 
@@ -59,8 +59,34 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, services: Ses
     CONNECTIONS.of(codec.name).n += 1
     open_sockets = SOCKETS_OPEN.of(codec.name)
     open_sockets.n += 1
+    # The loop is here rather than in a function of its own: an idle socket's task keeps every suspended
+    # frame between uvicorn and the receive it waits on for hours (one more frame was ~290 bytes a socket).
+    settings = services.settings
+    auth_deadline = asyncio.get_running_loop().time() + settings.auth_timeout
+    max_frame = settings.max_frame_bytes
     try:
-        await _serve_frames(session, queue, receive, services.settings)
+        while not queue.closing:
+            try:
+                if session.state is State.AWAITING_AUTH:
+                    async with asyncio.timeout_at(auth_deadline):
+                        message = await receive()
+                else:
+                    message = await receive()
+            except TimeoutError:
+                outcome = session.auth_timed_out()
+                queue.close(CloseCode.AUTH_TIMEOUT, outcome.reason)
+                break
+            if message["type"] != "websocket.receive":
+                break  # websocket.disconnect
+            frame: bytes | str | None = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            if _too_big(frame, max_frame):
+                queue.close(CloseCode.MESSAGE_TOO_BIG, f"frame over {max_frame} bytes")
+                break
+            await _answer(session, queue, frame)
+            # While it waits for the next frame, an idle socket keeps no copy of its last exchange.
+            del message, frame
     finally:
         open_sockets.n -= 1
         if ticket is not None:
@@ -69,34 +95,6 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send, services: Ses
         if not queue.closing:
             queue.close(CloseCode.NORMAL, "")
         await queue.wait_closed(grace=5.0)
-
-
-async def _serve_frames(session: Session, queue: SendQueue, receive: Receive, settings: EdgeSettings) -> None:
-    """Feed the client's frames to the session until either side closes."""
-    auth_deadline = asyncio.get_running_loop().time() + settings.auth_timeout
-    max_frame = settings.max_frame_bytes
-    while not queue.closing:
-        try:
-            if session.state is State.AWAITING_AUTH:
-                async with asyncio.timeout_at(auth_deadline):
-                    message = await receive()
-            else:
-                message = await receive()
-        except TimeoutError:
-            outcome = session.auth_timed_out()
-            queue.close(CloseCode.AUTH_TIMEOUT, outcome.reason)
-            return
-        if message["type"] != "websocket.receive":
-            return  # websocket.disconnect
-        frame: bytes | str | None = message.get("text")
-        if frame is None:
-            frame = message.get("bytes") or b""
-        if _too_big(frame, max_frame):
-            queue.close(CloseCode.MESSAGE_TOO_BIG, f"frame over {max_frame} bytes")
-            return
-        await _answer(session, queue, frame)
-        # While it waits for the next frame, an idle socket keeps no copy of its last exchange.
-        del message, frame
 
 
 async def _answer(session: Session, queue: SendQueue, frame: bytes | str) -> None:

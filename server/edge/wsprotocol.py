@@ -62,6 +62,10 @@ uvicorn's own (12 bits, memLevel 5) keep about 38 KiB of compressor per socket; 
 bytes or so, each much like the one before, and compress as well with these for about 9 KiB (measured in
 docs/performance.md, "WebSocket compression"). The client is asked for the same window."""
 
+SCOPE_KEPT = ("type", "client", "extensions", "state")
+"""What an accepted socket's ASGI scope keeps (see :meth:`LeanWebSocketProtocol.drop_handshake`): the headers,
+path, query string, server address and subprotocols offered are the handshake's and are let go."""
+
 SEND_NOW = "croupier.send_now"
 """The ASGI extension (in ``scope["extensions"]``) holding :meth:`LeanWebSocketProtocol.send_now`."""
 
@@ -474,18 +478,22 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             self.drop_handshake()
 
     def drop_handshake(self) -> None:
-        """Let go of what only the handshake needed, once the socket is accepted: uvicorn reads the request
-        and the response only until the handshake completes, and the app reads the request's headers before
-        it accepts (the ``/ws`` endpoint reads ``subprotocols`` and ``client``, which stay). A socket lives
-        for hours; its handshake's headers were about 3 KiB of it (``loadtest/memory_owners.py``)."""
+        """Let go of what only the handshake needed, once the socket is accepted. uvicorn reads the request,
+        the response and the scope only until the handshake completes, and the app reads the handshake's
+        details before it accepts (the ``/ws`` endpoint: ``subprotocols``; ``client`` and ``extensions``
+        after, which stay): the scope keeps :data:`SCOPE_KEPT`. A socket lives for hours; its handshake was
+        about 4 KiB of it (``loadtest/memory_owners.py``)."""
         if self.request is not None:
             # websockets' parser generator keeps the request in a local for the connection's life: empty it.
             self.request.headers.clear()
         self.request = self.response = None
+        scope: dict[str, Any] | None = self.scope  # type: ignore[assignment]
+        if scope is not None:
+            kept = {key: scope[key] for key in SCOPE_KEPT if key in scope}
+            scope.clear()  # a cleared dictionary lets go of its table too: a smaller one is made for what stays
+            scope.update(kept)
         if not self.conn.extensions and not self._early and self.conn.state is OPEN:
             # From here on the frames are parsed and written by OpenConnection (server/edge/wsframes.py) rather
             # than websockets' ServerProtocol: about 1.7 KiB less per socket and a cheaper parse per frame.
             # Only when websockets has parsed nothing since the request: its parser may be inside a frame.
             self.conn = OpenConnection(self.config.ws_max_size)  # type: ignore[assignment]
-        if getattr(self, "scope", None) is not None:
-            self.scope["headers"] = []

@@ -310,7 +310,8 @@ async def test_the_lean_protocol_serves_a_whole_connection_and_writes_prebuilt_f
     assert isinstance(protocol.queue, Inbox) and isinstance(protocol.writable, Flag)
     assert isinstance(protocol.conn, OpenConnection)  # the frames after the handshake: server/edge/wsframes.py
     assert protocol.response is None and protocol.request is None  # let go of once accepted: uvicorn reads them
-    assert protocol.scope["headers"] == []  # only until then, and the app read the headers before accepting
+    assert set(protocol.scope) == {"type", "client", "extensions", "state"}  # the handshake's part let go of
+    assert sys.getsizeof(protocol.scope) < 300, sys.getsizeof(protocol.scope)
     # Its attributes share the class's keys (a dictionary of its own is 1.6 KiB; docs/performance.md).
     assert sys.getsizeof(protocol.__dict__) < 400, sys.getsizeof(protocol.__dict__)
     assert protocol.send_now(Frame(b"late", binary=False)) is False  # closed: the caller takes the usual way
