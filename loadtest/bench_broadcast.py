@@ -10,6 +10,7 @@ The same light client process (``loadtest/rawws.py``) holds the N sockets in all
 time until every socket got all M events.
 
     .venv/bin/python -m loadtest.bench_broadcast --sockets 1000 5000 --events 200 --runs 3
+    .venv/bin/python -m loadtest.bench_broadcast --sockets 5000 --runs 3 --workers 1 2   # and with two workers
 
 Prints delivered events/s, server CPU and the ratios to the ceilings, per N.
 """
@@ -24,14 +25,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import uvloop
 
 from loadtest.bench_fanout import _resp
 from loadtest.broadcast_ceiling import EVENT
-from loadtest.common import bench_database, free_port, node_process, process_cpu_seconds
+from loadtest.common import bench_database, free_port, node_process, process_cpu_seconds, tree_cpu_seconds
 from loadtest.rawws import CountingClient, open_client
 from server.auth import sign_init_data
 from server.broker.pubsub import BATCH
@@ -56,10 +57,11 @@ async def connect_all(port: int, count: int, token: str | None) -> list[Counting
     return clients
 
 
-async def deliver(clients: list[CountingClient], events: int, send: object, pid: int) -> tuple[float, float]:
+async def deliver(clients: list[CountingClient], events: int, send: object, pid: int,
+                  cpu_seconds: Callable[[int], float] = process_cpu_seconds) -> tuple[float, float]:  # fmt: skip
     """Have the server push ``events`` (``send()`` starts it); return (delivered events/s, server cores)."""
     waits = [client.expect(events) for client in clients]
-    cpu, started = process_cpu_seconds(pid), time.perf_counter()
+    cpu, started = cpu_seconds(pid), time.perf_counter()
     await send()  # type: ignore[operator]
     try:
         await asyncio.wait_for(asyncio.gather(*waits), 120)
@@ -70,7 +72,7 @@ async def deliver(clients: list[CountingClient], events: int, send: object, pid:
             f"not every socket got the events: frames min {got[0]}, max {got[-1]}; closed with {closed or 'nothing'}"
         ) from None
     elapsed = time.perf_counter() - started
-    return len(clients) * events / elapsed, (process_cpu_seconds(pid) - cpu) / elapsed
+    return len(clients) * events / elapsed, (cpu_seconds(pid) - cpu) / elapsed
 
 
 async def croupier_runs(url: str, pid: int, redis_url: str, token: str, sockets: int, events: int,
@@ -88,7 +90,7 @@ async def croupier_runs(url: str, pid: int, redis_url: str, token: str, sockets:
 
     results = []
     for _ in range(runs):
-        results.append(await deliver(clients, events, send, pid))
+        results.append(await deliver(clients, events, send, pid, tree_cpu_seconds))  # the node and its workers
         await asyncio.sleep(0.5)
     writer.close()
     closed = sum(client.close_code is not None for client in clients)
@@ -139,6 +141,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server (default: embedded)")
     parser.add_argument("--redis-url", default=None, help="a Redis server (default: an embedded Valkey)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="croupier serve --workers N, each measured in turn (the first is the one the ratios to "
+                             "the ceilings use)")  # fmt: skip
     args = parser.parse_args()
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
     print(f"{args.events} events per run, {len(EVENT)} bytes each; client, server and Redis share the machine")
@@ -148,11 +153,17 @@ def main() -> None:
             coalesced = uvloop.run(ceiling_runs("loadtest.transport_ceiling", sockets, args.events, args.runs,
                                                 "--batch", str(BATCH)))  # fmt: skip
             ceiling = uvloop.run(ceiling_runs("loadtest.broadcast_ceiling", sockets, args.events, args.runs))
-            with node_process(database_url, token, REDIS_URL=redis_url, CROUPIER_GAMES="dice",
-                              CROUPIER_BETTING_MS="3600000") as (url, pid):  # fmt: skip
-                ours = uvloop.run(croupier_runs(url, pid, redis_url, token, sockets, args.events, args.runs))
+            by_workers: dict[int, list[tuple[float, float]]] = {}
+            for workers in args.workers:
+                node_env = {"REDIS_URL": redis_url, "CROUPIER_GAMES": "dice", "CROUPIER_BETTING_MS": "3600000",
+                            "CROUPIER_WORKERS": str(workers)}  # fmt: skip
+                with node_process(database_url, token, **node_env) as (url, pid):
+                    by_workers[workers] = uvloop.run(croupier_runs(url, pid, redis_url, token, sockets, args.events,
+                                                                   args.runs))  # fmt: skip
+            ours = by_workers[args.workers[0]]
+            labelled = [(f"croupier --workers {w}", results) for w, results in by_workers.items()]
             for label, results in (("bare transport writes", bare), (f"bare, {BATCH} frames a write", coalesced),
-                                   ("websockets.broadcast", ceiling), ("croupier", ours)):  # fmt: skip
+                                   ("websockets.broadcast", ceiling), *labelled):  # fmt: skip
                 rates = ", ".join(f"{rate:,.0f}" for rate, _ in results)
                 print(f"{sockets} sockets, {label}: {rates} events/s delivered; server cores "
                       f"{', '.join(f'{cpu:.2f}' for _, cpu in results)}")  # fmt: skip
@@ -165,6 +176,12 @@ def main() -> None:
                   f"{ours_median / coalesced_median:.2f}x the bare one writing {BATCH} frames at once "
                   f"({coalesced_median:,.0f}), {ours_median / ceiling_median:.2f}x websockets.broadcast "
                   f"({ceiling_median:,.0f})")  # fmt: skip
+            for workers in args.workers[1:]:
+                median = statistics.median(rate for rate, _ in by_workers[workers])
+                print(f"{sockets} sockets: croupier --workers {workers} {median:,.0f} events/s = "
+                      f"{median / ours_median:.2f}x --workers {args.workers[0]} (target >= 1.6x with 2, where the "
+                      f"client is not the limit: it takes {coalesced_median:,.0f} events/s from the coalescing bare "
+                      f"server)")  # fmt: skip
 
 
 if __name__ == "__main__":
