@@ -83,7 +83,7 @@ class OpenConnection:
         self.close_rcvd: Close | None = None
         self.close_sent: Close | None = None
         self.parser_exc: Exception | None = None
-        self._buffer = b""
+        self._buffer: bytearray | None = None  # the start of a frame whose end has not come yet
         self._discarding = False  # after a close frame or a failure: nothing more is read
         self._message: int | None = None  # bytes so far of a fragmented message in progress, else None
         self._events: list[Frame] | None = None
@@ -99,7 +99,12 @@ class OpenConnection:
         once the whole frame is in."""
         if self._discarding:
             return
-        buffer = self._buffer + data if self._buffer else data
+        buffer: bytes | bytearray
+        if self._buffer is None:
+            buffer = data
+        else:  # grown in place: a frame that comes in many pieces is not copied again for each piece
+            buffer = self._buffer
+            buffer += data
         size = len(buffer)
         at = 0
         while size - at >= 2:
@@ -149,7 +154,12 @@ class OpenConnection:
             self._frame(opcode, payload, fin)
             if self._discarding:
                 return
-        self._buffer = buffer[at:] if at < size else b""
+        if at >= size:
+            self._buffer = None
+        elif at == 0:
+            self._buffer = buffer if isinstance(buffer, bytearray) else bytearray(buffer)
+        else:
+            self._buffer = bytearray(memoryview(buffer)[at:])
 
     def _frame(self, opcode: int, payload: bytes, fin: bool) -> None:
         """A whole frame: what it means for the message in progress and the closing handshake."""
@@ -240,4 +250,4 @@ class OpenConnection:
             self.close_sent = Close(code, reason)
             self.state = CLOSING
         self._discarding = True
-        self._buffer = b""
+        self._buffer = None

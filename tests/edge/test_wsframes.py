@@ -118,7 +118,7 @@ def test_an_oversized_message_is_refused_from_its_header_before_its_payload_come
     written = b"".join(conn.data_to_send())
     assert written[0] == 0x88 and written[2:4] == struct.pack("!H", 1009)
     conn.receive_data(b"x" * 70_000)  # discarded, not buffered
-    assert conn.events_received() == [] and conn._buffer == b""
+    assert conn.events_received() == [] and conn._buffer is None
 
 
 def test_a_protocol_error_closes_1002_and_nothing_more_is_read() -> None:
@@ -157,3 +157,21 @@ def test_a_close_reason_is_cut_to_fit_a_control_frame_without_splitting_a_charac
     conn.fail(1011, "x" * 500)
     (written,) = conn.data_to_send()
     assert written[:2] == bytes((0x88, 125)) and conn.state is CLOSING
+
+
+def test_a_frame_in_many_pieces_is_gathered_in_one_growing_buffer() -> None:
+    conn = OpenConnection(max_size=None)
+    payload = bytes(range(256)) * 40  # 10,240 bytes
+    wire = frame(0x2, payload) + frame(0x1, b"next")
+    pieces = [wire[i : i + 7] for i in range(0, len(wire), 7)]
+    conn.receive_data(pieces[0])
+    gathered = conn._buffer
+    assert isinstance(gathered, bytearray)
+    events = []
+    for piece in pieces[1:]:
+        conn.receive_data(piece)
+        events += conn.events_received()
+        if not events:
+            assert conn._buffer is gathered  # not copied while the first frame is coming
+    assert [(e.opcode, bytes(e.data)) for e in events] == [(Opcode.BINARY, payload), (Opcode.TEXT, b"next")]
+    assert conn._buffer is None
