@@ -169,16 +169,18 @@ class Ledger:
         *,
         refunds: list[int] | None = None,
         results: Mapping[int, dict[str, Any]] | None = None,
+        cashouts: Mapping[int, int] | None = None,
         also: Callable[[Connection], Awaitable[None]] | None = None,
     ) -> list[ClosedBet]:
         """Settle bets (id, payout) and refund ``refunds``, all in one transaction; bets already
         closed are skipped, so settling twice pays once. ``results`` are bets' own draws (per-bet
-        games), stored with them and sent in their ``bet_settled``. ``also`` runs in the same
-        transaction (the round engine marks the round settled there)."""
+        games), stored with them and sent in their ``bet_settled``; ``cashouts`` the cash-outs the payouts
+        were computed with, stored on bets whose own cash-out write had not committed yet. ``also`` runs in
+        the same transaction (the round engine marks the round settled there)."""
         house = self._houses[0]
 
         async def work(conn: Connection) -> tuple[list[ClosedBet], list[UserEvent]]:
-            closed = await settle_bets(conn, payouts, house, results)
+            closed = await settle_bets(conn, payouts, house, results, cashouts)
             if refunds:
                 closed += await refund_bets(conn, refunds, house)
             if also is not None:

@@ -41,11 +41,14 @@ class ClosedBet:
 
 _SETTLE = """
 UPDATE bets SET status = CASE WHEN o.payout > 0 THEN 'won' ELSE 'lost' END, payout = o.payout, settled_at = now(),
-    result = o.result::jsonb
-FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS o(id, payout, result)
+    result = o.result::jsonb, cashout = COALESCE(bets.cashout, o.cashout)
+FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::integer[]) AS o(id, payout, result, cashout)
 WHERE bets.id = o.id AND bets.status = 'accepted'
 RETURNING bets.id, bets.user_id, bets.game, bets.amount, bets.payout, bets.status
 """
+"""``cashout``: the cash-out the payout was computed with. A cash-out is in the round's state (and paid by a
+settlement from then on) before its own write (``Ledger.record_cashout``) commits; a round that settles in
+between stores it here, so that a bet is never closed as paid by a cash-out its row does not show."""
 
 _REFUND = """
 UPDATE bets SET status = 'refunded', payout = bets.amount, settled_at = now()
@@ -55,15 +58,19 @@ RETURNING bets.id, bets.user_id, bets.game, bets.amount, bets.payout, bets.statu
 
 
 async def settle_bets(
-    conn: Connection, payouts: list[tuple[int, int]], house: int, results: Mapping[int, dict[str, Any]] | None = None
-) -> list[ClosedBet]:
-    """Settle bets (id, payout >= 0), each with its own draw from ``results`` (per-bet games): winners
-    are paid from ``house`` in the caller's transaction."""
+    conn: Connection, payouts: list[tuple[int, int]], house: int, results: Mapping[int, dict[str, Any]] | None = None,
+    cashouts: Mapping[int, int] | None = None,
+) -> list[ClosedBet]:  # fmt: skip
+    """Settle bets (id, payout >= 0), each with its own draw from ``results`` (per-bet games) and the cash-out
+    its payout was computed with from ``cashouts`` (recorded on the bet if it was not yet): winners are paid
+    from ``house`` in the caller's transaction."""
     if any(payout < 0 for _, payout in payouts):
         raise ValueError("a payout is never negative")
     results = results or {}
+    cashouts = cashouts or {}
     stored = [None if bet not in results else orjson.dumps(results[bet]).decode() for bet, _ in payouts]
-    rows = await conn.fetch(_SETTLE, [bet for bet, _ in payouts], [payout for _, payout in payouts], stored)
+    rows = await conn.fetch(_SETTLE, [bet for bet, _ in payouts], [payout for _, payout in payouts], stored,
+                            [cashouts.get(bet) for bet, _ in payouts])  # fmt: skip
     closed = await _pay(conn, rows, house, "payout")
     return [bet if bet.bet_id not in results else replace(bet, result=results[bet.bet_id]) for bet in closed]
 

@@ -214,6 +214,7 @@ class RoundDriver:
         voided = settled is None
         payouts: list[tuple[int, int]] = []
         results: dict[int, dict[str, Any]] = {}
+        cashouts: dict[int, int] = {}
         refunds: list[int] = []
         if settled is None:
             refunds = [bet.bet_id for bet in bets]
@@ -224,13 +225,15 @@ class RoundDriver:
                           self.game, round_id, self.rules.max_payout, over)  # fmt: skip
             payouts = [(bet.bet_id, bet.payout) for bet in settled]
             results = {bet.bet_id: bet.result for bet in settled if bet.result is not None}
+            # The cash-outs the payouts were computed with: one whose own write is still in flight is stored too.
+            cashouts = {bet.bet_id: bet.cashout for bet in bets if bet.cashout is not None}
         phase, stored = ("voided", None) if voided else ("settled", outcome)
         token = self.token
 
         async def mark(conn: Connection) -> None:
             await RoundStore.mark_closed(conn, round_id, phase, stored, token)
 
-        return await self._ledger.settle(payouts, refunds=refunds, results=results, also=mark)
+        return await self._ledger.settle(payouts, refunds=refunds, results=results, cashouts=cashouts, also=mark)
 
     async def _announce(self, view: RoundView) -> None:
         self._metrics.phases.of("voided" if view.voided else view.phase).n += 1

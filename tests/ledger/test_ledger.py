@@ -321,6 +321,24 @@ async def test_cashouts_are_recorded_once(ledger: Ledger, new_user: NewUser) -> 
     assert await ledger.record_cashout([placed.bet_id], 170) == []
 
 
+async def test_a_settlement_records_the_cash_out_it_paid_when_the_cash_outs_own_write_had_not_landed(
+    ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool
+) -> None:
+    """A cash-out is in the round's state before its write commits; a round settling in between pays it and
+    stores it (the soak found a crash bet closed as won by a cash-out its row did not show). A cash-out
+    already recorded stays as it was; the late write then changes nothing."""
+    user = await new_user(100)
+    late, recorded, plain = [await ledger.place_bet(bet(user, 10)) for _ in range(3)]
+    assert await ledger.record_cashout([recorded.bet_id], 150) == [recorded.bet_id]
+    await ledger.settle([(late.bet_id, 22), (recorded.bet_id, 15), (plain.bet_id, 0)],
+                        cashouts={late.bet_id: 223, recorded.bet_id: 999})  # fmt: skip
+    assert await ledger.record_cashout([late.bet_id], 223) == []  # the cash-out's own write, after: a no-op
+    stored = await pool.fetch("SELECT id, status, payout, cashout FROM bets WHERE user_id = $1", user)
+    rows = {r["id"]: (r["status"], r["payout"], r["cashout"]) for r in stored}
+    assert rows == {late.bet_id: ("won", 22, 223), recorded.bet_id: ("won", 15, 150), plain.bet_id: ("lost", 0, None)}
+    await assert_audit_ok(pool)
+
+
 async def test_a_crowd_cashing_out_at_once_shares_commits_and_each_gets_its_own_bets(
     ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool
 ) -> None:
