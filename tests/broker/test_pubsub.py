@@ -30,6 +30,7 @@ async def test_messages_arrive_in_order_and_only_on_followed_channels(redis_url:
         if await publisher.publish(channel, b"probe"):
             break
         await asyncio.sleep(0.02)
+    await until(lambda: (channel, b"probe") in got)  # delivered, not only published (CI: it came after the clear)
     got.clear()
     async with publisher.pipeline(transaction=False) as pipe:
         for i in range(1000):
