@@ -42,6 +42,7 @@ from starlette.types import Message, Receive
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..metrics import REFUSED
+from .wsprotocol import LeanWebSocketProtocol
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -377,7 +378,7 @@ class AdmittingHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(BUSY_RESPONSE, "over CROUPIER_MAX_UNAUTHENTICATED")
                 return
         ticket = self._ticket
-        super().handle_websocket_upgrade()
+        self._upgrade()
         # From here the WebSocket protocol has the transport: this one gets no more callbacks but
         # the handshake timer's.
         scope = getattr(self.transport.get_protocol(), "scope", None)
@@ -391,6 +392,23 @@ class AdmittingHttpToolsProtocol(HttpToolsProtocol):
         # The timer keeps running until the endpoint accepts the socket and claims the ticket; if
         # nothing does (another path, a refused subprotocol), it closes the connection and releases it.
         ticket.hold(self._deadline)
+
+    def _upgrade(self) -> None:
+        """Hand the connection to the WebSocket protocol: with the request as parsed here when it can take it that
+        way (:meth:`LeanWebSocketProtocol.handshake_parsed`), else uvicorn's way (the request written out again
+        for the WebSocket protocol to parse)."""
+        cls = self.ws_protocol_class
+        method, headers = self.scope["method"], self.headers  # the scope's headers: this list
+        lean = cls if isinstance(cls, type) and issubclass(cls, LeanWebSocketProtocol) else None
+        key = None if lean is None else lean.parsed_handshake_key(self.config, method, headers)
+        if lean is None or key is None:
+            super().handle_websocket_upgrade()
+            return
+        self.connections.discard(self)
+        protocol = lean(config=self.config, server_state=self.server_state, app_state=self.app_state)
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
+        protocol.handshake_parsed(self.url, headers, key)
 
     def _handshake_expired(self) -> None:
         self._deadline = None

@@ -5,7 +5,9 @@ control frames the server answers with.
 negotiated no extension (permessage-deflate is off by default, ``CROUPIER_WS_COMPRESSION``), with the
 part of its interface that uvicorn's WebSocket protocol uses from then on (``receive_data``,
 ``events_received``, ``data_to_send``, ``send_text``/``send_binary``/``send_ping``/``send_close``,
-``fail``, ``state``, ``close_rcvd``/``close_sent``, ``parser_exc``). ``websockets`` parses with three
+``fail``, ``state``, ``close_rcvd``/``close_sent``, ``parser_exc``), and, for a handshake the node took as
+uvicorn's HTTP protocol parsed it, the response's part (``send_response``, ``reject``: ``websockets``' own
+response objects). ``websockets`` parses with three
 nested generators and a stream reader per connection (about 1.7 KiB that an idle socket keeps, and a
 generator round trip per byte range read); this is one bytes buffer, parsed in a loop when data comes.
 
@@ -20,11 +22,15 @@ uvicorn decodes each message and closes with 1007 on invalid UTF-8.
 
 from __future__ import annotations
 
+import email.utils
+import http
 from typing import Any
 
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState, PayloadTooBig, ProtocolError
 from websockets.frames import Close, Frame, Opcode
-from websockets.protocol import CLOSING, OPEN, State
+from websockets.http11 import Response
+from websockets.protocol import CLOSING, CONNECTING, OPEN, State
 
 try:
     from websockets.speedups import apply_mask
@@ -77,9 +83,9 @@ class OpenConnection:
     extensions: tuple[Any, ...] = ()
     handshake_exc: Exception | None = None
 
-    def __init__(self, max_size: int | None) -> None:
+    def __init__(self, max_size: int | None, state: State = OPEN) -> None:
         self.max_size = max_size
-        self.state: State = OPEN
+        self.state: State = state  # CONNECTING until the handshake response is sent (send_response), then OPEN
         self.close_rcvd: Close | None = None
         self.close_sent: Close | None = None
         self.parser_exc: Exception | None = None
@@ -218,6 +224,28 @@ class OpenConnection:
             self._writes = [data]
         else:
             self._writes.append(data)
+
+    def send_response(self, response: Response) -> None:
+        """Write the handshake's HTTP response: 101 opens the connection, anything else ends it (nothing more is
+        read), as ``websockets`` does."""
+        self._write(response.serialize())
+        if response.status_code == 101:
+            if self.state is not CONNECTING:
+                raise InvalidState(f"connection is {self.state.name.lower()}")
+            self.state = OPEN
+        else:
+            self._discarding = True
+            self._buffer = None
+
+    @staticmethod
+    def reject(status: int, text: str) -> Response:
+        """An HTTP response refusing the handshake, as ``websockets``' ``reject`` builds it."""
+        phrase = http.HTTPStatus(status)
+        body = text.encode()
+        headers = Headers([("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
+                           ("Content-Length", str(len(body))),
+                           ("Content-Type", "text/plain; charset=utf-8")])  # fmt: skip
+        return Response(phrase.value, phrase.phrase, headers, body)
 
     def send_text(self, data: bytes, fin: bool = True) -> None:
         self._send_data(_TEXT, data)

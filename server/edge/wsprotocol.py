@@ -1,48 +1,59 @@
-"""uvicorn's WebSocket protocol, trimmed for thousands of long-lived idle sockets.
+"""uvicorn's WebSocket protocol, trimmed for thousands of long-lived idle sockets and cheaper handshakes.
 
 uvicorn's ``websockets-sansio`` protocol (what ``ws="auto"`` picks) gives every connection an
 ``asyncio.Queue`` for received messages and an ``asyncio.Event`` for write flow control: four
 deques, about 3.8 KiB, a seventh of what an idle authenticated socket costs the node
 (tracemalloc, docs/performance.md). :class:`LeanWebSocketProtocol` swaps them for two
-objects that allocate nothing while empty, and lets go of the handshake response once it
-was sent. It also offers the app a synchronous write (the ASGI extension
+objects that allocate nothing while empty. It also offers the app a synchronous write (the ASGI extension
 ``croupier.send_now``, see :meth:`LeanWebSocketProtocol.send_now`): a frame for a socket with
 room is taken at once, with no task to wake, and its prebuilt wire bytes go to the transport at
 the end of the loop's turn, joined with the socket's other frames of the turn (:class:`_Cork`);
 on a socket that negotiated permessage-deflate it is compressed for that socket by its
 connection and written at once. With ``CROUPIER_WS_COMPRESSION=deflate`` it negotiates permessage-deflate as uvicorn
-would, with a smaller zlib state per socket (:data:`DEFLATE_WINDOW_BITS`). An idle socket keeps less:
-the handshake's headers are let go once it is accepted, keepalive pings are scheduled per event loop
-(:class:`_Pings`) instead of a timer per socket, and the attributes that are the server's live once
-(:class:`_Server`), which keeps each connection's under Python's shared-keys limit (docs/performance.md,
-"Memory per idle socket"). Everything else (parsing, sending the pings, close handshake, flow control) is
-uvicorn's own, unchanged.
+would, with a smaller zlib state per socket (:data:`DEFLATE_WINDOW_BITS`).
+
+An idle socket keeps less (docs/performance.md, "Memory per idle socket"): the handshake (request, response,
+most of the scope) is let go once the socket is accepted, keepalive pings are scheduled per event loop
+(:class:`_Pings`) instead of a timer per socket, the attributes that are the server's live once (:class:`_Server`),
+which keeps each connection's under Python's shared-keys limit, and the frames of a socket without compression
+are parsed and written by :class:`~server.edge.wsframes.OpenConnection` instead of ``websockets``' connection.
+A plain upgrade request (the usual one) is taken as uvicorn's HTTP protocol parsed it
+(:meth:`LeanWebSocketProtocol.handshake_parsed`, called by ``server/edge/admission.py``) rather than written out
+again for ``websockets`` to parse; any other goes uvicorn's way. Everything else (sending the pings, the close
+handshake, flow control, the ASGI messages) is uvicorn's own, unchanged.
 
 It depends on uvicorn's attribute names (``queue``: ``put_nowait``, ``get``, ``empty``; ``writable``:
-``set``, ``clear``, ``wait``; the attributes its ``__init__`` sets, which this class sets itself);
-``tests/edge/test_wsprotocol.py`` checks that uvicorn still uses no more than that, and every socket test
-runs on it.
+``set``, ``clear``, ``wait``; the attributes its ``__init__`` sets, which this class sets itself; what
+``handle_connect`` builds, which :meth:`LeanWebSocketProtocol.handshake_parsed` builds too);
+``tests/edge/test_wsprotocol.py`` checks that uvicorn still uses no more than that and that both ways give the
+same scope and response, and every socket test runs on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import email.utils
 import logging
 import math
 import socket
 import weakref
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import unquote
 
 from uvicorn._types import ASGISendEvent, WebSocketScope
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.datastructures import Headers
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
-from websockets.protocol import OPEN
+from websockets.protocol import CONNECTING, OPEN
 from websockets.server import ServerProtocol
+from websockets.utils import accept_key
 
 from .frame import Frame
 from .wsframes import OpenConnection
@@ -285,6 +296,33 @@ def _of_loop(table: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, L], loo
     return value
 
 
+def _plain_upgrade_key(method: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The ``Sec-WebSocket-Key`` of an upgrade request that ``websockets`` would accept as it is (see
+    :meth:`LeanWebSocketProtocol.handshake_parsed`), or None."""
+    if method != "GET":
+        return None
+    seen: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in _HANDSHAKE_HEADERS:
+            if name in seen:
+                return None  # twice: websockets decides what that means
+            seen[name] = value
+    if seen.get(b"upgrade", b"").strip().lower() != b"websocket" or seen.get(b"sec-websocket-version") != b"13":
+        return None
+    if b"upgrade" not in [token.strip().lower() for token in seen.get(b"connection", b"").split(b",")]:
+        return None
+    key = seen.get(b"sec-websocket-key", b"")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except binascii.Error:
+        return None
+    return key.decode("ascii")
+
+
+_HANDSHAKE_HEADERS = frozenset((b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"))
+
+
 class _Server:
     """What uvicorn's protocol keeps on every connection but is the same for all of a server's connections."""
 
@@ -413,6 +451,57 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
             extensions[SEND_NOW] = self.send_now
 
+    @staticmethod
+    def parsed_handshake_key(config: Config, method: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The ``Sec-WebSocket-Key`` of an upgrade request :meth:`handshake_parsed` can take as parsed: a plain one
+        (GET, one ``Upgrade: websocket``, a ``Connection`` with ``upgrade``, one 16-byte ``Sec-WebSocket-Key``, one
+        ``Sec-WebSocket-Version: 13``) on a server without compression. None for any other, which then goes
+        uvicorn's way (``websockets`` answers it, refusals included)."""
+        return None if config.ws_per_message_deflate else _plain_upgrade_key(method, headers)
+
+    def handshake_parsed(self, url: bytes, headers: list[tuple[bytes, bytes]], key: str) -> None:
+        """Take the upgrade request as uvicorn's HTTP protocol parsed it (``headers``: lower-case names; ``key``
+        from :meth:`parsed_handshake_key`), without the second parse uvicorn's way costs (it writes the request
+        out again for ``websockets`` to parse: about a tenth of a connect storm, docs/performance.md).
+
+        What follows is what uvicorn's ``handle_connect`` does with ``websockets``' parse: the same scope, the
+        same 101 response (``websockets``' ``accept``), the app's task; the frames are ``OpenConnection``'s from
+        the start."""
+        self.conn = OpenConnection(self.config.ws_max_size, CONNECTING)  # type: ignore[assignment]
+        response_headers = Headers()
+        response_headers["Date"] = email.utils.formatdate(usegmt=True)
+        response_headers["Upgrade"] = "websocket"
+        response_headers["Connection"] = "Upgrade"
+        response_headers["Sec-WebSocket-Accept"] = accept_key(key)
+        self.response = Response(101, "Switching Protocols", response_headers)
+        self.handshake_initiated = True
+        raw_path, _, query_string = url.partition(b"?")
+        subprotocols = [token.strip() for name, value in headers if name == b"sec-websocket-protocol"
+                        for token in value.decode("latin-1").split(",")]  # fmt: skip
+        root_path: str = self.root_path
+        self.scope = {
+            "type": "websocket",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": self.scheme,
+            "server": self.server,
+            "client": self.client,
+            "root_path": root_path,
+            "path": root_path + unquote(raw_path.decode("ascii")),
+            "raw_path": root_path.encode("ascii") + raw_path,
+            "query_string": query_string,
+            "headers": headers,
+            "subprotocols": subprotocols,
+            "state": self.app_state.copy(),
+            "extensions": {"websocket.http.response": {}},
+        }
+        extensions: dict[str, Any] = self.scope["extensions"]
+        extensions[SEND_NOW] = self.send_now
+        self.queue.put_nowait({"type": "websocket.connect"})
+        task = self.loop.create_task(self.run_asgi())
+        task.add_done_callback(self.on_task_complete)
+        self.tasks.add(task)
+
     def send_now(self, frame: Frame) -> bool:
         """Take one data frame for writing now if the socket can take it without waiting; False if it cannot
         (handshake not done, closing or closed, or the transport's buffer is full): then the caller sends it
@@ -492,7 +581,8 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             kept = {key: scope[key] for key in SCOPE_KEPT if key in scope}
             scope.clear()  # a cleared dictionary lets go of its table too: a smaller one is made for what stays
             scope.update(kept)
-        if not self.conn.extensions and not self._early and self.conn.state is OPEN:
+        if (not isinstance(self.conn, OpenConnection) and not self.conn.extensions and not self._early
+                and self.conn.state is OPEN):  # fmt: skip
             # From here on the frames are parsed and written by OpenConnection (server/edge/wsframes.py) rather
             # than websockets' ServerProtocol: about 1.7 KiB less per socket and a cheaper parse per frame.
             # Only when websockets has parsed nothing since the request: its parser may be inside a frame.

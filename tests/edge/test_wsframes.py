@@ -8,7 +8,7 @@ import struct
 import pytest
 from websockets.exceptions import InvalidState, PayloadTooBig, ProtocolError
 from websockets.frames import Opcode
-from websockets.protocol import CLOSING, OPEN
+from websockets.protocol import CLOSING, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from server.edge.wsframes import MAX_CLOSE_REASON, OpenConnection, close_payload
@@ -175,3 +175,23 @@ def test_a_frame_in_many_pieces_is_gathered_in_one_growing_buffer() -> None:
             assert conn._buffer is gathered  # not copied while the first frame is coming
     assert [(e.opcode, bytes(e.data)) for e in events] == [(Opcode.BINARY, payload), (Opcode.TEXT, b"next")]
     assert conn._buffer is None
+
+
+def test_the_handshake_response_opens_or_ends_the_connection_as_websockets_does() -> None:
+    ours = OpenConnection(max_size=100, state=CONNECTING)
+    theirs = ServerProtocol(max_size=100)
+    theirs.receive_data(HANDSHAKE)
+    (request,) = theirs.events_received()
+    accepted = theirs.accept(request)
+    ours.send_response(accepted)
+    assert ours.state is OPEN and b"".join(ours.data_to_send()) == accepted.serialize()
+    with pytest.raises(InvalidState):
+        ours.send_response(accepted)  # only once
+    refused = OpenConnection(max_size=100, state=CONNECTING)
+    response = refused.reject(403, "no")
+    assert (response.status_code, response.reason_phrase, response.body) == (403, "Forbidden", b"no")
+    assert dict(response.headers.raw_items()).keys() == dict(theirs.reject(403, "no").headers.raw_items()).keys()
+    refused.send_response(response)
+    assert b"".join(refused.data_to_send()).startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    refused.receive_data(frame(0x1, b"after"))  # nothing is read after a refusal
+    assert refused.events_received() == [] and refused.state is CONNECTING

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import uvicorn
 import websockets
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -409,6 +410,109 @@ async def test_admission_counts_a_connection_until_its_request_or_its_upgrade_th
     websocket.connection_lost(None)
     upgrading.connection_lost(None)
     await until(lambda: not websocket.tasks, "the end of the app's task")
+
+
+async def upgrade_through_admission(app: Any, request: bytes) -> tuple[FakeTransport, asyncio.BaseProtocol]:
+    """``request`` into the node's HTTP protocol on uvicorn's real parser; the transport and its protocol after."""
+    cls = admitting_protocol(Admission(max_unauthenticated=5, handshake_timeout=5.0))
+    http = cls(config=ws_config(app, http=cls), server_state=ServerState(), app_state={},
+               _loop=asyncio.get_running_loop())  # fmt: skip
+    transport = FakeTransport()
+    transport.set_protocol(http)
+    http.connection_made(transport)
+    http.data_received(request)
+    return transport, transport.get_protocol()
+
+
+async def test_a_plain_handshake_is_taken_as_parsed_with_uvicorns_scope_and_websockets_response() -> None:
+    """The request httptools parsed goes to the WebSocket protocol as it is (no second parse): the app sees the
+    scope uvicorn's way builds, and the client gets the 101 ``websockets`` builds, byte for byte but the date."""
+    request = HANDSHAKE.replace(b"GET /ws ", b"GET /ws%20x?a=1&b=%C3%A9 ").replace(
+        b"Sec-WebSocket-Protocol: croupier.v1.json", b"Sec-WebSocket-Protocol: croupier.v1.json, other"
+    )
+    scopes: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        scopes.append({key: value for key, value in scope.items() if key != "extensions"})
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": "croupier.v1.json"})
+        scope["state"]["last"] = await receive()
+
+    fast_transport, fast = await upgrade_through_admission(app, request)
+    assert isinstance(fast, LeanWebSocketProtocol) and isinstance(fast.conn, OpenConnection)
+    # uvicorn's own HTTP protocol: it writes the parsed request out again for websockets to parse.
+    http = HttpToolsProtocol(config=ws_config(app), server_state=ServerState(), app_state={},
+                             _loop=asyncio.get_running_loop())  # fmt: skip
+    slow_transport = FakeTransport()
+    slow_transport.set_protocol(http)
+    http.connection_made(slow_transport)
+    http.data_received(request)
+    slow = slow_transport.get_protocol()
+    assert isinstance(slow, LeanWebSocketProtocol) and isinstance(slow.conn, ServerProtocol)
+    for transport in (fast_transport, slow_transport):
+        await until(lambda t=transport: b"\r\n\r\n" in t.written, "the handshake response")  # type: ignore[misc]
+
+    def undated(written: bytearray) -> list[bytes]:
+        head = bytes(written).split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        return [line for line in head if not line.lower().startswith(b"date:")]
+
+    assert undated(fast_transport.written) == undated(slow_transport.written)
+    assert undated(fast_transport.written)[0] == b"HTTP/1.1 101 Switching Protocols"
+    assert scopes[0] == scopes[1]
+    assert scopes[0]["path"] == "/ws x" and scopes[0]["query_string"] == b"a=1&b=%C3%A9"
+    assert scopes[0]["subprotocols"] == ["croupier.v1.json", "other"]
+    for protocol in (fast, slow):
+        protocol.data_received(client_frame(0x1, b"hello"))  # type: ignore[union-attr]
+        await until(lambda p=protocol: "last" in p.scope["state"], "the message")  # type: ignore[misc]
+        assert protocol.scope["state"]["last"]["text"] == "hello"  # type: ignore[union-attr]
+        protocol.connection_lost(None)
+        await until(lambda p=protocol: not p.tasks, "the end of the app's task")  # type: ignore[misc]
+
+
+async def test_a_handshake_that_is_not_plain_goes_uvicorns_way_and_websockets_refuses_it() -> None:
+    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        raise AssertionError("a refused handshake reaches no app")
+
+    request = HANDSHAKE.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8")
+    transport, protocol = await upgrade_through_admission(app, request)
+    assert isinstance(protocol, LeanWebSocketProtocol) and isinstance(protocol.conn, ServerProtocol)
+    assert transport.written.startswith(b"HTTP/1.1 400 Bad Request") and transport.closing
+    assert transport.written.endswith(b"invalid Sec-WebSocket-Version header: 8.\n")
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "plain"),
+    [
+        ("GET", [], True),
+        ("GET", [(b"connection", b"keep-alive, Upgrade")], True),
+        ("GET", [(b"upgrade", b"WebSocket")], True),
+        ("POST", [], False),
+        ("GET", [(b"connection", b"keep-alive")], False),
+        ("GET", [(b"sec-websocket-version", b"8")], False),
+        ("GET", [(b"sec-websocket-key", b"c2hvcnQ=")], False),  # 5 bytes
+        ("GET", [(b"sec-websocket-key", b"not base64!!")], False),
+        ("GET", [(b"sec-websocket-key", None)], False),
+        ("GET", [(b"extra", b"twice"), (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), ("dup", b"")], False),
+    ],
+)
+def test_which_handshakes_are_plain(method: str, headers: list[tuple[Any, Any]], plain: bool) -> None:
+    request = {b"host": b"127.0.0.1", b"upgrade": b"websocket", b"connection": b"Upgrade",
+               b"sec-websocket-key": b"dGhlIHNhbXBsZSBub25jZQ==", b"sec-websocket-version": b"13"}  # fmt: skip
+    extra: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name == "dup":  # the key a second time
+            extra.append((b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="))
+        elif value is None:
+            del request[name]
+        elif name in request:
+            request[name] = value
+        else:
+            extra.append((name, value))
+    config = ws_config(echo)
+    key = LeanWebSocketProtocol.parsed_handshake_key(config, method, [*request.items(), *extra])
+    assert (key is not None) is plain
+    deflate = uvicorn.Config(echo, ws=LeanWebSocketProtocol, ws_per_message_deflate=True, log_config=None)
+    assert LeanWebSocketProtocol.parsed_handshake_key(deflate, "GET", list(request.items())) is None
 
 
 async def test_a_client_that_speaks_before_it_is_accepted_keeps_websockets_parser_and_loses_nothing() -> None:
