@@ -400,7 +400,7 @@ class AdmittingHttpToolsProtocol(HttpToolsProtocol):
         cls = self.ws_protocol_class
         method, headers = self.scope["method"], self.headers  # the scope's headers: this list
         lean = cls if isinstance(cls, type) and issubclass(cls, LeanWebSocketProtocol) else None
-        key = None if lean is None else lean.parsed_handshake_key(self.config, method, headers)
+        key = None if lean is None else lean.parsed_handshake_key(self.config, method, self.url, headers)
         if lean is None or key is None:
             super().handle_websocket_upgrade()
             return

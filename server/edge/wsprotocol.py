@@ -452,12 +452,14 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions[SEND_NOW] = self.send_now
 
     @staticmethod
-    def parsed_handshake_key(config: Config, method: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    def parsed_handshake_key(config: Config, method: str, url: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
         """The ``Sec-WebSocket-Key`` of an upgrade request :meth:`handshake_parsed` can take as parsed: a plain one
         (GET, one ``Upgrade: websocket``, a ``Connection`` with ``upgrade``, one 16-byte ``Sec-WebSocket-Key``, one
         ``Sec-WebSocket-Version: 13``) on a server without compression. None for any other, which then goes
-        uvicorn's way (``websockets`` answers it, refusals included)."""
-        return None if config.ws_per_message_deflate else _plain_upgrade_key(method, headers)
+        uvicorn's way (``websockets`` answers it, refusals included), as does a target that is not ASCII."""
+        if config.ws_per_message_deflate or not url.isascii():
+            return None
+        return _plain_upgrade_key(method, headers)
 
     def handshake_parsed(self, url: bytes, headers: list[tuple[bytes, bytes]], key: str) -> None:
         """Take the upgrade request as uvicorn's HTTP protocol parsed it (``headers``: lower-case names; ``key``
