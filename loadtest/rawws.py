@@ -13,6 +13,7 @@ import asyncio
 import base64
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -50,6 +51,8 @@ class CountingClient(asyncio.Protocol):
         self._waiting: asyncio.Future[dict[str, Any]] | None = None
         self.target = 0
         self.reached: asyncio.Future[None] | None = None
+        #: Called with every data frame's payload when set (a benchmark that reads what it receives).
+        self.on_frame: Callable[[bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -98,6 +101,8 @@ class CountingClient(asyncio.Protocol):
                     self.close_code = (buffer[position + header] << 8) | buffer[position + header + 1]
             elif opcode in (1, 2):
                 self.frames += 1
+                if self.on_frame is not None:
+                    self.on_frame(bytes(buffer[position + header : end]))
                 waiting = self._waiting
                 if waiting is not None and not waiting.done():
                     message = orjson.loads(bytes(buffer[position + header : end]))
