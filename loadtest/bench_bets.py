@@ -8,8 +8,11 @@ loop, then with as many concurrent connections as the pool allows.
 
     .venv/bin/python -m loadtest.bench_bets --sockets 200 --seconds 10
     .venv/bin/python -m loadtest.bench_bets --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python -m loadtest.bench_bets --statements   # PostgreSQL's time per bet, by statement
 
-Prints bets/s, ack latency (p50/p99/max), the baselines and the ratios.
+Prints bets/s, ack latency (p50/p99/max), the baselines and the ratios. With ``--statements`` (the
+embedded server only: it loads ``pg_stat_statements``) also every statement the server ran in the
+measured window: calls and rows per bet, execution time per bet, planning included.
 """
 
 from __future__ import annotations
@@ -82,11 +85,20 @@ class SocketRun:
     cpu: dict[str, float]  # cores used during the measured window, by process group
 
 
-async def run_sockets(url: str, server_pid: int, token: str, sockets: int, seconds: float) -> SocketRun:
+async def run_sockets(url: str, server_pid: int, token: str, sockets: int, seconds: float,
+                      statements_of: str | None = None) -> SocketRun:  # fmt: skip
+    """Warm up for 2 s, then measure ``seconds`` of betting; ``statements_of``: a database whose
+    ``pg_stat_statements`` to reset when the measured window starts."""
     latencies: list[float] = []
     base = 10**9 + secrets.randbelow(10**6) * 10**3
     warm_stop = time.monotonic() + 2
     await asyncio.gather(*(bettor(url, token, base + i, warm_stop, []) for i in range(sockets)))  # warm-up
+    if statements_of is not None:
+        conn = await asyncpg.connect(statements_of)
+        try:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+        finally:
+            await conn.close()
     before = cpu_snapshot(server_pid)
     start = time.monotonic()
     counts = await asyncio.gather(*(bettor(url, token, base + i, start + seconds, latencies) for i in range(sockets)))
@@ -144,6 +156,26 @@ async def naive(database_url: str, user_ids: list[int], seconds: float, connecti
     return rate
 
 
+async def statements_report(database_url: str, bets: int) -> list[str]:
+    """What ``pg_stat_statements`` recorded since the reset, per acknowledged bet, costliest first."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            """SELECT calls, rows, total_exec_time + total_plan_time AS ms, query FROM pg_stat_statements
+               WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY ms DESC"""
+        )
+    finally:
+        await conn.close()
+    total = sum(row["ms"] for row in rows)
+    lines = [f"PostgreSQL statements, per acknowledged bet ({bets:,} bets): {total * 1000 / bets:.1f} µs of "
+             "execution in all (wall time inside the executor, not CPU; commits' WAL flush not included)"]  # fmt: skip
+    for row in rows[:15]:
+        query = " ".join(row["query"].split())
+        lines.append(f"  {row['ms'] * 1000 / bets:7.1f} µs  {row['calls'] / bets:6.3f} calls  "
+                     f"{row['rows'] / bets:6.2f} rows  {query[:110]}")  # fmt: skip
+    return lines
+
+
 async def settings_line(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
     try:
@@ -162,9 +194,16 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="server to create the bench database on "
                         "(default: an embedded PostgreSQL with fsync on)")  # fmt: skip
     parser.add_argument("--naive-connections", type=int, default=16)
+    parser.add_argument("--statements", action="store_true", help="report PostgreSQL's time per bet by "
+                        "statement (pg_stat_statements; embedded server only)")  # fmt: skip
     args = parser.parse_args()
+    if args.statements and args.database_url:
+        parser.error("--statements loads pg_stat_statements into the embedded server: leave out --database-url")
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
-    with bench_database(args.database_url) as database_url:
+    settings = {"shared_preload_libraries": "pg_stat_statements"} if args.statements else None
+    with bench_database(args.database_url, settings) as database_url:
+        if args.statements:
+            asyncio.run(_create_extension(database_url))
         print(asyncio.run(settings_line(database_url)))
         # One dice round that stays open for the whole run: the bench measures the bet path, not round turnover.
         env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000", "CROUPIER_GAMES": "dice",
@@ -172,7 +211,10 @@ def main() -> None:
                # The round's exposure cap stays on (its lock is part of the measured path), out of reach.
                "CROUPIER_GAME_PARAMS": '{"dice": {"max_exposure": 1000000000000000}}'}  # fmt: skip
         with node_process(database_url, token, **env) as (url, pid):
-            run = asyncio.run(run_sockets(url, pid, token, args.sockets, args.seconds))
+            run = asyncio.run(run_sockets(url, pid, token, args.sockets, args.seconds,
+                                          database_url if args.statements else None))  # fmt: skip
+            if args.statements:  # before the node stops (its shutdown voids the open round: not the bet path)
+                print("\n".join(asyncio.run(statements_report(database_url, len(run.latencies)))))
         rate = run.rate
         print(f"server: {args.sockets} sockets, {args.seconds:.0f} s: {rate:,.0f} acknowledged durable bets/s; "
               f"ack latency {latency_summary(run.latencies)}")  # fmt: skip
@@ -185,6 +227,14 @@ def main() -> None:
         wide_rate = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), args.naive_connections))
         print(f"naive baseline, {args.naive_connections} concurrent connections: {wide_rate:,.0f} bets/s "
               f"(server is {rate / wide_rate:.1f}x)")  # fmt: skip
+
+
+async def _create_extension(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
 
 
 async def _bench_users(database_url: str) -> list[int]:

@@ -22,15 +22,15 @@ from tests.services import node_process as serving_process
 
 
 @contextlib.contextmanager
-def bench_database(server_url: str | None) -> Iterator[str]:
+def bench_database(server_url: str | None, settings: dict[str, str] | None = None) -> Iterator[str]:
     """A fresh database for one run: on ``server_url`` (created, then dropped) or on an embedded
-    PostgreSQL with fsync on, in a temp dir removed afterwards."""
+    PostgreSQL with fsync on and ``settings`` (server settings), in a temp dir removed afterwards."""
     import asyncio
 
     if server_url is None:
         root = Path(tempfile.mkdtemp(prefix="croupier-bench-"))
         root.chmod(0o755)
-        server = EmbeddedPostgres(root / "pg", fsync=True)
+        server = EmbeddedPostgres(root / "pg", fsync=True, settings=settings)
         try:
             yield server.start()
         finally:

@@ -29,7 +29,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,10 @@ class EmbeddedPostgres:
     from an owner that died. A server another live process owns is used and left running.
     """
 
-    def __init__(self, data_dir: Path, *, fsync: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, fsync: bool = True, settings: Mapping[str, str] | None = None) -> None:
         self.data_dir = data_dir.absolute()
         self._fsync = fsync
+        self._settings = dict(settings or {})  # more server settings (``-c name=value``), e.g. for a benchmark
         self._process: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
         self._pid_start: str | None = None
@@ -199,6 +200,7 @@ class EmbeddedPostgres:
             "-c", "listen_addresses=",
             "-c", f"fsync={'on' if self._fsync else 'off'}",
             "-c", "max_connections=200",
+            *(arg for name, value in self._settings.items() for arg in ("-c", f"{name}={value}")),
         ]  # fmt: skip
         with open(self.data_dir / "postgres.log", "ab") as logfile:
             self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell

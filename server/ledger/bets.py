@@ -113,6 +113,9 @@ ORDER BY a.id FOR UPDATE OF a
 # Statement 2 (a fresh snapshot, taken after the locks): which rounds still take bets, ids for the batch, and
 # the bets already placed with the batch's idempotency keys. (Then, only if the batch holds players whose wallets
 # are flagged `limited`, their limits: server/players/limitstore.py's BATCH_LIMITS.)
+# The keys are looked up one probe of the unique (user, key) index each, whatever the plan: a LATERAL subquery
+# with LIMIT is never flattened into a join. As a join, the generic plan PostgreSQL cached while `bets` was small
+# hashed the keys and scanned the whole table on every batch after (docs/performance.md, 2026-12-04).
 _READ = """
 SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'betting') AS open_rounds,
        array(SELECT nextval('bets_id_seq') FROM generate_series(1, $2)) AS bet_ids,
@@ -121,14 +124,15 @@ SELECT array(SELECT id FROM rounds WHERE id = ANY($1::bigint[]) AND phase = 'bet
                 'id', b.id, 'user_id', b.user_id, 'game', b.game, 'round_id', b.round_id, 'amount', b.amount,
                 'params', b.params, 'idem_key', b.idem_key, 'status', b.status, 'balance_after', b.balance_after,
                 'version_after', b.version_after)), '[]')
-        FROM bets b JOIN unnest($3::bigint[], $4::text[]) AS k(user_id, idem_key)
-          ON b.user_id = k.user_id AND b.idem_key = k.idem_key) AS prior
+        FROM unnest($3::bigint[], $4::text[]) AS k(user_id, idem_key)
+        CROSS JOIN LATERAL (SELECT * FROM bets WHERE bets.user_id = k.user_id AND bets.idem_key = k.idem_key
+                            LIMIT 1) AS b) AS prior
 """
 
 _PRIOR = """
 SELECT b.id, b.user_id, b.game, b.round_id, b.amount, b.params, b.idem_key, b.status, b.balance_after, b.version_after
-FROM bets b JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
-  ON b.user_id = k.user_id AND b.idem_key = k.idem_key
+FROM unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
+CROSS JOIN LATERAL (SELECT * FROM bets WHERE bets.user_id = k.user_id AND bets.idem_key = k.idem_key LIMIT 1) AS b
 """
 
 # Statement 3 writes the _AcceptedBets: the stakes' ledger transactions (kind 'bet', ref the bet id) and their legs,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
+from server.db.migrations import migrate
 from server.db.transactions import DatabaseUnavailable, in_transaction
 from server.ledger import (
     BatchOptions,
@@ -26,6 +28,7 @@ from server.ledger import (
     WalletState,
     audit,
 )
+from server.ledger import bets as bets_module
 from server.ledger.postings import Legs, Posting, Transfers, transfer
 from tests.ledger.conftest import NewUser, next_user_id, sign_up
 
@@ -478,3 +481,30 @@ async def test_bets_from_three_nodes_never_pass_a_rounds_exposure_cap(
         stakes = await pool.fetchval("SELECT coalesce(sum(amount), 0) FROM bets WHERE user_id = $1", user)
         assert (await ledger.balance(user)).balance == 10_000 - stakes
     await assert_audit_ok(pool)
+
+
+def _scans(plan: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """(node type, relation, index) of every node of an EXPLAIN (FORMAT JSON) plan tree."""
+    node = (plan["Node Type"], plan.get("Relation Name"), plan.get("Index Name"))
+    return [node, *(scan for child in plan.get("Plans", ()) for scan in _scans(child))]
+
+
+@pytest.mark.parametrize("statement", ["_READ", "_PRIOR"])
+async def test_idempotency_keys_are_index_probes_in_a_plan_cached_on_an_empty_table(
+    empty_database: str, statement: str
+) -> None:
+    """A batch's lookup of earlier bets by key probes the unique (user, key) index, in the generic plan a
+    connection caches while `bets` is empty (a fresh deployment, the benchmark): as a join, that plan hashed
+    the keys and read the whole table on every batch after, however large it grew."""
+    query = getattr(bets_module, statement)
+    nulls = "NULL, NULL, NULL, NULL" if statement == "_READ" else "NULL, NULL"
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await migrate(conn)
+        await conn.execute(f"PREPARE lookup AS {query}")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")  # the plan a connection keeps
+        (plan,) = orjson.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE lookup({nulls})"))
+    finally:
+        await conn.close()
+    on_bets = [scan for scan in _scans(plan["Plan"]) if scan[1] == "bets"]
+    assert on_bets == [("Index Scan", "bets", "bets_user_key")], on_bets
