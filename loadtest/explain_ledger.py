@@ -26,8 +26,8 @@ LOOKUPS: list[tuple[str, str, tuple[object, ...]]] = [
     ),
     (
         "bet batch: find bets already placed with these idempotency keys",
-        "SELECT b.id FROM bets b JOIN unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key) "
-        "ON b.user_id = k.user_id AND b.idem_key = k.idem_key",
+        "SELECT b.id FROM unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key) CROSS JOIN LATERAL "
+        "(SELECT id FROM bets WHERE bets.user_id = k.user_id AND bets.idem_key = k.idem_key LIMIT 1) AS b",
         ([1000, 2000], ["k-1000-5", "k-2000-5"]),
     ),
     ("balance request / welcome", "SELECT balance, version FROM accounts WHERE user_id = $1", (1000,)),

@@ -20,7 +20,7 @@ node's role must see other sessions' ``xact_start`` (the same role, a superuser 
 ``pg_read_all_stats``), or a slow transaction of another role may be checked before it commits
 (and found wanting).
 
-**Balances.** An account's legs are summed once (index ``ledger_legs_account``) and then kept up
+**Balances.** An account's legs are summed once (index ``ledger_legs_by_account``) and then kept up
 to date with each window's legs (:class:`LegSums`, bounded); its balance in the pass's snapshot
 must equal that sum plus its legs above the window (committed but not settled yet).
 """
