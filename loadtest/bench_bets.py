@@ -9,6 +9,8 @@ loop, then with as many concurrent connections as the pool allows.
     .venv/bin/python -m loadtest.bench_bets --sockets 200 --seconds 10
     .venv/bin/python -m loadtest.bench_bets --database-url postgresql://postgres@127.0.0.1:5432/test
     .venv/bin/python -m loadtest.bench_bets --statements   # PostgreSQL's time per bet, by statement
+    .venv/bin/python -m loadtest.bench_bets --workers 2    # croupier serve --workers 2 (and Redis)
+    .venv/bin/python -m loadtest.bench_bets --redis        # one worker, on Redis too: the comparison
 
 Prints bets/s, ack latency (p50/p99/max), the baselines and the ratios. With ``--statements`` (the
 embedded server only: it loads ``pg_stat_statements``) also every statement the server ran in the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -30,8 +33,9 @@ import orjson
 import psutil
 from websockets.asyncio.client import connect
 
-from loadtest.common import bench_database, latency_summary, node_process, process_cpu_seconds
+from loadtest.common import bench_database, latency_summary, node_process, tree_cpu_seconds
 from server.auth import sign_init_data
+from tests.services import redis_server
 
 BET_AMOUNT = 1
 
@@ -114,7 +118,7 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
     for proc in psutil.process_iter(["name", "cpu_times"]):
         if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
             postgres += proc.info["cpu_times"].user + proc.info["cpu_times"].system
-    return {"server": process_cpu_seconds(server_pid), "load generator": time.process_time(), "postgres": postgres}
+    return {"server": tree_cpu_seconds(server_pid), "load generator": time.process_time(), "postgres": postgres}
 
 
 NAIVE_BET = """
@@ -194,14 +198,21 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="server to create the bench database on "
                         "(default: an embedded PostgreSQL with fsync on)")  # fmt: skip
     parser.add_argument("--naive-connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="croupier serve --workers N (more than one: Redis)")
+    parser.add_argument("--redis", action="store_true", help="run the node on an embedded Redis (implied by workers)")
     parser.add_argument("--statements", action="store_true", help="report PostgreSQL's time per bet by "
                         "statement (pg_stat_statements; embedded server only)")  # fmt: skip
     args = parser.parse_args()
+    if args.workers > 1 and not args.redis:
+        args.redis = True  # workers share the node's rounds and pushes through Redis
     if args.statements and args.database_url:
         parser.error("--statements loads pg_stat_statements into the embedded server: leave out --database-url")
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
     settings = {"shared_preload_libraries": "pg_stat_statements"} if args.statements else None
-    with bench_database(args.database_url, settings) as database_url:
+    with (
+        bench_database(args.database_url, settings) as database_url,
+        redis_server(None) if args.redis else contextlib.nullcontext("") as redis_url,
+    ):
         if args.statements:
             asyncio.run(_create_extension(database_url))
         print(asyncio.run(settings_line(database_url)))
@@ -209,14 +220,17 @@ def main() -> None:
         env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000", "CROUPIER_GAMES": "dice",
                "CROUPIER_BETTING_MS": "3600000", "CROUPIER_SEED_CHAIN_LENGTH": "1000",
                # The round's exposure cap stays on (its lock is part of the measured path), out of reach.
-               "CROUPIER_GAME_PARAMS": '{"dice": {"max_exposure": 1000000000000000}}'}  # fmt: skip
+               "CROUPIER_GAME_PARAMS": '{"dice": {"max_exposure": 1000000000000000}}',
+               "CROUPIER_WORKERS": str(args.workers), **({"REDIS_URL": redis_url} if redis_url else {})}  # fmt: skip
         with node_process(database_url, token, **env) as (url, pid):
             run = asyncio.run(run_sockets(url, pid, token, args.sockets, args.seconds,
                                           database_url if args.statements else None))  # fmt: skip
             if args.statements:  # before the node stops (its shutdown voids the open round: not the bet path)
                 print("\n".join(asyncio.run(statements_report(database_url, len(run.latencies)))))
         rate = run.rate
-        print(f"server: {args.sockets} sockets, {args.seconds:.0f} s: {rate:,.0f} acknowledged durable bets/s; "
+        shape = f"{args.workers} worker{'s' if args.workers > 1 else ''}, {'Redis' if redis_url else 'no Redis'}"
+        print(f"server ({shape}): "
+              f"{args.sockets} sockets, {args.seconds:.0f} s: {rate:,.0f} acknowledged durable bets/s; "
               f"ack latency {latency_summary(run.latencies)}")  # fmt: skip
         print("  cores used: " + ", ".join(f"{name} {cores:.2f}" for name, cores in run.cpu.items())
               + f" (machine: {psutil.cpu_count()} cores)")  # fmt: skip
