@@ -387,7 +387,9 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     close_timeout = 10.0
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:  # fmt: skip
+                 _loop: asyncio.AbstractEventLoop | None = None, *, parsed: bool = False) -> None:  # fmt: skip
+        """``parsed``: the request comes already parsed, through :meth:`handshake_parsed` (no ``websockets``
+        connection is made for it)."""
         loop = _loop or asyncio.get_event_loop()
         server = _SERVERS.get(server_state)
         if server is None or server.config is not config or server.loop is not loop:
@@ -406,13 +408,16 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.disconnected = False
         self.close_timer: asyncio.TimerHandle | None = None
         self.initial_response: tuple[int, list[tuple[str, str]], bytes] | None = None
-        extensions: list[ServerExtensionFactory] = []
-        if config.ws_per_message_deflate:  # with a smaller zlib state per socket than uvicorn's
-            deflate = ServerPerMessageDeflateFactory(server_max_window_bits=DEFLATE_WINDOW_BITS,
-                                                     client_max_window_bits=DEFLATE_WINDOW_BITS,
-                                                     compress_settings={"memLevel": DEFLATE_MEM_LEVEL})  # fmt: skip
-            extensions.append(deflate)
-        self.conn = ServerProtocol(extensions=extensions, max_size=config.ws_max_size, logger=server.logger)
+        if parsed:
+            self.conn = OpenConnection(config.ws_max_size, CONNECTING)  # type: ignore[assignment]
+        else:
+            extensions: list[ServerExtensionFactory] = []
+            if config.ws_per_message_deflate:  # with a smaller zlib state per socket than uvicorn's
+                deflate = ServerPerMessageDeflateFactory(server_max_window_bits=DEFLATE_WINDOW_BITS,
+                                                         client_max_window_bits=DEFLATE_WINDOW_BITS,
+                                                         compress_settings={"memLevel": DEFLATE_MEM_LEVEL})  # fmt: skip
+                extensions.append(deflate)
+            self.conn = ServerProtocol(extensions=extensions, max_size=config.ws_max_size, logger=server.logger)
         self.read_paused = False
         self.writable = Flag()  # type: ignore[assignment]  # uvicorn: an asyncio.Event
         self.writable.set()
@@ -468,8 +473,9 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
         What follows is what uvicorn's ``handle_connect`` does with ``websockets``' parse: the same scope, the
         same 101 response (``websockets``' ``accept``), the app's task; the frames are ``OpenConnection``'s from
-        the start."""
-        self.conn = OpenConnection(self.config.ws_max_size, CONNECTING)  # type: ignore[assignment]
+        the start (made in ``__init__`` when told ``parsed``)."""
+        if not isinstance(self.conn, OpenConnection):
+            self.conn = OpenConnection(self.config.ws_max_size, CONNECTING)  # type: ignore[assignment]
         response_headers = Headers()
         response_headers["Date"] = email.utils.formatdate(usegmt=True)
         response_headers["Upgrade"] = "websocket"

@@ -412,6 +412,39 @@ async def test_admission_counts_a_connection_until_its_request_or_its_upgrade_th
     await until(lambda: not websocket.tasks, "the end of the app's task")
 
 
+async def test_a_keep_alive_connection_upgrades_after_a_plain_request() -> None:
+    """The admission protocol works out once per request whether it asks for a WebSocket (uvicorn asks several
+    times): a connection whose first request was a plain one upgrades on its next, as parsed."""
+    accepted: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.append(scope)
+        await receive()
+
+    cls = admitting_protocol(Admission(max_unauthenticated=5, handshake_timeout=5.0))
+    http = cls(config=ws_config(app, http=cls), server_state=ServerState(), app_state={},
+               _loop=asyncio.get_running_loop())  # fmt: skip
+    transport = FakeTransport()
+    transport.set_protocol(http)
+    http.connection_made(transport)
+    http.data_received(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await until(lambda: transport.written.endswith(b"ok"), "the plain response")
+    assert transport.get_protocol() is http
+    http.data_received(HANDSHAKE)
+    websocket = transport.get_protocol()
+    assert isinstance(websocket, LeanWebSocketProtocol) and isinstance(websocket.conn, OpenConnection)
+    await until(lambda: accepted, "the WebSocket accepted")
+    assert b"HTTP/1.1 101 Switching Protocols" in transport.written
+    websocket.connection_lost(None)
+    await until(lambda: not websocket.tasks, "the end of the app's task")
+
+
 async def upgrade_through_admission(app: Any, request: bytes) -> tuple[FakeTransport, asyncio.BaseProtocol]:
     """``request`` into the node's HTTP protocol on uvicorn's real parser; the transport and its protocol after."""
     cls = admitting_protocol(Admission(max_unauthenticated=5, handshake_timeout=5.0))
