@@ -39,6 +39,7 @@ import email.utils
 import logging
 import math
 import socket
+import sys
 import weakref
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import unquote
@@ -326,8 +327,8 @@ _HANDSHAKE_HEADERS = frozenset((b"upgrade", b"connection", b"sec-websocket-key",
 class _Server:
     """What uvicorn's protocol keeps on every connection but is the same for all of a server's connections."""
 
-    __slots__ = ("app", "app_state", "asgi_version", "config", "connections", "cork", "default_headers", "logger",
-                 "loop", "ping_interval", "ping_timeout", "pings", "root_path", "tasks")  # fmt: skip
+    __slots__ = ("addresses", "app", "app_state", "asgi_version", "config", "connections", "cork", "default_headers",
+                 "logger", "loop", "ping_interval", "ping_timeout", "pings", "root_path", "tasks")  # fmt: skip
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
@@ -347,6 +348,14 @@ class _Server:
         self.default_headers = server_state.default_headers
         self.ping_interval = config.ws_ping_interval
         self.ping_timeout = config.ws_ping_timeout
+        self.addresses: dict[tuple[str, int | None], tuple[str, int | None]] = {}
+
+    def shared_address(self, address: tuple[str, int | None] | None) -> tuple[str, int | None] | None:
+        """``address`` (a connection's local address) as one tuple for all the server's connections to it:
+        uvicorn makes a new tuple and host string for every connection, about 150 bytes each."""
+        if address is None:
+            return None
+        return self.addresses.setdefault(address, address) if len(self.addresses) < 64 else address
 
 
 _SERVERS: weakref.WeakKeyDictionary[ServerState, _Server] = weakref.WeakKeyDictionary()
@@ -440,6 +449,9 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.server = self._server.shared_address(self.server)
+        if self.client is not None:  # one host string per peer address (behind a proxy: one for all)
+            self.client = (sys.intern(self.client[0]), self.client[1])
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):

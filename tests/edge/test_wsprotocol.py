@@ -445,6 +445,25 @@ async def test_a_keep_alive_connection_upgrades_after_a_plain_request() -> None:
     await until(lambda: not websocket.tasks, "the end of the app's task")
 
 
+class FreshAddressTransport(FakeTransport):
+    """Addresses as a real transport gives them: new tuples and strings on every call."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        port = {"peername": 50000, "sockname": 8000}.get(name)
+        return default if port is None else (".".join(["127", "0", "0", "1"]), port)
+
+
+async def test_connections_share_the_server_address_and_a_peer_host_string() -> None:
+    config = ws_config(None)
+    state = ServerState()
+    first, second = (LeanWebSocketProtocol(config=config, server_state=state, app_state={},
+                                           _loop=asyncio.get_running_loop()) for _ in range(2))  # fmt: skip
+    for protocol in (first, second):
+        protocol.connection_made(FreshAddressTransport())
+    assert first.server == ("127.0.0.1", 8000) and first.server is second.server
+    assert first.client == ("127.0.0.1", 50000) and first.client[0] is second.client[0]  # type: ignore[index]
+
+
 async def upgrade_through_admission(app: Any, request: bytes) -> tuple[FakeTransport, asyncio.BaseProtocol]:
     """``request`` into the node's HTTP protocol on uvicorn's real parser; the transport and its protocol after."""
     cls = admitting_protocol(Admission(max_unauthenticated=5, handshake_timeout=5.0))
