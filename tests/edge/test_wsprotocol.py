@@ -362,6 +362,12 @@ def test_uvicorn_httptools_protocol_has_what_admission_builds_on() -> None:
         require_parameters(getattr(HttpToolsProtocol, name), "self")
 
 
+async def answer_ok(send: Callable[[Any], Any]) -> None:
+    """An app's plain HTTP answer: 200, ``ok``."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 async def test_admission_counts_a_connection_until_its_request_or_its_upgrade_through_uvicorn() -> None:
     """AdmittingHttpToolsProtocol on uvicorn's real parser: a plain request releases its place once in full;
     an upgrade hands the place to the WebSocket's scope (``croupier.admission``) for the endpoint."""
@@ -369,8 +375,7 @@ async def test_admission_counts_a_connection_until_its_request_or_its_upgrade_th
 
     async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-            await send({"type": "http.response.body", "body": b"ok"})
+            await answer_ok(send)
             return
         seen.append(scope)
         await receive()
@@ -419,20 +424,14 @@ async def test_a_keep_alive_connection_upgrades_after_a_plain_request() -> None:
 
     async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-            await send({"type": "http.response.body", "body": b"ok"})
+            await answer_ok(send)
             return
         await receive()
         await send({"type": "websocket.accept"})
         accepted.append(scope)
         await receive()
 
-    cls = admitting_protocol(Admission(max_unauthenticated=5, handshake_timeout=5.0))
-    http = cls(config=ws_config(app, http=cls), server_state=ServerState(), app_state={},
-               _loop=asyncio.get_running_loop())  # fmt: skip
-    transport = FakeTransport()
-    transport.set_protocol(http)
-    http.connection_made(transport)
+    transport, http = connect_through_admission(app)
     http.data_received(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await until(lambda: transport.written.endswith(b"ok"), "the plain response")
     assert transport.get_protocol() is http
@@ -464,14 +463,20 @@ async def test_connections_share_the_server_address_and_a_peer_host_string() -> 
     assert first.client == ("127.0.0.1", 50000) and first.client[0] is second.client[0]  # type: ignore[index]
 
 
-async def upgrade_through_admission(app: Any, request: bytes) -> tuple[FakeTransport, asyncio.BaseProtocol]:
-    """``request`` into the node's HTTP protocol on uvicorn's real parser; the transport and its protocol after."""
+def connect_through_admission(app: Any) -> tuple[FakeTransport, asyncio.Protocol]:
+    """A connection made to the node's HTTP protocol (uvicorn's real parser): its transport and protocol."""
     cls = admitting_protocol(Admission(max_unauthenticated=5, handshake_timeout=5.0))
     http = cls(config=ws_config(app, http=cls), server_state=ServerState(), app_state={},
                _loop=asyncio.get_running_loop())  # fmt: skip
     transport = FakeTransport()
     transport.set_protocol(http)
     http.connection_made(transport)
+    return transport, http
+
+
+async def upgrade_through_admission(app: Any, request: bytes) -> tuple[FakeTransport, asyncio.BaseProtocol]:
+    """``request`` into the node's HTTP protocol on uvicorn's real parser; the transport and its protocol after."""
+    transport, http = connect_through_admission(app)
     http.data_received(request)
     return transport, transport.get_protocol()
 
