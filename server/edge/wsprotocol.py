@@ -35,7 +35,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import email.utils
 import logging
 import math
 import socket
@@ -486,10 +485,9 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         What follows is what uvicorn's ``handle_connect`` does with ``websockets``' parse: the same scope, the
         same 101 response (``websockets``' ``accept``), the app's task; the frames are ``OpenConnection``'s from
         the start (made in ``__init__`` when told ``parsed``)."""
-        if not isinstance(self.conn, OpenConnection):
-            self.conn = OpenConnection(self.config.ws_max_size, CONNECTING)  # type: ignore[assignment]
+        assert isinstance(self.conn, OpenConnection), "a protocol made with parsed=True"
         response_headers = Headers()
-        response_headers["Date"] = email.utils.formatdate(usegmt=True)
+        response_headers["Date"] = ""  # replaced on accept: uvicorn deletes it and adds the server's own date
         response_headers["Upgrade"] = "websocket"
         response_headers["Connection"] = "Upgrade"
         response_headers["Sec-WebSocket-Accept"] = accept_key(key)
