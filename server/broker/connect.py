@@ -207,7 +207,7 @@ class RedisEndpoint:
         self._sentinel: Sentinel | None = None
         where = self.location
         if where.sentinel:
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis-py 8.2
                 list(where.sentinels),
                 sentinel_kwargs={"socket_connect_timeout": SENTINEL_TIMEOUT, "socket_timeout": SENTINEL_TIMEOUT,
                                  "username": where.sentinel_username, "password": where.sentinel_password},
