@@ -25,6 +25,12 @@ _CHECKS: list[tuple[str, str]] = [
            GROUP BY t.id HAVING coalesce(sum(l.amount), 0) <> 0 OR count(l.txn_id) < 2""",
     ),
     (
+        "legs of a transaction or an account that does not exist",
+        """SELECT l.txn_id FROM ledger_legs l
+           WHERE NOT EXISTS (SELECT FROM ledger_txns t WHERE t.id = l.txn_id)
+              OR NOT EXISTS (SELECT FROM accounts a WHERE a.id = l.account_id)""",
+    ),
+    (
         "accounts whose balance differs from the sum of their legs",
         """SELECT a.id FROM accounts a LEFT JOIN ledger_legs l ON l.account_id = a.id
            GROUP BY a.id HAVING a.balance <> coalesce(sum(l.amount), 0)""",

@@ -61,7 +61,13 @@ DROP_REASONS: tuple[str, ...] = ("overflow", "closing", "slow")
 """Why a frame for a socket was not sent: its queue overflowed (4503, the queue's frames dropped), the
 socket was closing, or a droppable tick skipped a socket over half full."""
 
-AUDIT_CHECKS: tuple[str, ...] = ("unbalanced_transactions", "balance_mismatch", "negative_wallets", "not_conserved")
+AUDIT_CHECKS: tuple[str, ...] = (
+    "unbalanced_transactions",
+    "orphan_legs",
+    "balance_mismatch",
+    "negative_wallets",
+    "not_conserved",
+)
 """The incremental ledger audit's checks (:mod:`.ledgerhealth`)."""
 
 ROUND_PHASES: tuple[str, ...] = ("betting", "running", "settled", "voided")

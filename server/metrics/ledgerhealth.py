@@ -6,6 +6,8 @@ grows with history. This pass checks the same money invariants on what is new, e
 lock; the others stand by), and exports the result:
 
 - every ledger transaction with an id in the window sums to zero and has two legs or more;
+- every leg of the window belongs to a transaction and an account that exist (the ledger's tables
+  keep no foreign keys: migration 0021);
 - every account a transaction of the window touched holds exactly the sum of its legs;
 - no wallet the window touched is negative;
 - the balances of all accounts sum to zero (one indexed pass over ``accounts``).
@@ -151,13 +153,16 @@ class Findings:
         return not self.problems
 
 
-def judge(unbalanced: Iterable[int], touched: Iterable[TouchedAccount], total: int, *, checked: int) -> Findings:
+def judge(unbalanced: Iterable[int], touched: Iterable[TouchedAccount], total: int, *, checked: int,
+          orphaned: Iterable[int] = ()) -> Findings:  # fmt: skip
     """The findings of a pass from what it read (no I/O): ``unbalanced`` transaction ids, the touched
-    accounts, and the sum of every balance."""
+    accounts, the sum of every balance, and the ids of the window's legs whose transaction or account does
+    not exist (``orphaned``)."""
     findings = Findings(checked=checked)
     touched = list(touched)
     problems = {
         "unbalanced_transactions": sorted(unbalanced),
+        "orphan_legs": sorted(set(orphaned)),
         "balance_mismatch": [a.account for a in touched if a.balance != a.before + a.window + a.later],
         "negative_wallets": [a.account for a in touched if a.wallet and a.balance < 0],
         "not_conserved": [total] if total != 0 else [],
@@ -179,6 +184,12 @@ _UNBALANCED = """
 SELECT t.id FROM ledger_txns t LEFT JOIN ledger_legs l ON l.txn_id = t.id
 WHERE t.id > $1 AND t.id <= $2
 GROUP BY t.id HAVING coalesce(sum(l.amount), 0) <> 0 OR count(l.txn_id) < 2
+"""
+_ORPHANED = """
+SELECT DISTINCT l.txn_id FROM ledger_legs l
+WHERE l.txn_id > $1 AND l.txn_id <= $2
+  AND (NOT EXISTS (SELECT FROM ledger_txns t WHERE t.id = l.txn_id)
+       OR NOT EXISTS (SELECT FROM accounts a WHERE a.id = l.account_id))
 """
 _WINDOW_LEGS = """
 SELECT account_id, sum(amount)::bigint AS total FROM ledger_legs WHERE txn_id > $1 AND txn_id <= $2 GROUP BY account_id
@@ -214,6 +225,7 @@ class IncrementalAudit:
         low, high = span
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             unbalanced = [row["id"] for row in await conn.fetch(_UNBALANCED, low, high)]
+            orphaned = [row["txn_id"] for row in await conn.fetch(_ORPHANED, low, high)]
             window = {row["account_id"]: row["total"] for row in await conn.fetch(_WINDOW_LEGS, low, high)}
             rows = await conn.fetch(_ACCOUNTS, list(window), high)
             unknown = [account for account in window if self.sums.get(account) is None]
@@ -232,7 +244,7 @@ class IncrementalAudit:
                                           before))  # fmt: skip
             self.sums.set(account, before + window[account])
         self.window.advance(high)
-        return judge(unbalanced, touched, total, checked=high - low)
+        return judge(unbalanced, touched, total, checked=high - low, orphaned=orphaned)
 
 
 class LedgerAuditor:

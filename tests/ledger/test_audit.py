@@ -59,6 +59,42 @@ async def test_audit_catches_each_kind_of_drift(scratch: asyncpg.Pool) -> None:
     assert await run_audit(scratch) == []
 
 
+async def test_audit_catches_legs_of_missing_transactions_and_accounts(scratch: asyncpg.Pool) -> None:
+    """The legs table keeps no foreign keys (migration 0021): the audit is what proves its references."""
+    ledger = Ledger(scratch)
+    await ledger.start()
+    await sign_up(ledger, 1, "a")
+    await ledger.deposit(1, 100, ref="d1")
+    await ledger.close()
+    wallet, house = (
+        await scratch.fetchval("SELECT id FROM accounts WHERE user_id = 1"),
+        await scratch.fetchval("SELECT id FROM accounts WHERE kind = 'house' AND shard = 0"),
+    )
+    missing = await scratch.fetchval("SELECT max(id) + 1000 FROM ledger_txns")
+    # A balanced pair of legs, the accounts moved by them: only the missing transaction is wrong.
+    await scratch.execute(
+        "INSERT INTO ledger_legs (txn_id, account_id, amount) VALUES ($1, $2, 5), ($1, $3, -5)", missing, wallet, house
+    )
+    await scratch.execute("UPDATE accounts SET balance = balance + 5 WHERE id = $1", wallet)
+    await scratch.execute("UPDATE accounts SET balance = balance - 5 WHERE id = $1", house)
+    assert await run_audit(scratch) == ["legs of a transaction or an account that does not exist"]
+    await scratch.execute("DELETE FROM ledger_legs WHERE txn_id = $1", missing)
+    await scratch.execute("UPDATE accounts SET balance = balance - 5 WHERE id = $1", wallet)
+    await scratch.execute("UPDATE accounts SET balance = balance + 5 WHERE id = $1", house)
+    assert await run_audit(scratch) == []
+
+    # A leg moved onto an account that does not exist: the account it left no longer adds up either.
+    deposit = await scratch.fetchval("SELECT id FROM ledger_txns WHERE kind = 'deposit'")
+    await scratch.execute(
+        "UPDATE ledger_legs SET account_id = (SELECT max(id) + 1000 FROM accounts) WHERE txn_id = $1 AND amount < 0",
+        deposit,
+    )
+    assert await run_audit(scratch) == [
+        "legs of a transaction or an account that does not exist",
+        "accounts whose balance differs from the sum of their legs",
+    ]
+
+
 async def test_audit_catches_a_bet_left_open_in_a_finished_round(scratch: asyncpg.Pool) -> None:
     from server.ledger import BetRequest
 
