@@ -26,7 +26,7 @@ _CHECKS: list[tuple[str, str]] = [
     ),
     (
         "legs of a transaction or an account that does not exist",
-        """SELECT l.txn_id FROM ledger_legs l
+        """SELECT DISTINCT l.txn_id FROM ledger_legs l
            WHERE NOT EXISTS (SELECT FROM ledger_txns t WHERE t.id = l.txn_id)
               OR NOT EXISTS (SELECT FROM accounts a WHERE a.id = l.account_id)""",
     ),
