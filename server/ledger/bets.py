@@ -147,9 +147,7 @@ WITH txns AS (
     FROM (SELECT account_id, sum(amount)::bigint AS delta, count(*) AS legs
           FROM unnest($4::bigint[], $5::bigint[]) AS l(account_id, amount) GROUP BY account_id) AS d
     WHERE accounts.id = d.account_id
-), events AS (
-    {insert_events_sql("$6", "$13", "$14")}
-)
+), {insert_events_sql("$6", "$13", "$14")}
 INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn,
                   client_seed)
 SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::jsonb[], $11::text[],

@@ -4,12 +4,14 @@
 into it in the transaction that moves the money (:func:`store_events`, or :func:`insert_events_sql`
 inside the bet batch's single statement), and hand the events to :meth:`OutboxRelay.announce`
 after the commit. The relay publishes them on their user's channel at once and then marks them
-relayed. If the node dies between commit and publish, or the broker does not take the events, the
-rows stay unrelayed and the sweeper (on every node, rows claimed with ``SKIP LOCKED`` so two nodes
+relayed. An event is unrelayed while its key is in ``user_events_pending`` (written with it; marking
+deletes it: an in-place flag could not be updated without a new row version, migration 0022). If the
+node dies between commit and publish, or the broker does not take the events, the pending rows stay
+and the sweeper (on every node, rows claimed with ``SKIP LOCKED`` so two nodes
 never relay one row at once) publishes them after a grace period. A user event can therefore
 arrive twice; its ``offset`` (the wallet version) tells the copies apart, and the edge's
 ``UserFeeds`` drops the second. The table is also the user channel's history: :meth:`OutboxRelay.missed`
-serves ``auth`` with ``since``; rows older than the retention are pruned.
+serves ``auth`` with ``since``; relayed rows older than the retention are pruned.
 """
 
 from __future__ import annotations
@@ -30,13 +32,19 @@ log = logging.getLogger(__name__)
 
 
 def insert_events_sql(user_ids: str, offsets: str, payloads: str) -> str:
-    """The ``INSERT`` of events into the outbox from three array parameters, given by placeholder
-    (``"$6"``): user ids, offsets and payloads. For a statement that writes the events with the money."""
-    columns = f"{user_ids}::bigint[], {offsets}::bigint[], {payloads}::bytea[]"
-    return f'INSERT INTO user_events (user_id, "offset", payload) SELECT * FROM unnest({columns})'  # noqa: S608 - placeholders only
+    """Common table expressions writing events into the outbox from three array parameters, given by
+    placeholder (``"$6"``): user ids, offsets and payloads. Each event is written to ``user_events`` and,
+    unrelayed until the relay deletes it, to ``user_events_pending``. For a statement that writes the events
+    with the money: ``WITH {insert_events_sql(...)}, ... <its own statement>``."""
+    columns = f"{user_ids}::bigint[], {offsets}::bigint[]"
+    return (
+        f'outbox_events AS (INSERT INTO user_events (user_id, "offset", payload) '  # noqa: S608 - placeholders only
+        f"SELECT * FROM unnest({columns}, {payloads}::bytea[])), "
+        f'outbox_pending AS (INSERT INTO user_events_pending (user_id, "offset") SELECT * FROM unnest({columns}))'
+    )
 
 
-_STORE = insert_events_sql("$1", "$2", "$3")
+_STORE = f"WITH {insert_events_sql('$1', '$2', '$3')} SELECT"
 
 
 async def store_events(conn: Connection, events: list[UserEvent]) -> None:
@@ -45,17 +53,19 @@ async def store_events(conn: Connection, events: list[UserEvent]) -> None:
         await conn.execute(_STORE, [e.user_id for e in events], [e.offset for e in events], [e.payload for e in events])
 
 
+# Relayed: the pending rows go (an event swept and relayed by another node meanwhile matches nothing).
 _MARK = """
-UPDATE user_events SET relayed = true
-FROM unnest($1::bigint[], $2::bigint[]) AS e(user_id, "offset")
-WHERE user_events.user_id = e.user_id AND user_events."offset" = e."offset" AND NOT relayed
+DELETE FROM user_events_pending p
+USING unnest($1::bigint[], $2::bigint[]) AS e(user_id, "offset")
+WHERE p.user_id = e.user_id AND p."offset" = e."offset"
 """
 
 _CLAIM = """
-SELECT user_id, "offset", payload FROM user_events
-WHERE NOT relayed AND created_at < now() - make_interval(secs => $1)
-ORDER BY created_at, user_id, "offset" LIMIT $2
-FOR UPDATE SKIP LOCKED
+SELECT e.user_id, e."offset", e.payload FROM user_events_pending p
+JOIN user_events e ON e.user_id = p.user_id AND e."offset" = p."offset"
+WHERE p.created_at < now() - make_interval(secs => $1)
+ORDER BY p.created_at, p.user_id, p."offset" LIMIT $2
+FOR UPDATE OF p SKIP LOCKED
 """
 
 _MISSED = """
@@ -70,7 +80,8 @@ ORDER BY e.user_id, e."offset"
 """
 
 _PRUNE = """
-DELETE FROM user_events WHERE created_at < now() - make_interval(secs => $1) AND relayed
+DELETE FROM user_events e WHERE e.created_at < now() - make_interval(secs => $1)
+AND NOT EXISTS (SELECT FROM user_events_pending p WHERE p.user_id = e.user_id AND p."offset" = e."offset")
 """
 
 

@@ -1,9 +1,10 @@
 """Gauges of shared state, sampled every few seconds: the outbox backlog, the notification queue,
 and whether PostgreSQL and Redis answer.
 
-Each is one indexed read (``user_events_unrelayed``, ``notifications_due``: partial indexes over the
-rows still to send), capped so a huge backlog cannot make the sample slow. Every node samples (the
-values are the same on every node: dashboards take the max over nodes).
+Each is one indexed read (``user_events_pending``, the outbox's unrelayed events, and
+``notifications_due``, a partial index over the notifications still to send), capped so a huge
+backlog cannot make the sample slow. Every node samples (the values are the same on every node:
+dashboards take the max over nodes).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ CAP = 1_000_000
 """Most rows a sample counts (more shows as this many)."""
 
 OUTBOX_QUERY = f"""
-SELECT (SELECT count(*) FROM (SELECT 1 FROM user_events WHERE NOT relayed LIMIT {CAP}) AS q) AS backlog,
-       coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM user_events WHERE NOT relayed)), 0)::float8
+SELECT (SELECT count(*) FROM (SELECT 1 FROM user_events_pending LIMIT {CAP}) AS q) AS backlog,
+       coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM user_events_pending)), 0)::float8
          AS oldest
 """  # noqa: S608 - constant SQL
 _NOTIFICATIONS = f"""

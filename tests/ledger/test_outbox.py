@@ -31,7 +31,7 @@ async def own_pool(empty_database: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def unrelayed(pool: asyncpg.Pool) -> list[int]:
-    rows = await pool.fetch('SELECT "offset" FROM user_events WHERE NOT relayed ORDER BY "offset"')
+    rows = await pool.fetch('SELECT "offset" FROM user_events_pending ORDER BY "offset"')
     return [row["offset"] for row in rows]
 
 
@@ -57,6 +57,21 @@ async def test_events_committed_but_never_published_are_swept_once(own_pool: asy
         ("balance", 1, 50, 50, "deposit"),
         ("balance", 2, 75, 25, "deposit"),
     ]
+
+
+async def test_pruning_keeps_an_old_event_until_it_is_relayed(own_pool: asyncpg.Pool) -> None:
+    orphan = Ledger(own_pool, welcome_credit=50)  # no relay: the events stay unrelayed
+    await orphan.start()
+    user = next_user_id()
+    await sign_up(orphan, user)
+    await orphan.close()
+    await own_pool.execute("UPDATE user_events SET created_at = now() - interval '1 day' WHERE user_id = $1", user)
+    relay = OutboxRelay(own_pool, MemoryBroker(), retention=60)
+    await relay.prune()
+    assert await own_pool.fetchval("SELECT count(*) FROM user_events WHERE user_id = $1", user) == 1
+    assert await relay.sweep(grace=0) == 1
+    await relay.prune()
+    assert await own_pool.fetchval("SELECT count(*) FROM user_events WHERE user_id = $1", user) == 0
 
 
 async def test_a_broker_that_does_not_take_the_events_leaves_them_for_later(
@@ -148,9 +163,8 @@ async def test_auth_with_since_replays_the_user_events_missed_between_sockets(
 
     # History pruned (older than the retention): not recoverable, the welcome's balance is the truth.
     async with asyncpg.create_pool(node_server.settings.database_url, min_size=1, max_size=1) as pool:
-        await pool.execute(
-            "UPDATE user_events SET created_at = now() - interval '1 day', relayed = true WHERE user_id = $1", user
-        )
+        await pool.execute("UPDATE user_events SET created_at = now() - interval '1 day' WHERE user_id = $1", user)
+        await pool.execute("DELETE FROM user_events_pending WHERE user_id = $1", user)  # relayed, all of them
         await OutboxRelay(pool, MemoryBroker(), retention=60).prune()
     ws = await open_socket(node_server)
     back = await request(ws, {"t": "auth", "id": 4, "init_data": init_data(user), "since": since})
