@@ -31,7 +31,17 @@ import asyncpg
 import psutil
 import uvloop
 
-from loadtest.common import bench_database, latency_summary, node_process, tree_cpu_seconds
+from loadtest.common import (
+    RECYCLED_WAL_SEGMENTS,
+    RECYCLED_WAL_SETTINGS,
+    bench_database,
+    latency_summary,
+    node_process,
+    postgres_cpu_seconds,
+    recycle_wal,
+    tree_cpu_seconds,
+    tree_system_calls,
+)
 from loadtest.rawws import CountingClient, open_client
 from server.auth import sign_init_data
 from tests.services import redis_server
@@ -91,46 +101,53 @@ class SocketRun:
     rate: float
     latencies: list[float]
     cpu: dict[str, float]  # cores used during the measured window, by process group
+    wal_bytes: int  # WAL PostgreSQL wrote during the measured window
+    system_calls: tuple[int, int]  # the server's read and write system calls during the measured window
 
 
-async def run_sockets(url: str, server_pid: int, token: str, sockets: int, seconds: float,
-                      statements_of: str | None = None) -> SocketRun:  # fmt: skip
+async def run_sockets(url: str, server_pid: int, token: str, sockets: int, seconds: float, database_url: str,
+                      statements: bool = False) -> SocketRun:  # fmt: skip
     """Open ``sockets`` bettors, warm up for 2 s, then measure ``seconds`` of betting on the same sockets;
-    ``statements_of``: a database whose ``pg_stat_statements`` to reset when the measured window starts.
+    ``statements``: reset ``pg_stat_statements`` of ``database_url`` when the measured window starts.
 
     The sockets are :mod:`loadtest.rawws` clients: the ``websockets`` client cost the load generator ~70 µs of
     CPU per bet, on the cores the server and PostgreSQL share."""
     latencies: list[float] = []
     base = 10**9 + secrets.randbelow(10**6) * 10**3
     bettors = await asyncio.gather(*(open_bettor(url, token, base + i) for i in range(sockets)))
+    conn = await asyncpg.connect(database_url)
     try:
         warm_stop = time.monotonic() + 2
         await asyncio.gather(*(bettor.bet_until(warm_stop, []) for bettor in bettors))
-        if statements_of is not None:
-            conn = await asyncpg.connect(statements_of)
-            try:
-                await conn.execute("SELECT pg_stat_statements_reset()")
-            finally:
-                await conn.close()
-        before = cpu_snapshot(server_pid)
+        if statements:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+        wal_before = await conn.fetchval(_WAL_POSITION)
+        # The server's PostgreSQL: the parent of a backend (its processes' titles name the cluster, not the port).
+        postmaster = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")).ppid()
+        before, calls_before = cpu_snapshot(server_pid, postmaster), tree_system_calls(server_pid)
         start = time.monotonic()
         counts = await asyncio.gather(*(bettor.bet_until(start + seconds, latencies) for bettor in bettors))
         elapsed = time.monotonic() - start
-        after = cpu_snapshot(server_pid)
+        after, calls_after = cpu_snapshot(server_pid, postmaster), tree_system_calls(server_pid)
+        wal_bytes = await conn.fetchval(_WAL_POSITION) - wal_before
     finally:
+        await conn.close()
         for bettor in bettors:
             bettor.client.close()
     cpu = {name: (after[name] - before[name]) / elapsed for name in before}
-    return SocketRun(sum(counts) / elapsed, latencies, cpu)
+    calls = (calls_after[0] - calls_before[0], calls_after[1] - calls_before[1])
+    return SocketRun(sum(counts) / elapsed, latencies, cpu, int(wal_bytes), calls)
 
 
-def cpu_snapshot(server_pid: int) -> dict[str, float]:
-    """CPU seconds so far of the server, this load generator, and every PostgreSQL process."""
-    postgres = 0.0
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
-            postgres += proc.info["cpu_times"].user + proc.info["cpu_times"].system
-    return {"server": tree_cpu_seconds(server_pid), "load generator": time.process_time(), "postgres": postgres}
+_WAL_POSITION = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
+"""Bytes of WAL written since the cluster began (a numeric)."""
+
+
+def cpu_snapshot(server_pid: int, postmaster: int) -> dict[str, float]:
+    """CPU seconds so far of the server, this load generator, and the PostgreSQL server's processes."""
+    postgres = postgres_cpu_seconds(postmaster)
+    return {"server": tree_cpu_seconds(server_pid), "load generator": time.process_time(),
+            "postgres backends": postgres["backends"], "postgres background": postgres["background"]}  # fmt: skip
 
 
 NAIVE_BET = """
@@ -214,20 +231,32 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true", help="run the node on an embedded Redis (implied by workers)")
     parser.add_argument("--statements", action="store_true", help="report PostgreSQL's time per bet by "
                         "statement (pg_stat_statements; embedded server only)")  # fmt: skip
+    parser.add_argument("--fresh-wal", action="store_true", help="leave the embedded server's WAL as a new "
+                        "cluster's: every segment a new file, zero-filled and synced when first reached "
+                        "(by default segments are recycled first, as on a server that has been running)")  # fmt: skip
     args = parser.parse_args()
     if args.workers > 1 and not args.redis:
         args.redis = True  # workers share the node's rounds and pushes through Redis
     if args.statements and args.database_url:
         parser.error("--statements loads pg_stat_statements into the embedded server: leave out --database-url")
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
-    settings = {"shared_preload_libraries": "pg_stat_statements"} if args.statements else None
+    settings = {**({"shared_preload_libraries": "pg_stat_statements"} if args.statements else {}),
+                **({} if args.fresh_wal else RECYCLED_WAL_SETTINGS)}  # fmt: skip
     with (
         bench_database(args.database_url, settings) as database_url,
         redis_server(None) if args.redis else contextlib.nullcontext("") as redis_url,
     ):
         if args.statements:
             asyncio.run(_create_extension(database_url))
+        if not args.database_url and not args.fresh_wal:
+            asyncio.run(recycle_wal(database_url, RECYCLED_WAL_SEGMENTS))
         print(asyncio.run(settings_line(database_url)))
+        if args.database_url or args.fresh_wal:
+            print("  WAL as the server has it: a segment reached for the first time is a new file, zero-filled "
+                  "and synced while commits wait")  # fmt: skip
+        else:
+            print(f"  {RECYCLED_WAL_SEGMENTS} WAL segments recycled before the run, as on a server that has "
+                  "been running (--fresh-wal: a new cluster's)")  # fmt: skip
         # One dice round that stays open for the whole run: the bench measures the bet path, not round turnover.
         env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000", "CROUPIER_GAMES": "dice",
                "CROUPIER_BETTING_MS": "3600000", "CROUPIER_SEED_CHAIN_LENGTH": "1000",
@@ -235,8 +264,7 @@ def main() -> None:
                "CROUPIER_GAME_PARAMS": '{"dice": {"max_exposure": 1000000000000000}}',
                "CROUPIER_WORKERS": str(args.workers), **({"REDIS_URL": redis_url} if redis_url else {})}  # fmt: skip
         with node_process(database_url, token, **env) as (url, pid):
-            run = uvloop.run(run_sockets(url, pid, token, args.sockets, args.seconds,
-                                          database_url if args.statements else None))  # fmt: skip
+            run = uvloop.run(run_sockets(url, pid, token, args.sockets, args.seconds, database_url, args.statements))
             if args.statements:  # before the node stops (its shutdown voids the open round: not the bet path)
                 print("\n".join(asyncio.run(statements_report(database_url, len(run.latencies)))))
         rate = run.rate
@@ -246,6 +274,11 @@ def main() -> None:
               f"ack latency {latency_summary(run.latencies)}")  # fmt: skip
         print("  cores used: " + ", ".join(f"{name} {cores:.2f}" for name, cores in run.cpu.items())
               + f" (machine: {psutil.cpu_count()} cores)")  # fmt: skip
+        per_bet = {name: cores / rate * 1e6 for name, cores in run.cpu.items()}
+        print("  CPU per bet: " + ", ".join(f"{name} {us:.0f} µs" for name, us in per_bet.items())
+              + f"; WAL {run.wal_bytes / len(run.latencies):,.0f} bytes per bet; server system calls per bet: "
+              f"{run.system_calls[0] / len(run.latencies):.2f} reads, {run.system_calls[1] / len(run.latencies):.2f} "
+              "writes (sockets and PostgreSQL)")  # fmt: skip
         user_ids = asyncio.run(_bench_users(database_url))
         loop_rate = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), 1))
         print(f"naive baseline, one asyncpg loop, one transaction per bet: {loop_rate:,.0f} bets/s "

@@ -88,6 +88,32 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
         print(f"  (node log: {log.name})")
 
 
+RECYCLED_WAL_SETTINGS = {"min_wal_size": "2GB", "max_wal_size": "4GB"}
+"""Embedded-server settings under which a checkpoint keeps up to 2 GB of old WAL segments for reuse."""
+RECYCLED_WAL_SEGMENTS = 96
+"""Segments (16 MB each) :func:`recycle_wal` leaves ready: the bets benchmark writes ~30 MB of WAL a second."""
+
+
+async def recycle_wal(database_url: str, segments: int) -> None:
+    """Leave ``segments`` WAL segment files ready for reuse, as a server that has been running has them
+    (its checkpoints rename old segments for reuse, up to ``min_wal_size``): write a little WAL and switch
+    to a new segment ``segments`` times, then checkpoint. Superuser only (the embedded server).
+
+    On a freshly initialised cluster every segment the write position reaches is a new file that PostgreSQL
+    zero-fills (16 MB) and syncs while every commit waits: at the bets benchmark's WAL rate a stall of
+    ~55 ms every ~0.6 s, which was most of its ack p99 (docs/performance.md)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE bench_wal_filler (x integer)")  # logged: a temp table writes no WAL
+        for _ in range(segments):
+            await conn.execute("INSERT INTO bench_wal_filler VALUES (1)")
+            await conn.execute("SELECT pg_switch_wal()")
+        await conn.execute("DROP TABLE bench_wal_filler")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the process itself used so far (not its children)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -108,6 +134,41 @@ def tree_cpu_seconds(pid: int) -> float:
             times = member.cpu_times()
             total += times.user + times.system
     return total
+
+
+POSTGRES_BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum", "logical replication",
+                       "io worker", "walsummarizer", "archiver", "stats collector")  # fmt: skip
+"""How the titles of PostgreSQL's own processes begin (``postgres: <title>``); the rest serve connections."""
+
+
+def postgres_cpu_seconds(postmaster: int) -> dict[str, float]:
+    """CPU seconds so far of one PostgreSQL server's processes: ``backends`` (those serving connections) and
+    ``background`` (the postmaster, WAL writer, checkpointer, autovacuum, I/O workers, and every process that
+    exited: autovacuum workers come and go within seconds; the postmaster's reaped-children times keep theirs)."""
+    parent = psutil.Process(postmaster)
+    with parent.oneshot():
+        times = parent.cpu_times()
+        background = times.user + times.system + times.children_user + times.children_system
+    backends = 0.0
+    for child in parent.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            title = " ".join(child.cmdline()).removeprefix("postgres: ")
+            seconds = sum(child.cpu_times()[:2])
+            if any(part.startswith(POSTGRES_BACKGROUND) for part in title.split(": ")):
+                background += seconds
+            else:
+                backends += seconds
+    return {"backends": backends, "background": background}
+
+
+def tree_system_calls(pid: int) -> tuple[int, int]:
+    """Read and write system calls so far of a process and its live children (``/proc/<pid>/io``)."""
+    reads = writes = 0
+    for member in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            counters = member.io_counters()
+            reads, writes = reads + counters.read_count, writes + counters.write_count
+    return reads, writes
 
 
 def tree_rss(pid: int) -> int:
