@@ -85,6 +85,17 @@ AND NOT EXISTS (SELECT FROM user_events_pending p WHERE p.user_id = e.user_id AN
 """
 
 
+CLOSE_GRACE = 2.0
+"""Seconds :meth:`OutboxRelay.close` gives the announced events to be published, and then marked."""
+
+
+async def _finish(task: asyncio.Task[None] | None) -> None:
+    """Let ``task`` run to its end for up to :data:`CLOSE_GRACE` seconds (it is not cancelled here)."""
+    if task is not None and not task.done():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), CLOSE_GRACE)
+
+
 class OutboxRelay:
     """Publishes committed user events to the broker and sweeps up those left behind."""
 
@@ -107,6 +118,8 @@ class OutboxRelay:
         self._pending: list[UserEvent] = []
         self._pending_since = 0.0  # when the oldest pending event was announced (the relay lag's start)
         self._publisher: asyncio.Task[None] | None = None
+        self._relayed: list[UserEvent] = []  # published, their pending rows not yet deleted
+        self._marker: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.swept = 0
         """Events this node published from the sweep (their first relay had failed)."""
@@ -115,18 +128,23 @@ class OutboxRelay:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
 
     async def close(self) -> None:
-        """Publish what was announced (briefly), then stop; anything left is swept by another node."""
-        if self._publisher is not None and not self._publisher.done():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._publisher), 2)
-        for task in (self._publisher, self._sweeper):
+        """Publish what was announced and mark it (briefly), then stop; anything left is swept by another node."""
+        await _finish(self._publisher)
+        await _finish(self._marker)  # read after the publisher finished: publishing starts the marker
+        for task in (self._publisher, self._marker, self._sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
     def announce(self, events: list[UserEvent]) -> None:
-        """The ledger's hook: ``events`` were committed; publish them soon (never blocks)."""
+        """The ledger's hook: ``events`` were committed; publish them soon (never blocks).
+
+        They go out in the next loop turn, with everything else announced in this one. The bets' batcher
+        announces right after it resolved the bettors' acks, so with the in-process broker a bettor's
+        ``balance`` push reaches its socket in the turn its ``bet_ok`` does, and the two leave in one write
+        (``server.edge.wsprotocol``'s cork). Deleting the pending rows is a separate task (:meth:`_mark_relayed`),
+        so a publish never waits for the mark of the one before."""
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.extend(events)
@@ -134,7 +152,6 @@ class OutboxRelay:
             self._publisher = asyncio.create_task(self._publish_pending(), name="outbox-publisher")
 
     async def _publish_pending(self) -> None:
-        await asyncio.sleep(0)  # events announced in this loop turn go out together
         while self._pending:
             events, self._pending, since = self._pending, [], self._pending_since
             try:
@@ -143,6 +160,14 @@ class OutboxRelay:
                 log.warning("%d user events not relayed now (the sweeper retries): %s", len(events), exc)
                 continue
             RELAY_SECONDS.observe(time.monotonic() - since)
+            self._relayed.extend(events)
+            if self._marker is None or self._marker.done():
+                self._marker = asyncio.create_task(self._mark_relayed(), name="outbox-marker")
+
+    async def _mark_relayed(self) -> None:
+        """Delete the pending rows of the events published so far, one statement for all of them at a time."""
+        while self._relayed:
+            events, self._relayed = self._relayed, []
             try:
                 await self._pool.execute(_MARK, [e.user_id for e in events], [e.offset for e in events])
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -15,11 +15,11 @@ from server.broker.memory import MemoryBroker
 from server.broker.redis import RedisBroker
 from server.edge.audience import Audience
 from server.edge.feeds import UserFeeds
-from server.ledger import Ledger, OutboxRelay
+from server.ledger import BetRequest, Ledger, OutboxRelay
 from tests.conftest import RunningNode
 from tests.edge.client import authed, init_data, open_socket, recv, request
 from tests.edge.test_audience import FakePeer
-from tests.ledger.conftest import next_user_id, sign_up
+from tests.ledger.conftest import create_open_round, next_user_id, sign_up
 from tests.services import free_port, migrated_pool
 
 
@@ -107,6 +107,32 @@ async def test_a_broker_that_does_not_take_the_events_leaves_them_for_later(
     finally:
         await ledger.close()
         await down.close()
+
+
+async def test_a_bets_push_is_published_in_the_turn_its_bettor_is_acknowledged(own_pool: asyncpg.Pool) -> None:
+    # A socket's frames of one loop turn leave in one write at its end (the cork in server/edge/wsprotocol.py,
+    # a call_soon from the turn's first frame). The balance push must reach the bettor's handler in the turn
+    # the ack resumes the bettor, before such a callback, for the ack and the push to share that write.
+    broker = MemoryBroker()
+    relay = OutboxRelay(own_pool, broker)
+    ledger = Ledger(own_pool, welcome_credit=100, announce=relay.announce)
+    await ledger.start()
+    try:
+        user = next_user_id()
+        await sign_up(ledger, user)
+        round_id = await create_open_round(own_pool, "dice")
+        await asyncio.sleep(0.05)  # the welcome credit's push is out
+        pushes: list[int] = []
+        await broker.subscribe(f"user:{user}", lambda _, payload: pushes.append(json.loads(payload)["offset"]))
+        placed = await ledger.place_bet(BetRequest(user, "dice", round_id, 10, {"target": 5000, "side": "over"}))
+        written_at_turn_end: list[list[int]] = []
+        asyncio.get_running_loop().call_soon(lambda: written_at_turn_end.append(list(pushes)))
+        await asyncio.sleep(0.05)
+        assert written_at_turn_end == [[placed.version]]
+        assert await unrelayed(own_pool) == []  # marked relayed after
+    finally:
+        await ledger.close()
+        await relay.close()
 
 
 async def test_a_second_copy_of_a_user_event_is_dropped() -> None:
