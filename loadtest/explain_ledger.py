@@ -2,7 +2,7 @@
 
     .venv/bin/python -m loadtest.explain_ledger [--database-url URL] [--users 20000] [--bets 200000]
 
-Fills a fresh database (embedded PostgreSQL by default) with users, wallets and bets through
+Fills a fresh database (embedded PostgreSQL by default) with users, wallets, bets and deposits through
 the real schema, runs ANALYZE, and prints EXPLAIN (ANALYZE, BUFFERS off) for each lookup the
 bet path, settlement and deposits make. docs/ledger.md quotes its output.
 """
@@ -32,9 +32,15 @@ LOOKUPS: list[tuple[str, str, tuple[object, ...]]] = [
     ),
     ("balance request / welcome", "SELECT balance, version FROM accounts WHERE user_id = $1", (1000,)),
     (
-        "settlement: open bets of a round",
-        "SELECT id, user_id, amount, params FROM bets WHERE game = $1 AND round_id = $2 AND status = 'accepted'",
-        ("dice", 7),
+        "settlement: open bets of a round (the round's newest, still open)",
+        "SELECT id, user_id, amount, params, cashout FROM bets WHERE round_id = $1 AND status = 'accepted' ORDER BY id",
+        (666,),
+    ),
+    (
+        "betting closes: the client seeds of a round's bets",
+        "SELECT coalesce(array_agg(client_seed ORDER BY id), '{}') FROM bets "
+        "WHERE game = $1 AND round_id = $2 AND status = 'accepted' AND client_seed IS NOT NULL",
+        ("dice", 666),
     ),
     (
         "settlement: close bets by id",
@@ -69,6 +75,13 @@ async def populate(conn: asyncpg.Connection, users: int, bets: int) -> None:
         bets,
         users,
     )
+    # A deposit per user (ledger transactions after the bets' ids), so the deposit lookup meets a real index.
+    await conn.execute(
+        "INSERT INTO ledger_txns (id, kind, ref) "
+        "SELECT $1 + g, 'deposit', 'charge-' || g FROM generate_series(1, $2) g",
+        bets,
+        users,
+    )
     await conn.execute("ANALYZE")
 
 
@@ -79,7 +92,8 @@ async def explain(database_url: str, users: int, bets: int) -> None:
         print(f"-- {users} users with wallets, {bets} bets; PostgreSQL {await conn.fetchval('SHOW server_version')}")
         for title, query, args in LOOKUPS:
             async with conn.transaction():
-                rows = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {query}", *args)
+                explain = "EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF, TIMING OFF, SUMMARY ON)"
+                rows = await conn.fetch(f"{explain} {query}", *args)
             print(f"\n### {title}\n    {query}")
             for row in rows:
                 print(f"    {row[0]}")
