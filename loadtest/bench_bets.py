@@ -129,8 +129,7 @@ async def run_sockets(url: str, server_pid: int, token: str, sockets: int, secon
         if statements:
             await conn.execute("SELECT pg_stat_statements_reset()")
         wal_before = await conn.fetchval(_WAL_POSITION)
-        # The server's PostgreSQL: the parent of a backend (its processes' titles name the cluster, not the port).
-        postmaster = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")).ppid()
+        postmaster = _postmaster(await conn.fetchval("SELECT pg_backend_pid()"))
         before, calls_before = cpu_snapshot(server_pid, postmaster), tree_system_calls(server_pid)
         start = time.monotonic()
         counts = await asyncio.gather(*(bettor.bet_until(start + seconds, latencies) for bettor in bettors))
@@ -150,11 +149,24 @@ _WAL_POSITION = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
 """Bytes of WAL written since the cluster began (a numeric)."""
 
 
-def cpu_snapshot(server_pid: int, postmaster: int) -> dict[str, float]:
-    """CPU seconds so far of the server, this load generator, and the PostgreSQL server's processes."""
-    postgres = postgres_cpu_seconds(postmaster)
-    return {"server": tree_cpu_seconds(server_pid), "load generator": time.process_time(),
-            "postgres backends": postgres["backends"], "postgres background": postgres["background"]}  # fmt: skip
+def _postmaster(backend: int) -> int | None:
+    """The server's PostgreSQL: the parent of the benchmark's backend (its processes' titles name the cluster,
+    not the port); None when that backend is not a process of this machine (a remote ``--database-url``)."""
+    try:
+        process = psutil.Process(backend)
+        return process.ppid() if process.name() == "postgres" else None
+    except psutil.Error:
+        return None
+
+
+def cpu_snapshot(server_pid: int, postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far of the server, this load generator, and the PostgreSQL server's processes (when it
+    runs on this machine)."""
+    cpu = {"server": tree_cpu_seconds(server_pid), "load generator": time.process_time()}
+    if postmaster is not None:
+        postgres = postgres_cpu_seconds(postmaster)
+        cpu.update({"postgres backends": postgres["backends"], "postgres background": postgres["background"]})
+    return cpu
 
 
 NAIVE_BET = """
