@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import secrets
 import time
 import urllib.parse
@@ -39,13 +40,13 @@ import psutil
 import uvloop
 
 from loadtest.common import (
-    RECYCLED_WAL_SEGMENTS,
-    RECYCLED_WAL_SETTINGS,
+    WAL_SEGMENT_MB,
     bench_database,
     latency_summary,
     node_process,
     postgres_cpu_seconds,
     recycle_wal,
+    recycled_wal_settings,
     tree_cpu_seconds,
     tree_system_calls,
 )
@@ -259,8 +260,11 @@ def main() -> None:
     if args.statements and args.database_url:
         parser.error("--statements loads pg_stat_statements into the embedded server: leave out --database-url")
     token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)}"
+    # Enough recycled WAL for the warm-up, the run and the baselines, at up to 48 MB a second (the node writes
+    # ~2.1 KB per bet): more than the run writes, or the stalls come back when they run out.
+    segments = math.ceil((2 + args.seconds + 2 * min(args.seconds, 5)) * 48 / WAL_SEGMENT_MB)
     settings = {**({"shared_preload_libraries": "pg_stat_statements"} if args.statements else {}),
-                **({} if args.fresh_wal else RECYCLED_WAL_SETTINGS)}  # fmt: skip
+                **({} if args.fresh_wal else recycled_wal_settings(segments))}  # fmt: skip
     with (
         bench_database(args.database_url, settings) as database_url,
         redis_server(None) if args.redis else contextlib.nullcontext("") as redis_url,
@@ -268,13 +272,13 @@ def main() -> None:
         if args.statements:
             asyncio.run(_create_extension(database_url))
         if not args.database_url and not args.fresh_wal:
-            asyncio.run(recycle_wal(database_url, RECYCLED_WAL_SEGMENTS))
+            asyncio.run(recycle_wal(database_url, segments))
         print(asyncio.run(settings_line(database_url)))
         if args.database_url or args.fresh_wal:
             print("  WAL as the server has it: a segment reached for the first time is a new file, zero-filled "
                   "and synced while commits wait")  # fmt: skip
         else:
-            print(f"  {RECYCLED_WAL_SEGMENTS} WAL segments recycled before the run, as on a server that has "
+            print(f"  {segments} WAL segments recycled before the run, as on a server that has "
                   "been running (--fresh-wal: a new cluster's)")  # fmt: skip
         # One dice round that stays open for the whole run: the bench measures the bet path, not round turnover.
         env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000", "CROUPIER_GAMES": "dice",

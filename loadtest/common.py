@@ -88,10 +88,13 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
         print(f"  (node log: {log.name})")
 
 
-RECYCLED_WAL_SETTINGS = {"min_wal_size": "2GB", "max_wal_size": "4GB"}
-"""Embedded-server settings under which a checkpoint keeps up to 2 GB of old WAL segments for reuse."""
-RECYCLED_WAL_SEGMENTS = 96
-"""Segments (16 MB each) :func:`recycle_wal` leaves ready: the bets benchmark writes ~30 MB of WAL a second."""
+WAL_SEGMENT_MB = 16
+
+
+def recycled_wal_settings(segments: int) -> dict[str, str]:
+    """Embedded-server settings under which a checkpoint keeps ``segments`` old WAL segments for reuse
+    (``min_wal_size``), and no checkpoint is forced before twice that much WAL was written."""
+    return {"min_wal_size": f"{segments * WAL_SEGMENT_MB}MB", "max_wal_size": f"{2 * segments * WAL_SEGMENT_MB}MB"}
 
 
 async def recycle_wal(database_url: str, segments: int) -> None:
