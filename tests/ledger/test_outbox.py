@@ -121,18 +121,23 @@ async def test_a_bets_push_is_published_in_the_turn_its_bettor_is_acknowledged(o
         user = next_user_id()
         await sign_up(ledger, user)
         round_id = await create_open_round(own_pool, "dice")
-        await asyncio.sleep(0.05)  # the welcome credit's push is out
-        pushes: list[int] = []
-        await broker.subscribe(f"user:{user}", lambda _, payload: pushes.append(json.loads(payload)["offset"]))
+        bet_pushes: list[int] = []  # offsets of the user's bet pushes (the welcome credit's may come any time)
+
+        def pushed(_: str, payload: bytes) -> None:
+            event = json.loads(payload)
+            if event["reason"] == "bet":
+                bet_pushes.append(event["offset"])
+
+        await broker.subscribe(f"user:{user}", pushed)
         placed = await ledger.place_bet(BetRequest(user, "dice", round_id, 10, {"target": 5000, "side": "over"}))
-        written_at_turn_end: list[list[int]] = []
-        asyncio.get_running_loop().call_soon(lambda: written_at_turn_end.append(list(pushes)))
-        await asyncio.sleep(0.05)
-        assert written_at_turn_end == [[placed.version]]
-        assert await unrelayed(own_pool) == []  # marked relayed after
+        loop = asyncio.get_running_loop()
+        written_at_turn_end: asyncio.Future[list[int]] = loop.create_future()
+        loop.call_soon(lambda: written_at_turn_end.set_result(list(bet_pushes)))
+        assert await written_at_turn_end == [placed.version]
     finally:
         await ledger.close()
-        await relay.close()
+        await relay.close()  # publishes and marks what was announced before it stops
+    assert await unrelayed(own_pool) == []
 
 
 async def test_a_second_copy_of_a_user_event_is_dropped() -> None:
