@@ -263,23 +263,24 @@ def main() -> None:
     # Enough recycled WAL for the warm-up, the run and the baselines, at up to 48 MB a second (the node writes
     # ~2.1 KB per bet): more than the run writes, or the stalls come back when they run out.
     segments = math.ceil((2 + args.seconds + 2 * min(args.seconds, 5)) * 48 / WAL_SEGMENT_MB)
+    recycled = not args.database_url and not args.fresh_wal  # the embedded server's WAL, as a running server's
     settings = {**({"shared_preload_libraries": "pg_stat_statements"} if args.statements else {}),
-                **({} if args.fresh_wal else recycled_wal_settings(segments))}  # fmt: skip
+                **(recycled_wal_settings(segments) if recycled else {})}  # fmt: skip
     with (
         bench_database(args.database_url, settings) as database_url,
         redis_server(None) if args.redis else contextlib.nullcontext("") as redis_url,
     ):
         if args.statements:
             asyncio.run(_create_extension(database_url))
-        if not args.database_url and not args.fresh_wal:
+        if recycled:
             asyncio.run(recycle_wal(database_url, segments))
         print(asyncio.run(settings_line(database_url)))
-        if args.database_url or args.fresh_wal:
-            print("  WAL as the server has it: a segment reached for the first time is a new file, zero-filled "
-                  "and synced while commits wait")  # fmt: skip
-        else:
+        if recycled:
             print(f"  {segments} WAL segments recycled before the run, as on a server that has "
                   "been running (--fresh-wal: a new cluster's)")  # fmt: skip
+        else:
+            print("  WAL as the server has it: a segment reached for the first time is a new file, zero-filled "
+                  "and synced while commits wait")  # fmt: skip
         # One dice round that stays open for the whole run: the bench measures the bet path, not round turnover.
         env = {"CROUPIER_WELCOME_CREDIT": str(10**12), "CROUPIER_MAX_BET": "1000", "CROUPIER_GAMES": "dice",
                "CROUPIER_BETTING_MS": "3600000", "CROUPIER_SEED_CHAIN_LENGTH": "1000",
