@@ -12,7 +12,7 @@ or idempotency keys, so batches touching the same user, on this node or another,
 the other and see each other's committed bets.
 
 A batch is three statements: the locks, one read, and one write of every accepted bet (the stakes
-built as :class:`~server.ledger.postings.Transfers`, whose legs the write inserts and applies).
+built as :class:`~server.ledger.postings.Transfers`, whose legs the write makes from their columns and applies).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 
 from ..db.groupcommit import GroupCommit
@@ -45,18 +46,18 @@ from .errors import (
 from .events import UserEvent, balance_event
 from .exposure import ExposureBudget
 from .outbox import insert_events_sql
-from .postings import Transfers
+from .postings import Transfers, transfers_sql
 
 
-@dataclass(frozen=True, slots=True)
-class BetRequest:
-    """A validated bet: the ledger checks only money and idempotency."""
+class BetRequest(msgspec.Struct, frozen=True):
+    """A validated bet: the ledger checks only money and idempotency. (A struct: one per bet, see
+    :class:`~server.ledger.events.UserEvent`.)"""
 
     user_id: int
     game: str
     round_id: int
     amount: int
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
     key: str | None = None
     exposure: int = 0
     """What the bet adds to its round's exposure: the most it can pay."""
@@ -70,9 +71,9 @@ class BetRequest:
         return (self.game, self.round_id, self.amount, self.params) == (game, round_id, amount, params)
 
 
-@dataclass(frozen=True, slots=True)
-class PlacedBet:
-    """A committed bet, with the wallet balance and version right after its stake was taken."""
+class PlacedBet(msgspec.Struct, frozen=True):
+    """A committed bet, with the wallet balance and version right after its stake was taken. (A struct: one
+    per bet, see :class:`~server.ledger.events.UserEvent`.)"""
 
     bet_id: int
     user_id: int
@@ -135,45 +136,39 @@ FROM unnest($1::bigint[], $2::text[]) AS k(user_id, idem_key)
 CROSS JOIN LATERAL (SELECT * FROM bets WHERE bets.user_id = k.user_id AND bets.idem_key = k.idem_key LIMIT 1) AS b
 """
 
-# Statement 3 writes the _AcceptedBets: the stakes' ledger transactions (kind 'bet', ref the bet id) and their legs,
-# the accounts moved by exactly their legs, the bets, and their balance events into the outbox.
+# Statement 3 writes the _AcceptedBets: the stakes' ledger transactions (kind 'bet', ref the bet id), their legs and
+# the accounts they move (made from the stakes' columns: server/ledger/postings.py), the bets, and their balance
+# events into the outbox.
 _WRITE = f"""
 WITH txns AS (
     INSERT INTO ledger_txns (id, kind, ref) SELECT t, 'bet', b::text FROM unnest($1::bigint[], $2::bigint[]) AS x(t, b)
-), legs AS (
-    INSERT INTO ledger_legs (txn_id, account_id, amount) SELECT * FROM unnest($3::bigint[], $4::bigint[], $5::bigint[])
-), balances AS (
-    UPDATE accounts SET balance = accounts.balance + d.delta, version = accounts.version + d.legs
-    FROM (SELECT account_id, sum(amount)::bigint AS delta, count(*) AS legs
-          FROM unnest($4::bigint[], $5::bigint[]) AS l(account_id, amount) GROUP BY account_id) AS d
-    WHERE accounts.id = d.account_id
-), {insert_events_sql("$6", "$13", "$14")}
+), {transfers_sql("$1", "$3", "$4", "$5")}, {insert_events_sql("$6", "$12", "$13")}
 INSERT INTO bets (id, user_id, game, round_id, amount, params, idem_key, balance_after, version_after, stake_txn,
                   client_seed)
-SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::jsonb[], $11::text[],
-                     $12::bigint[], $13::bigint[], $1::bigint[], $15::text[])
+SELECT * FROM unnest($2::bigint[], $6::bigint[], $7::text[], $8::bigint[], $4::bigint[], $9::jsonb[], $10::text[],
+                     $11::bigint[], $12::bigint[], $1::bigint[], $14::text[])
 """  # noqa: S608 - composed of constant SQL, no data
 
 
 @dataclass(slots=True)
 class _AcceptedBets:
     """The accepted bets of a batch, gathered as they are decided into the parallel arrays :data:`_WRITE`
-    reads (one entry per bet; the comments give each field's parameter). ``wallets`` and the house shard
-    make the stakes' legs (:class:`Transfers`, ``$3``-``$5``)."""
+    reads (one entry per bet; the comments give each field's parameter). ``wallets``, ``amounts`` and the
+    house shard are the stakes (:class:`Transfers`, ``$1`` and ``$3``-``$5``)."""
 
     txn_ids: list[int] = field(default_factory=list)  # $1
     bet_ids: list[int] = field(default_factory=list)  # $2
+    wallets: list[int] = field(default_factory=list)  # $3: the account each stake comes from
+    amounts: list[int] = field(default_factory=list)  # $4
     user_ids: list[int] = field(default_factory=list)  # $6
     games: list[str] = field(default_factory=list)  # $7
     round_ids: list[int] = field(default_factory=list)  # $8
-    amounts: list[int] = field(default_factory=list)  # $9
-    params: list[str] = field(default_factory=list)  # $10
-    keys: list[str | None] = field(default_factory=list)  # $11
-    balances: list[int] = field(default_factory=list)  # $12
-    versions: list[int] = field(default_factory=list)  # $13: also the events' offsets
-    payloads: list[bytes] = field(default_factory=list)  # $14
-    client_seeds: list[str | None] = field(default_factory=list)  # $15
-    wallets: list[int] = field(default_factory=list)  # the account each stake comes from
+    params: list[str] = field(default_factory=list)  # $9
+    keys: list[str | None] = field(default_factory=list)  # $10
+    balances: list[int] = field(default_factory=list)  # $11
+    versions: list[int] = field(default_factory=list)  # $12: also the events' offsets
+    payloads: list[bytes] = field(default_factory=list)  # $13
+    client_seeds: list[str | None] = field(default_factory=list)  # $14
 
     def add(self, bet: PlacedBet, key: str | None, wallet: int, txn_id: int, client_seed: str | None = None) -> None:
         """An accepted ``bet`` (with its ``balance`` event), its stake taken from account ``wallet`` in ledger
@@ -195,17 +190,16 @@ class _AcceptedBets:
 
     def arguments(self, house: int) -> tuple[object, ...]:
         """The parameters of :data:`_WRITE`, the stakes going to ``house``."""
-        legs = Transfers("bet", house, self.txn_ids, self.wallets, self.amounts).legs()
+        stakes = Transfers("bet", house, self.txn_ids, self.wallets, self.amounts)  # refuses what would not balance
         return (
-            self.txn_ids,
+            stakes.txn_ids,
             self.bet_ids,
-            legs.txn_ids,
-            legs.accounts,
-            legs.amounts,
+            stakes.sources,
+            stakes.amounts,
+            stakes.target,
             self.user_ids,
             self.games,
             self.round_ids,
-            self.amounts,
             self.params,
             self.keys,
             self.balances,
@@ -261,7 +255,8 @@ async def commit_bets(conn: Connection, batch: list[BetRequest], house: int, epo
             first = accepted_keys.get(identity)
             if first is not None:  # a retry within the batch: answered like a retry after it
                 same = request.same_bet(first.game, first.round_id, first.amount, first.params)
-                outcomes.append(replace(first, replayed=True, event=None) if same else _conflict(request))
+                answer = msgspec.structs.replace(first, replayed=True, event=None) if same else _conflict(request)
+                outcomes.append(answer)
                 continue
         if request.round_id not in open_rounds:
             outcomes.append(BettingClosed(f"round {request.round_id} of {request.game} is not taking bets"))

@@ -11,7 +11,7 @@ transaction commits; the ledger hands them to its ``announce`` hook after the co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from protocol import JSON
 from protocol import messages as m
@@ -26,9 +26,12 @@ def user_channel(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class UserEvent:
-    """One push on a user's channel: its offset (the wallet version) and the JSON bytes sent."""
+class UserEvent(msgspec.Struct, frozen=True):
+    """One push on a user's channel: its offset (the wallet version) and the JSON bytes sent.
+
+    A frozen ``msgspec.Struct``, not a frozen dataclass: one is made per bet, and a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__`` (docs/performance.md, "Issue 20: the bet
+    batch's legs in SQL, per-bet values as structs")."""
 
     user_id: int
     offset: int

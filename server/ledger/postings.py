@@ -3,8 +3,9 @@
 A :class:`Posting` is one ledger transaction: legs (account, amount) that sum to zero.
 :class:`Transfers` is many two-leg transactions into one account, held in columns: the bet
 batch's stakes (wallet -> house shard), built in bulk on the hot path. Both refuse at construction
-what would not balance, and every leg the ledger writes comes from one of them (as :class:`Legs`),
-so no code path can write money that does not balance. ``croupier audit`` checks the same on the
+what would not balance, and every leg the ledger writes comes from one of them (a posting's as
+:class:`Legs`; transfers' made by PostgreSQL from their columns, both legs of each from one amount:
+:func:`transfers_sql`), so no code path can write money that does not balance. ``croupier audit`` checks the same on the
 stored data: every transaction's legs sum to zero, every account's balance is the sum of its legs,
 and every bet's stake transaction takes exactly its amount from the bettor's wallet.
 """
@@ -84,8 +85,9 @@ class Transfers:
     """Many two-leg ledger transactions of one ``kind`` into one ``target`` account, in columns:
     transaction ``txn_ids[i]`` moves ``amounts[i]`` (> 0) from ``sources[i]`` to ``target``.
 
-    Each is balanced by construction (its legs are ``-amount`` and ``+amount``); the constructor
-    refuses what would not be a transfer, as :class:`Posting` does. The columns are not copied.
+    Each is balanced by construction (its legs are ``-amount`` and ``+amount``, made by PostgreSQL:
+    :func:`transfers_sql`); the constructor refuses what would not be a transfer, as :class:`Posting`
+    does. The columns are not copied.
     It exists for the bet batch's hot path: a :class:`Posting` per stake (a frozen object and its
     legs per bet) added about 1.3 µs per bet to the batch's Python work (measured with a stub
     connection, 100 bets a batch: 5.3-5.5 µs a bet against 3.8-3.9 µs; with this, 3.9-4.1 µs),
@@ -108,10 +110,32 @@ class Transfers:
         if self.target in self.sources:
             raise ValueError("an account appears twice in one posting")
 
-    def legs(self) -> Legs:
-        """Every transfer's source leg, then every target leg."""
-        targets = [self.target] * len(self.sources)
-        return Legs(self.txn_ids * 2, self.sources + targets, [-amount for amount in self.amounts] + self.amounts)
+
+def transfers_sql(txn_ids: str, sources: str, amounts: str, target: str) -> str:
+    """Common table expressions writing :class:`Transfers` given by placeholder (``"$1"``): the columns
+    ``txn_ids``, ``sources`` and ``amounts`` as ``bigint[]`` parameters and ``target`` as a ``bigint`` one.
+
+    PostgreSQL makes the legs from the columns: every transfer's source leg (``-amount``), then every target
+    leg (``+amount``), each transaction balanced by construction; then it moves each account by exactly its
+    legs (``version`` once per leg). Sent as columns, a batch's legs are three arrays of its length fewer
+    to encode than as legs (docs/performance.md, "Issue 20: the bet batch's legs in SQL"). Build the
+    :class:`Transfers` first: its checks are what keeps the columns balanced (positive amounts, the target
+    not among the sources). For a statement that writes the transactions too:
+    ``WITH {transfers_sql(...)}, ... <its own statement>``."""
+    return f"""transfer_legs AS (
+    INSERT INTO ledger_legs (txn_id, account_id, amount)
+    SELECT t, s, -a FROM unnest({txn_ids}::bigint[], {sources}::bigint[], {amounts}::bigint[]) AS x(t, s, a)
+    UNION ALL
+    SELECT t, {target}::bigint, a FROM unnest({txn_ids}::bigint[], {amounts}::bigint[]) AS x(t, a)
+), transfer_balances AS (
+    UPDATE accounts SET balance = accounts.balance + d.delta, version = accounts.version + d.legs
+    FROM (SELECT s, -sum(a)::bigint, count(*) FROM unnest({sources}::bigint[], {amounts}::bigint[]) AS x(s, a)
+          GROUP BY s
+          UNION ALL
+          SELECT {target}::bigint, sum(a)::bigint, count(*) FROM unnest({amounts}::bigint[]) AS x(a)
+          HAVING count(*) > 0) AS d(account_id, delta, legs)
+    WHERE accounts.id = d.account_id
+)"""  # noqa: S608 - placeholders only
 
 
 _POST = """

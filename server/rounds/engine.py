@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from protocol import ErrorCode
 from protocol import messages as m
@@ -51,10 +52,10 @@ STANDBY_RETRY = 1.0
 """Seconds between a standby's attempts to take a game's lock (and a failed driver's retries)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedBet:
+class CheckedBet(msgspec.Struct, frozen=True):
     """A bet the round and the game accept: its normalised params, the most it can pay (counted in
-    its round's exposure) and the round's exposure cap (None: the game has none)."""
+    its round's exposure) and the round's exposure cap (None: the game has none). (A struct: one per bet,
+    see :class:`~server.ledger.events.UserEvent`.)"""
 
     params: dict[str, Any]
     exposure: int

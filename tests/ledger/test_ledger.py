@@ -29,7 +29,7 @@ from server.ledger import (
     audit,
 )
 from server.ledger import bets as bets_module
-from server.ledger.postings import Legs, Posting, Transfers, transfer
+from server.ledger.postings import Legs, Posting, Transfers, transfer, transfers_sql
 from tests.ledger.conftest import NewUser, next_user_id, sign_up
 
 OPEN_ROUND = {"id": 0}
@@ -374,13 +374,8 @@ def test_postings_refuse_unbalanced_legs() -> None:
     assert transfer("adjust", 1, 2, 5).legs == ((1, -5), (2, 5))
 
 
-def test_transfers_in_columns_are_balanced_or_refused() -> None:
-    stakes = Transfers("bet", 1, [10, 11, 12], [5, 6, 5], [3, 4, 7])
-    legs = stakes.legs()
-    assert list(zip(legs.txn_ids, legs.accounts, legs.amounts, strict=True)) == [
-        (10, 5, -3), (11, 6, -4), (12, 5, -7), (10, 1, 3), (11, 1, 4), (12, 1, 7)
-    ]  # fmt: skip
-    assert legs.changes() == ([1, 5, 6], [14, -10, -4], [3, 2, 1])
+def test_transfers_refuse_what_would_not_balance() -> None:
+    Transfers("bet", 1, [10, 11], [5, 6], [3, 4])
     with pytest.raises(ValueError):
         Transfers("bet", 1, [10], [5], [0])  # nothing moves
     with pytest.raises(ValueError):
@@ -391,7 +386,53 @@ def test_transfers_in_columns_are_balanced_or_refused() -> None:
         Transfers("bet", 5, [10], [5], [3])  # from the target to itself
     with pytest.raises(ValueError):
         Transfers("mint", 1, [10], [5], [3])
-    assert Transfers("bet", 1, [], [], []).legs() == Legs()
+
+
+def test_legs_of_postings_net_each_account_in_id_order() -> None:
+    legs = Legs()
+    legs.add(10, transfer("payout", 1, 5, 3))
+    legs.add(11, transfer("payout", 1, 6, 4))
+    legs.add(12, Posting("adjust", ((5, -7), (1, 7))))
+    assert list(zip(legs.txn_ids, legs.accounts, legs.amounts, strict=True)) == [
+        (10, 1, -3), (10, 5, 3), (11, 1, -4), (11, 6, 4), (12, 5, -7), (12, 1, 7)
+    ]  # fmt: skip
+    assert legs.changes() == ([1, 5, 6], [0, -4, 4], [3, 2, 1])
+
+
+_TRANSFERS = f"WITH {transfers_sql('$1', '$2', '$3', '$4')} SELECT"
+
+
+async def _accounts(conn: asyncpg.Connection, ids: list[int]) -> dict[int, tuple[int, int]]:
+    rows = await conn.fetch("SELECT id, balance, version FROM accounts WHERE id = ANY($1::bigint[])", ids)
+    return {row["id"]: (row["balance"], row["version"]) for row in rows}
+
+
+async def test_transfers_write_two_balanced_legs_each_and_move_accounts_by_exactly_them(
+    pool: asyncpg.Pool, new_user: NewUser
+) -> None:
+    users = [await new_user(100) for _ in range(3)]
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT user_id, id FROM accounts WHERE user_id = ANY($1::bigint[])", users)
+        a, b, target = (next(row["id"] for row in rows if row["user_id"] == user) for user in users)
+        before = await _accounts(conn, [a, b, target])
+        txns = await conn.fetchval("SELECT array_agg(nextval('ledger_txns_id_seq')) FROM generate_series(1, 3)")
+        moves = Transfers("adjust", target, txns, [a, b, a], [3, 4, 7])
+        async with conn.transaction():
+            await conn.execute("INSERT INTO ledger_txns (id, kind, ref) "
+                               "SELECT t, 'adjust', 'test-' || t FROM unnest($1::bigint[]) t", txns)  # fmt: skip
+            await conn.execute(_TRANSFERS, moves.txn_ids, moves.sources, moves.amounts, moves.target)
+            await conn.execute(_TRANSFERS, [], [], [], moves.target)  # no transfers: nothing moves
+        legs = await conn.fetch("SELECT txn_id, account_id, amount FROM ledger_legs WHERE txn_id = ANY($1::bigint[]) "
+                                "ORDER BY txn_id, amount", txns)  # fmt: skip
+        after = await _accounts(conn, [a, b, target])
+    assert [tuple(leg) for leg in legs] == [
+        (txns[0], a, -3), (txns[0], target, 3), (txns[1], b, -4), (txns[1], target, 4),
+        (txns[2], a, -7), (txns[2], target, 7),
+    ]  # fmt: skip
+    assert after[a] == (before[a][0] - 10, before[a][1] + 2)
+    assert after[b] == (before[b][0] - 4, before[b][1] + 1)
+    assert after[target] == (before[target][0] + 14, before[target][1] + 3)
+    await assert_audit_ok(pool)
 
 
 async def test_a_batch_moves_each_account_once_per_leg(ledger: Ledger, new_user: NewUser, pool: asyncpg.Pool) -> None:
