@@ -58,13 +58,9 @@ def bench_database(server_url: str | None, settings: dict[str, str] | None = Non
 def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tuple[str, int]]:
     """Run ``croupier serve`` on a free port (:func:`tests.services.node_process`) and wait until it is
     ready; yield its ws:// URL and PID; stop it after (SIGTERM, then SIGKILL after 15 s)."""
-    environ = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "CROUPIER_BOT_TOKEN": bot_token,
-        "CROUPIER_DATA_DIR": tempfile.mkdtemp(prefix="croupier-bench-state-"),
-        **env,
-    }
+    state = tempfile.mkdtemp(prefix="croupier-bench-state-")
+    environ = {**os.environ, "DATABASE_URL": database_url, "CROUPIER_BOT_TOKEN": bot_token, "CROUPIER_DATA_DIR": state,
+               **env}  # fmt: skip
     # The node's log goes to a file, never to a pipe nobody reads (a full pipe would stall the node).
     log = tempfile.NamedTemporaryFile(prefix="croupier-bench-node-", suffix=".log", delete=False)  # noqa: SIM115
     workers = int(environ.get("CROUPIER_WORKERS", "1"))
@@ -85,6 +81,7 @@ def node_process(database_url: str, bot_token: str, **env: str) -> Iterator[tupl
             yield f"ws://127.0.0.1:{port}/ws", process.pid
     finally:
         log.close()
+        shutil.rmtree(state, ignore_errors=True)
         print(f"  (node log: {log.name})")
 
 

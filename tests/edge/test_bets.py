@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,7 @@ async def own_postgres() -> AsyncIterator[tuple[str, object]]:
         yield server.start(), server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)  # its data directory, about 40 MB
 
 
 async def test_postgres_outage_answers_unavailable_keeps_sockets_and_recovers(tmp_path: Path) -> None:
