@@ -117,8 +117,9 @@ def transfers_sql(txn_ids: str, sources: str, amounts: str, target: str) -> str:
 
     PostgreSQL makes the legs from the columns: every transfer's source leg (``-amount``), then every target
     leg (``+amount``), each transaction balanced by construction; then it moves each account by exactly its
-    legs (``version`` once per leg). Sent as columns, a batch's legs are three arrays of its length fewer
-    to encode than as legs (docs/performance.md, "Issue 20: the bet batch's legs in SQL"). Build the
+    legs (``version`` once per leg). Sent as columns, a batch's stakes are two arrays of its length to encode
+    instead of three of twice its length (docs/performance.md, "Issue 20: the bet batch's legs in SQL,
+    per-bet values as structs"). Build the
     :class:`Transfers` first: its checks are what keeps the columns balanced (positive amounts, the target
     not among the sources). For a statement that writes the transactions too:
     ``WITH {transfers_sql(...)}, ... <its own statement>``."""
