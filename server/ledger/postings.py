@@ -5,9 +5,10 @@ A :class:`Posting` is one ledger transaction: legs (account, amount) that sum to
 batch's stakes (wallet -> house shard), built in bulk on the hot path. Both refuse at construction
 what would not balance, and every leg the ledger writes comes from one of them (a posting's as
 :class:`Legs`; transfers' made by PostgreSQL from their columns, both legs of each from one amount:
-:func:`transfers_sql`), so no code path can write money that does not balance. ``croupier audit`` checks the same on the
-stored data: every transaction's legs sum to zero, every account's balance is the sum of its legs,
-and every bet's stake transaction takes exactly its amount from the bettor's wallet.
+:func:`transfers_sql`), so no code path can write money that does not balance. ``croupier audit``
+checks the same on the stored data: every transaction's legs sum to zero, every account's balance
+is the sum of its legs, and every bet's stake transaction takes exactly its amount from the
+bettor's wallet.
 """
 
 from __future__ import annotations
@@ -119,10 +120,9 @@ def transfers_sql(txn_ids: str, sources: str, amounts: str, target: str) -> str:
     leg (``+amount``), each transaction balanced by construction; then it moves each account by exactly its
     legs (``version`` once per leg). Sent as columns, a batch's stakes are two arrays of its length to encode
     instead of three of twice its length (docs/performance.md, "Issue 20: the bet batch's legs in SQL,
-    per-bet values as structs"). Build the
-    :class:`Transfers` first: its checks are what keeps the columns balanced (positive amounts, the target
-    not among the sources). For a statement that writes the transactions too:
-    ``WITH {transfers_sql(...)}, ... <its own statement>``."""
+    per-bet values as structs"). Build the :class:`Transfers` first: its checks are what keeps the columns
+    balanced (positive amounts, the target not among the sources). For a statement that writes the
+    transactions too: ``WITH {transfers_sql(...)}, ... <its own statement>``."""
     return f"""transfer_legs AS (
     INSERT INTO ledger_legs (txn_id, account_id, amount)
     SELECT t, s, -a FROM unnest({txn_ids}::bigint[], {sources}::bigint[], {amounts}::bigint[]) AS x(t, s, a)
