@@ -77,7 +77,9 @@ def worker_of(player: Player, workers: list[psutil.Process]) -> int:
 async def test_workers_share_the_port_follow_the_player_restart_and_drain(
     empty_database: str, redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    env = node_env(empty_database, redis.url, tmp_path / "state", "wk")
+    # Up to 40 sockets of one user below, until both workers hold one: the per-user cap (default 5, the
+    # oldest closed with 4409) would close the first whenever the kernel gives one worker the first six.
+    env = node_env(empty_database, redis.url, tmp_path / "state", "wk", CROUPIER_MAX_SOCKETS_PER_USER="41")
     log = tmp_path / "node.log"
     with supervisor(env, 2, log) as (process, port):
         await all_ready(log, process)
