@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -147,6 +148,10 @@ class EmbeddedRedis:
         self._logfile = logfile
         self._binary = binary
         self._process: subprocess.Popen[bytes] | None = None
+        # A primary writes an RDB file for a replica's full sync, and loads it when started again: a folder of
+        # this server's own, kept across its restarts, removed with the object (or at the latest at exit).
+        self._folder = tempfile.mkdtemp(prefix=f"croupier-redis-{self.port}-")
+        weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -157,8 +162,7 @@ class EmbeddedRedis:
             self._process = subprocess.Popen(
                 [self._binary or str(_valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                 # A primary writes an RDB file for a replica's full sync: in the temp dir, not the checkout.
-                 "--dir", tempfile.gettempdir(), "--dbfilename", f"croupier-test-{self.port}.rdb", *self._extra_args],
+                 "--dir", self._folder, *self._extra_args],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 10
