@@ -15,7 +15,10 @@ loop, then with as many concurrent connections as the pool allows.
 
 Prints bets/s, ack latency (p50/p99/max), the baselines and the ratios; the cores and the CPU per bet of
 the server, the load generator and PostgreSQL (the backends serving connections apart from its background
-processes), the WAL written per bet and the server's read and write system calls per bet. With
+processes), the WAL written per bet and the server's read and write system calls per bet; the single naive
+loop's own CPU per bet (this process, which runs asyncpg's client side of one transaction a bet, and
+PostgreSQL's backends) and the server's and PostgreSQL's per bet as ratios to it: the same-run reference for
+the CPU figures, whose absolute µs move with the machine's speed (2.5x between its periods here). With
 ``--statements`` (the embedded server only: it loads ``pg_stat_statements``) also every statement the
 server ran in the measured window: calls and rows per bet, execution time per bet, planning included.
 
@@ -187,10 +190,21 @@ SELECT $1, 'dice', 1, $2, '{}', w.balance, 0, t.id FROM w, t
 """
 
 
-async def naive(database_url: str, user_ids: list[int], seconds: float, connections: int) -> float:
+@dataclass
+class NaiveRun:
+    """The naive baseline's rate, and its CPU per bet: this process (asyncpg's client side of one transaction
+    a bet) and PostgreSQL's backends (None for a remote server)."""
+
+    rate: float
+    client_us: float
+    postgres_us: float | None
+
+
+async def naive(database_url: str, user_ids: list[int], seconds: float, connections: int) -> NaiveRun:
     """One transaction per bet: lock-free conditional debit, txn, legs, house, bet; then commit."""
     pool = await asyncpg.create_pool(database_url, min_size=connections, max_size=connections)
     house = await pool.fetchval("SELECT id FROM accounts WHERE kind = 'house' AND shard = 0")
+    postmaster = _postmaster(await pool.fetchval("SELECT pg_backend_pid()"))
     stop_at = time.monotonic() + seconds
     done = 0
 
@@ -202,11 +216,14 @@ async def naive(database_url: str, user_ids: list[int], seconds: float, connecti
                     await conn.execute(NAIVE_BET, user_id, BET_AMOUNT, house)
                 done += 1
 
+    before = time.process_time(), postgres_cpu_seconds(postmaster)["backends"] if postmaster else 0.0
     start = time.monotonic()
     await asyncio.gather(*(loop(user_ids[i % len(user_ids)]) for i in range(connections)))
-    rate = done / (time.monotonic() - start)
+    elapsed = time.monotonic() - start
+    after = time.process_time(), postgres_cpu_seconds(postmaster)["backends"] if postmaster else 0.0
     await pool.close()
-    return rate
+    per_bet = [(a - b) / max(done, 1) * 1e6 for a, b in zip(after, before, strict=True)]
+    return NaiveRun(done / elapsed, per_bet[0], per_bet[1] if postmaster else None)
 
 
 async def statements_report(database_url: str, bets: int) -> list[str]:
@@ -304,12 +321,19 @@ def main() -> None:
               f"{run.system_calls[0] / len(run.latencies):.2f} reads, {run.system_calls[1] / len(run.latencies):.2f} "
               "writes (sockets and PostgreSQL)")  # fmt: skip
         user_ids = asyncio.run(_bench_users(database_url))
-        loop_rate = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), 1))
-        print(f"naive baseline, one asyncpg loop, one transaction per bet: {loop_rate:,.0f} bets/s "
-              f"(server is {rate / loop_rate:.1f}x)")  # fmt: skip
-        wide_rate = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), args.naive_connections))
-        print(f"naive baseline, {args.naive_connections} concurrent connections: {wide_rate:,.0f} bets/s "
-              f"(server is {rate / wide_rate:.1f}x)")  # fmt: skip
+        loop = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), 1))
+        print(f"naive baseline, one asyncpg loop, one transaction per bet: {loop.rate:,.0f} bets/s "
+              f"(server is {rate / loop.rate:.1f}x)")  # fmt: skip
+        # The same-run reference for CPU per bet (absolute µs move with the machine's period, ratios less): the
+        # naive loop's client is Python and asyncpg doing nothing but one bet's transaction.
+        postgres = f", PostgreSQL backends {loop.postgres_us:.0f} µs" if loop.postgres_us is not None else ""
+        relative = (f"; server per bet {per_bet['server'] / loop.client_us:.2f}x the naive client's"
+                    + (f", PostgreSQL per bet {per_bet['postgres backends'] / loop.postgres_us:.2f}x the naive loop's"
+                       if loop.postgres_us and "postgres backends" in per_bet else ""))  # fmt: skip
+        print(f"  its CPU per bet: this process (asyncpg's client) {loop.client_us:.0f} µs{postgres}{relative}")
+        wide = asyncio.run(naive(database_url, user_ids, min(args.seconds, 5), args.naive_connections))
+        print(f"naive baseline, {args.naive_connections} concurrent connections: {wide.rate:,.0f} bets/s "
+              f"(server is {rate / wide.rate:.1f}x)")  # fmt: skip
 
 
 async def _create_extension(database_url: str) -> None:
