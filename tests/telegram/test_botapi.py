@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,18 +201,19 @@ def test_the_process_starts_listens_and_stops() -> None:
 def test_the_process_does_not_outlive_its_parent() -> None:
     script = (
         "import os; from tests.telegram.botapi import BotApiServer\n"
-        "api = BotApiServer.start()\nprint(api.pid, flush=True)\nos._exit(0)\n"
+        "api = BotApiServer.start()\nprint(api.pid, api.workdir, flush=True)\nos._exit(0)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, timeout=30, check=True)
-    pid = int(out.stdout.split()[0])
+    pid, workdir = out.stdout.decode().split()
     try:
         deadline = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < deadline:
+        while alive(int(pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not alive(pid)
+        assert not alive(int(pid))
     finally:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if alive(int(pid)):
+            os.kill(int(pid), signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)  # the parent left without stop(), which removes it
 
 
 # ------------------------------------------------------------------------------- envelope and format
