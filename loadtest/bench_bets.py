@@ -166,7 +166,12 @@ def _postmaster(backend: int) -> int | None:
 def cpu_snapshot(server_pid: int, postmaster: int | None) -> dict[str, float]:
     """CPU seconds so far of the server, this load generator, and the PostgreSQL server's processes (when it
     runs on this machine)."""
-    cpu = {"server": tree_cpu_seconds(server_pid), "load generator": time.process_time()}
+    return {"server": tree_cpu_seconds(server_pid), **_own_cpu_snapshot(postmaster)}
+
+
+def _own_cpu_snapshot(postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far of this process (``load generator``) and of the PostgreSQL server's processes."""
+    cpu = {"load generator": time.process_time()}
     if postmaster is not None:
         postgres = postgres_cpu_seconds(postmaster)
         cpu.update({"postgres backends": postgres["backends"], "postgres background": postgres["background"]})
@@ -216,14 +221,14 @@ async def naive(database_url: str, user_ids: list[int], seconds: float, connecti
                     await conn.execute(NAIVE_BET, user_id, BET_AMOUNT, house)
                 done += 1
 
-    before = time.process_time(), postgres_cpu_seconds(postmaster)["backends"] if postmaster else 0.0
+    before = _own_cpu_snapshot(postmaster)
     start = time.monotonic()
     await asyncio.gather(*(loop(user_ids[i % len(user_ids)]) for i in range(connections)))
     elapsed = time.monotonic() - start
-    after = time.process_time(), postgres_cpu_seconds(postmaster)["backends"] if postmaster else 0.0
+    after = _own_cpu_snapshot(postmaster)
     await pool.close()
-    per_bet = [(a - b) / max(done, 1) * 1e6 for a, b in zip(after, before, strict=True)]
-    return NaiveRun(done / elapsed, per_bet[0], per_bet[1] if postmaster else None)
+    per_bet = {name: (after[name] - before[name]) / max(done, 1) * 1e6 for name in before}
+    return NaiveRun(done / elapsed, per_bet["load generator"], per_bet.get("postgres backends"))
 
 
 async def statements_report(database_url: str, bets: int) -> list[str]:
