@@ -204,15 +204,16 @@ def test_the_process_does_not_outlive_its_parent() -> None:
         "api = BotApiServer.start()\nprint(api.pid, api.workdir, flush=True)\nos._exit(0)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, timeout=30, check=True)
-    pid, workdir = out.stdout.decode().split()
+    printed, workdir = out.stdout.decode().split()
+    pid = int(printed)
     try:
         deadline = time.monotonic() + 5
-        while alive(int(pid)) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not alive(int(pid))
+        assert not alive(pid)
     finally:
-        if alive(int(pid)):
-            os.kill(int(pid), signal.SIGKILL)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
         shutil.rmtree(workdir, ignore_errors=True)  # the parent left without stop(), which removes it
 
 
